@@ -1,0 +1,139 @@
+"""The pipeline's stages, one module each (validate, sanitize, route, infer, validate_response).
+
+Each module holds the stage's logic as plain functions; `register_stages` below only wires them
+to Faust agents. The worker finds this function through the `sluice.stages` entry point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from agents.infer import infer
+from agents.route import route
+from agents.sanitize import sanitize
+from agents.validate import DeadLettered, Limits, RawRecord, validate_record
+from agents.validate_response import validate_response
+from schemas import Envelope, ErrorCode, Stage, Status
+from sluice.app import Pipeline, run_bounded
+from sluice.codec import Poison
+from sluice.outcome import Outcome, fail, utcnow
+from sluice.providers.catalog import load_catalog
+from sluice.providers.openai_http import ChatClient
+from topics import INFERRED, ROUTED, SANITIZED, VALIDATED, TopicSpec
+
+log = logging.getLogger("sluice.agents")
+
+__all__ = ["register_stages"]
+
+
+async def guarded(stage: Stage, envelope: Envelope, compute: Callable[[], Awaitable[Outcome]]) -> Outcome:
+    """A bug in a stage must still answer the request: it becomes a typed `internal` failure."""
+    try:
+        return await compute()
+    except Exception as exc:  # noqa: BLE001 - turned into the request's `internal` error, and logged
+        log.exception("stage %s failed on request %s", stage.value, envelope.request_id)
+        return fail(
+            envelope, stage, Status.FAILED, ErrorCode.INTERNAL,
+            f"{stage.value} failed unexpectedly ({type(exc).__name__})", now=utcnow(), duration_ms=0.0,
+        )
+
+
+def register_stages(pipeline: Pipeline) -> None:
+    """Define the five stage agents (and the table expiry timer) on the pipeline's Faust app."""
+    app, settings = pipeline.app, pipeline.settings
+    catalog = load_catalog(settings)
+    limits = Limits.from_settings(settings, pipeline.default_reply_to)
+
+    @app.agent(pipeline.requests, name="validate")
+    async def validate_agent(stream: Any) -> None:
+        async for event in stream.events():
+            message = event.message
+            record = RawRecord(
+                value=event.value, topic=message.topic, partition=message.partition, offset=message.offset,
+                timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
+            )
+            decision = validate_record(record, limits, pipeline.seen, utcnow())
+            if isinstance(decision, DeadLettered):
+                await pipeline.dead_letter(decision.letter)
+                continue
+            if not decision.duplicate:
+                pipeline.remember(pipeline.seen, decision.dedupe_key, request_id=decision.request_id)
+            await pipeline.publish(decision.outcome, VALIDATED)
+
+    def simple_stage(
+        source: TopicSpec, target: TopicSpec, stage: Stage, logic: Callable[[Envelope], Outcome]
+    ) -> None:
+        async def run(stream: Any) -> None:
+            async for envelope in _envelopes(pipeline, stream, stage):
+
+                async def compute(envelope: Envelope = envelope) -> Outcome:
+                    return logic(envelope)
+
+                await pipeline.publish(await guarded(stage, envelope, compute), target)
+
+        app.agent(pipeline.envelope_topic(source), name=stage.value)(run)
+
+    simple_stage(VALIDATED, SANITIZED, Stage.SANITIZE, lambda env: sanitize(env, utcnow()))
+    simple_stage(SANITIZED, ROUTED, Stage.ROUTE, lambda env: route(env, catalog, utcnow()))
+
+    @app.agent(pipeline.envelope_topic(ROUTED), name="infer")
+    async def infer_agent(stream: Any) -> None:
+        """Many model calls in flight; each record is acked only when its call has finished,
+        and nothing more is pulled while `infer_max_in_flight` calls are running."""
+        client = ChatClient(settings)
+        semaphore = asyncio.Semaphore(settings.infer_max_in_flight)
+        in_flight: set[asyncio.Task[None]] = set()
+        manual = stream.noack()
+        try:
+            async for event in manual.events():
+                value = event.value
+                if isinstance(value, Poison):
+                    await pipeline.dead_letter_poison(value, Stage.INFER.value)
+                    await manual.ack(event)
+                    continue
+                if pipeline.answered.get(value.request_id) is not None:
+                    await manual.ack(event)  # redelivered after it was answered: do not pay twice
+                    continue
+
+                async def call_model(event: Any = event, envelope: Envelope = value) -> None:
+                    try:
+                        outcome = await guarded(
+                            Stage.INFER, envelope, lambda: infer(envelope, catalog, client)
+                        )
+                        await pipeline.publish(outcome, INFERRED)
+                    finally:
+                        await manual.ack(event)
+
+                await run_bounded(semaphore, in_flight, call_model)
+        finally:
+            if in_flight:
+                await asyncio.gather(*in_flight, return_exceptions=True)
+            await client.close()
+
+    @app.agent(pipeline.envelope_topic(INFERRED), name="validate_response")
+    async def validate_response_agent(stream: Any) -> None:
+        async for envelope in _envelopes(pipeline, stream, Stage.VALIDATE_RESPONSE):
+
+            async def compute(envelope: Envelope = envelope) -> Outcome:
+                return validate_response(envelope, utcnow())
+
+            await pipeline.publish(await guarded(Stage.VALIDATE_RESPONSE, envelope, compute))
+
+    @app.timer(interval=settings.dedupe_sweep_interval_s)
+    async def expire_idempotence_entries() -> None:
+        expired = pipeline.sweep(pipeline.seen, settings.dedupe_window_s)
+        expired += pipeline.sweep(pipeline.answered, settings.dedupe_window_s)
+        if expired:
+            log.info("expired %d idempotence entries", expired)
+
+
+async def _envelopes(pipeline: Pipeline, stream: Any, stage: Stage) -> AsyncIterator[Envelope]:
+    """The stream's envelopes; poison records are dead-lettered on the way."""
+    async for value in stream:
+        if isinstance(value, Poison):
+            await pipeline.dead_letter_poison(value, stage.value)
+            continue
+        yield value

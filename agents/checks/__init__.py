@@ -1,0 +1,1 @@
+"""Pure, dependency-light checks the pipeline stages run on requests and responses."""

@@ -1,0 +1,480 @@
+"""PII and secret redaction with typed, numbered placeholders that can be restored in a response.
+
+Personal data must not reach model providers or the analytics store, yet the user's answer may
+need it back: each value becomes `[TYPE_n]`, numbered per request (the same value keeps the same
+placeholder), and `restore` puts the originals back into the model's reply. Numeric types are
+checksum-validated (Luhn, mod-97) so ordinary numbers are not redacted.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import operator
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+
+from agents.checks.normalize import tokens
+
+__all__ = [
+    "PiiAction",
+    "PiiMatch",
+    "PiiPolicy",
+    "PiiType",
+    "RedactionMapping",
+    "RedactionResult",
+    "find_pii",
+    "iban_valid",
+    "luhn_valid",
+    "redact",
+    "restore",
+]
+
+
+class PiiType(StrEnum):
+    EMAIL = "EMAIL"
+    PHONE = "PHONE"
+    CARD = "CARD"
+    IBAN = "IBAN"
+    SSN = "SSN"
+    IPV4 = "IPV4"
+    IPV6 = "IPV6"
+    AWS_KEY = "AWS_KEY"
+    API_KEY = "API_KEY"
+    JWT = "JWT"
+    PRIVATE_KEY = "PRIVATE_KEY"
+
+
+class PiiAction(StrEnum):
+    REDACT = "redact"
+    BLOCK = "block"
+    ALLOW = "allow"
+
+
+@dataclass(frozen=True, slots=True)
+class PiiPolicy:
+    """Action per type; BLOCK also redacts, so a blocked request never carries the value on."""
+
+    actions: Mapping[PiiType, PiiAction] = field(default_factory=lambda: MappingProxyType({}))
+    default: PiiAction = PiiAction.REDACT
+
+    def action(self, pii_type: PiiType) -> PiiAction:
+        return self.actions.get(pii_type, self.default)
+
+
+@dataclass(frozen=True, slots=True)
+class PiiMatch:
+    type: PiiType
+    start: int
+    end: int
+    value: str
+
+
+# Higher wins when two candidates overlap (a JWT contains base64 that looks like other things).
+_PRIORITY = {
+    PiiType.PRIVATE_KEY: 10,
+    PiiType.JWT: 9,
+    PiiType.AWS_KEY: 8,
+    PiiType.API_KEY: 7,
+    PiiType.EMAIL: 6,
+    PiiType.IBAN: 5,
+    PiiType.CARD: 4,
+    PiiType.SSN: 3,
+    PiiType.IPV6: 2,
+    PiiType.IPV4: 2,
+    PiiType.PHONE: 1,
+}
+
+# Patterns open with a consuming character class (lookbehinds come after it) so the regex
+# engine can skip non-candidate positions quickly; literal prefilters in `find_pii` skip whole
+# patterns when their anchor is absent.
+_A = re.ASCII
+_EMAIL = re.compile(
+    r"[\w.%+\-](?<![\w.%+\-][\w.%+\-])[\w.%+\-]{0,63}+@(?:[^\W_](?:[\w\-]{0,61}[^\W_])?\.)+[^\W\d_]{2,24}(?![\w\-])"
+)
+_PEM = re.compile(
+    r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
+    r"(?:[\s\S]{0,16384}?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
+    r"|(?:[ \t]*\r?\n[ \t]*[A-Za-z0-9+/=:,\-]{1,128})*)"
+)
+_JWT = re.compile(r"eyJ(?<![\w\-]eyJ)[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*", _A)
+_AWS = re.compile(
+    r"A(?<![A-Z0-9]A)(?:KIA|SIA|BIA|CCA|GPA|IDA|IPA|NPA|NVA|PKA|ROA|SCA)[A-Z0-9]{16}(?![A-Z0-9])"
+    r"|(?i:aws_?secret_?access_?key)[\"']?\s*[:=]\s*[\"']?(?P<secret>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])",
+    _A,
+)
+_AWS_PREFIXES = (
+    "AKIA",
+    "ASIA",
+    "ABIA",
+    "ACCA",
+    "AGPA",
+    "AIDA",
+    "AIPA",
+    "ANPA",
+    "ANVA",
+    "APKA",
+    "AROA",
+    "ASCA",
+)
+_API_KEY = re.compile(
+    r"[sprgxAh](?<![\w\-][sprgxAh])(?:"
+    r"(?<=s)k-(?:proj-|ant-(?:api\d\d-)?|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}"
+    r"|(?<=[srp])k_(?:live|test)_[A-Za-z0-9]{16,}"
+    r"|(?<=g)h[pousr]_[A-Za-z0-9]{36,255}"
+    r"|(?<=g)ithub_pat_[A-Za-z0-9_]{22,255}"
+    r"|(?<=x)ox[abposre]-[A-Za-z0-9\-]{10,}"
+    r"|(?<=A)Iza[0-9A-Za-z_\-]{35}"
+    r"|(?<=g)lpat-[A-Za-z0-9_\-]{20,}"
+    r"|(?<=h)f_[A-Za-z0-9]{30,}"
+    r")(?![\w\-])",
+    _A,
+)
+_API_HINTS = (
+    "sk-",
+    "sk_",
+    "rk_",
+    "pk_",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "github_pat_",
+    "xox",
+    "AIza",
+    "glpat-",
+    "hf_",
+)
+_IBAN = re.compile(r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z][0-9]{2}(?:[ ]?[A-Z0-9]){11,30}(?![A-Za-z0-9])", _A)
+_CARD = re.compile(r"[0-9](?<![\w\-][0-9])(?:[ \-]?[0-9]){11,18}(?![\w\-]|[.,][0-9])", _A)
+_SSN = re.compile(r"[0-9](?<![\w\-][0-9])[0-9]{2}([\- ])[0-9]{2}\1[0-9]{4}(?![\w\-]|[.,][0-9])", _A)
+_IPV4 = re.compile(r"[0-9](?<![\w.][0-9])[0-9]{0,2}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(?![\w]|\.[0-9])", _A)
+_IPV6 = re.compile(
+    r"[0-9A-Fa-f:](?<![\w:.][0-9A-Fa-f:])[0-9A-Fa-f]{0,3}:(?:[0-9A-Fa-f]{0,4}:){1,6}"
+    r"(?:[0-9A-Fa-f]{1,4}|(?:[0-9]{1,3}\.){3}[0-9]{1,3})?(?:%[\w.]+)?(?![\w:])",
+    _A,
+)
+_PHONE = re.compile(
+    r"[+(0-9](?<![\w+.\-/][+(0-9])(?:(?<=\+)|(?<=0)0|)\(?[0-9]?[0-9 ().\-/]{5,20}[0-9]"
+    r"(?:[ ]?(?:x|ext\.?|#)[ ]?[0-9]{1,6})?(?![\w\-/]|[.,][0-9])",
+    _A,
+)
+_DIGIT = re.compile(r"[0-9]")
+_CARD_SEPARATOR = re.compile(r"[ \-]")
+_IBAN_HEAD = re.compile(r"[A-Z]{2}[0-9]{2} ?$")  # digits after "DE89 " belong to an IBAN, valid or not
+_NOT_PHONE_SHAPES = re.compile(r"[0-9]{3}([- ])[0-9]{2}\1[0-9]{4}|[0-9]{1,3}(?:\.[0-9]{1,3}){3}")  # SSN, IPv4
+_PHONE_CONTEXT = re.compile(
+    r"(?:contact|kontakt|call|phone|tel|mobile|cell|whatsapp|sms|telefon|téléphone|portable|teléfono|móvil|movil|"
+    r"telefono|cellulare|telemóvel|telefone|celular|numero|número|nummer|номер|телефон|電話)\w*\W{0,12}$"
+)
+_ID_CONTEXT = re.compile(
+    r"(?:order|ref|reference|id|invoice|account|acct|ticket|tracking|case|no\.?|nr\.?|#|pedido|bestell\w*|commande|"
+    r"ordine|facture|rechnung|factura|fattura|sku|ean|isbn|serial)\W{0,3}$"
+)
+_PHONE_EXT = re.compile(r"[ ]?(?:x|ext\.?|#)[ ]?\d{1,6}$")
+_DATE = re.compile(
+    r"^(?:\d{4}[\-./]\d{1,2}[\-./]\d{1,2}|\d{1,2}[\-./]\d{1,2}[\-./]\d{2,4})$"
+    r"|^(?:1[89]|20)\d\d ?[\-/] ?(?:1[89]|20)\d\d$"
+)
+_THOUSANDS = re.compile(r"^\d{1,3}(?:\.\d{3})+$|^\d{1,2}(?: \d{3})+$|^\d+\.\d+$")
+_MAX_ROUNDS = 4
+_PLACEHOLDER = re.compile(r"\[(" + "|".join(t.value for t in PiiType) + r")_(\d{1,6})\]")
+
+_MAESTRO_12 = ("50", "56", "57", "58", "6304", "6759", "676", "0604", "6390")
+
+
+def luhn_valid(digits: str) -> bool:
+    """Luhn checksum, used by every payment card number."""
+    if not digits.isdigit():
+        return False
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        value = ord(char) - 48
+        if index % 2:
+            value *= 2
+            if value > 9:
+                value -= 9
+        total += value
+    return total % 10 == 0
+
+
+def iban_valid(candidate: str) -> bool:
+    """ISO 13616 shape (country, check digits, 11-30 alphanumerics) and mod-97 == 1."""
+    iban = candidate.replace(" ", "").upper()
+    if not 15 <= len(iban) <= 34 or not iban[:2].isalpha() or not iban[2:4].isdigit():
+        return False
+    rearranged = iban[4:] + iban[:4]
+    if not rearranged.isalnum() or not rearranged.isascii():
+        return False
+    remainder = 0
+    for char in rearranged:
+        remainder = (remainder * (100 if char.isalpha() else 10) + int(char, 36)) % 97
+    return remainder == 1
+
+
+def _card_ok(candidate: str) -> bool:
+    groups = _CARD_SEPARATOR.split(candidate)
+    digits = "".join(groups)
+    if len(digits) == 12 and not digits.startswith(_MAESTRO_12):
+        return False
+    # Issuer prefixes start with 1-6 (Maestro 0604 aside); 13-digit cards are old Visa only.
+    # This keeps EAN-13 barcodes and other long IDs from passing on the Luhn check alone.
+    if (digits[0] not in "123456" and not digits.startswith("0604")) or (
+        len(digits) == 13 and digits[0] != "4"
+    ):
+        return False
+    if len(groups) > 1:
+        sizes = [len(group) for group in groups]
+        # Printed cards group digits in fours (Amex and Diners: 4-6-5 / 4-6-4); other
+        # spacing is a list of numbers, not a card.
+        fours = all(size == 4 for size in sizes[:-1]) and 1 <= sizes[-1] <= 4
+        if not fours and sizes not in ([4, 6, 5], [4, 6, 4]):
+            return False
+    return 12 <= len(digits) <= 19 and luhn_valid(digits)
+
+
+def _shrunk(
+    text: str, pattern: re.Pattern[str], pii_type: PiiType, valid: Callable[[str], bool], shortest: int
+) -> Iterable[PiiMatch]:
+    """Greedy candidates that fail their checksum may still start with a valid value
+    ("DE89...3000 0100" is an IBAN and another number): retry shorter prefixes that end on a
+    token boundary, so what is found does not depend on what follows."""
+    for match in pattern.finditer(text):
+        value = match.group()
+        if valid(value):
+            yield PiiMatch(pii_type, match.start(), match.end(), value)
+            continue
+        for end in range(len(value) - 1, shortest - 1, -1):
+            if not value[end].isalnum() and value[end - 1].isalnum() and valid(value[:end]):
+                yield PiiMatch(pii_type, match.start(), match.start() + end, value[:end])
+                break
+
+
+def _phones(text: str) -> Iterable[PiiMatch]:
+    for match in _PHONE.finditer(text):
+        start, value = match.start(), match.group()
+        while value.startswith("(") and value.count("(") > value.count(")"):
+            start, value = start + 1, value[1:]
+        before = text[max(start - 40, 0) : start]
+        if "[" in before:  # a placeholder such as [PHONE_1] is not a word that announces a phone
+            before = _PLACEHOLDER.sub(" ", before)
+        if _phone_ok(value, before):
+            yield PiiMatch(PiiType.PHONE, start, match.end(), value)
+
+
+def _phone_ok(candidate: str, before: str = "") -> bool:
+    body = (
+        _PHONE_EXT.sub("", candidate)
+        if candidate[-1:].isdigit() and ("x" in candidate or "#" in candidate)
+        else candidate
+    )
+    digits = sum(map(str.isdigit, body))
+    international = body.startswith(("+", "00"))
+    if not 7 <= digits <= 15:
+        return False
+    if _DATE.match(body) or _THOUSANDS.match(body):
+        return False
+    if body.count("(") != body.count(")") or _NOT_PHONE_SHAPES.fullmatch(body):
+        return False
+    if body[-2:-1] in "- " and body[-2:-1] and body.count(body[-2]) >= 2:
+        return False  # ISBN-10 style "0-695-84830-5": phone numbers do not end in a lone digit
+    if body.isdigit():
+        if _ID_CONTEXT.search(before.lower()) is not None:
+            return False
+        # A bare run of digits is an ID as often as a phone: accept national-length numbers
+        # (not 10-digit runs starting with 1: Unix timestamps), 9 digits only next to a word
+        # that announces a phone number.
+        if digits == 9:
+            return _PHONE_CONTEXT.search(before.lower()) is not None
+        return digits == 11 or (digits == 10 and body[0] != "1")
+    if international:
+        return digits >= 8
+    return digits <= 12 or body.startswith("(")
+
+
+def _ssn_ok(candidate: str) -> bool:
+    area, group, serial = candidate[:3], candidate[4:6], candidate[7:]
+    return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
+
+
+def _ipv4_ok(candidate: str) -> bool:
+    return all(int(octet) <= 255 and (octet == "0" or octet[0] != "0") for octet in candidate.split("."))
+
+
+def _emails(text: str) -> Iterable[PiiMatch]:
+    """Search only around each '@': the local part is at most 64 characters before it."""
+    position = text.find("@")
+    resume = 0
+    while position != -1:
+        start = max(position - 65, resume)
+        match = _EMAIL.search(text, start, position + 260)
+        if match is not None and match.start() <= position < match.end():
+            yield PiiMatch(PiiType.EMAIL, match.start(), match.end(), match.group())
+            resume = match.end()
+        position = text.find("@", max(position + 1, resume))
+
+
+def _ipv6_ok(candidate: str) -> bool:
+    address = candidate.split("%", 1)[0]
+    if address.count(":") < 2 or not any(ch.isdigit() for ch in address):
+        return False
+    try:
+        parsed = ipaddress.IPv6Address(address)
+    except ValueError:
+        return False
+    return int(parsed) != 0 and (address.count(":") >= 4 or sum(ch.isalnum() for ch in address) >= 4)
+
+
+def _scan(pattern: re.Pattern[str], text: str, pii_type: PiiType) -> Iterable[PiiMatch]:
+    for match in pattern.finditer(text):
+        if match.lastgroup == "secret":
+            yield PiiMatch(pii_type, match.start("secret"), match.end("secret"), match.group("secret"))
+        else:
+            yield PiiMatch(pii_type, match.start(), match.end(), match.group())
+
+
+def find_pii(text: str) -> list[PiiMatch]:
+    """All PII spans, non-overlapping, in text order (higher-priority types win overlaps)."""
+    found: list[PiiMatch] = []
+    # Keys, tokens and JWTs are long unbroken tokens: look for their prefixes in those only.
+    words = tokens(text)
+    long_words = " ".join(itertools.compress(words, map(operator.ge, map(len, words), itertools.repeat(16))))
+    if "-----BEGIN" in text:
+        found.extend(_scan(_PEM, text, PiiType.PRIVATE_KEY))
+    if long_words:
+        if "eyJ" in long_words:
+            found.extend(_scan(_JWT, text, PiiType.JWT))
+        if any(prefix in long_words for prefix in _AWS_PREFIXES) or "aws" in long_words.lower():
+            found.extend(_scan(_AWS, text, PiiType.AWS_KEY))
+        if any(hint in long_words for hint in _API_HINTS):
+            found.extend(_scan(_API_KEY, text, PiiType.API_KEY))
+    if "@" in text:
+        found.extend(_emails(text))
+    digits = sum(map(text.count, "0123456789")) if _DIGIT.search(text) else 0
+    if digits >= 4 and text.count(".") >= 3:
+        found.extend(m for m in _scan(_IPV4, text, PiiType.IPV4) if _ipv4_ok(m.value))
+    if digits >= 1 and ("::" in text or text.count(":") >= 5):
+        found.extend(m for m in _scan(_IPV6, text, PiiType.IPV6) if _ipv6_ok(m.value))
+    if digits >= 7:
+        found.extend(_shrunk(text, _IBAN, PiiType.IBAN, iban_valid, 15))
+        found.extend(m for m in _scan(_SSN, text, PiiType.SSN) if _ssn_ok(m.value))
+        found.extend(_phones(text))
+    if digits >= 12:
+        found.extend(
+            m
+            for m in _shrunk(text, _CARD, PiiType.CARD, _card_ok, 12)
+            if not _IBAN_HEAD.search(text, 0, m.start)
+        )
+    if len(found) < 2:
+        return found
+    chosen: list[PiiMatch] = []
+    for candidate in sorted(found, key=lambda m: (-_PRIORITY[m.type], m.start, -(m.end - m.start))):
+        if all(candidate.end <= kept.start or candidate.start >= kept.end for kept in chosen):
+            chosen.append(candidate)
+    chosen.sort(key=lambda m: m.start)
+    return chosen
+
+
+@dataclass(slots=True)
+class RedactionMapping:
+    """Per-request placeholder table: `[EMAIL_1]` -> original. Shared by every message and
+    passage of one request so the same value always gets the same placeholder."""
+
+    placeholders: dict[str, str] = field(default_factory=dict)
+    _by_value: dict[tuple[PiiType, str], str] = field(default_factory=dict, repr=False)
+    _next: dict[PiiType, int] = field(default_factory=dict, repr=False)
+    _reserved: set[str] = field(default_factory=set, repr=False)
+
+    def reserve_existing(self, text: str) -> None:
+        """Placeholder-looking strings already in the input are never reused, so `restore`
+        cannot confuse a user's literal `[EMAIL_1]` with a redaction."""
+        if "[" in text:
+            self._reserved.update(match.group() for match in _PLACEHOLDER.finditer(text))
+
+    def placeholder_for(self, pii_type: PiiType, value: str) -> str:
+        key = (pii_type, value)
+        existing = self._by_value.get(key)
+        if existing is not None:
+            return existing
+        number = self._next.get(pii_type, 0)
+        while True:
+            number += 1
+            candidate = f"[{pii_type.value}_{number}]"
+            if candidate not in self._reserved and candidate not in self.placeholders:
+                break
+        self._next[pii_type] = number
+        self._by_value[key] = candidate
+        self.placeholders[candidate] = value
+        return candidate
+
+    def as_dict(self) -> dict[str, str]:
+        return dict(self.placeholders)
+
+    def __len__(self) -> int:
+        return len(self.placeholders)
+
+
+@dataclass(frozen=True, slots=True)
+class RedactionResult:
+    text: str
+    mapping: RedactionMapping
+    counts: Mapping[str, int]
+    blocked: tuple[PiiType, ...]
+
+
+def redact(
+    text: str, policy: PiiPolicy | None = None, mapping: RedactionMapping | None = None
+) -> RedactionResult:
+    """Replace PII per policy; pass the same `mapping` for every text of one request.
+
+    A replaced value glued to other characters changes what its neighbours look like to the
+    patterns (`0@0.AA(000000)0`), so the text is rescanned until nothing new is found; that
+    makes redaction a fixed point, which the sanitizer's idempotence depends on.
+    """
+    policy = policy or PiiPolicy()
+    mapping = mapping if mapping is not None else RedactionMapping()
+    mapping.reserve_existing(text)
+    counts: dict[str, int] = {}
+    blocked: list[PiiType] = []
+    current = text
+    for round_number in range(_MAX_ROUNDS):
+        matches = find_pii(current)
+        if round_number and matches:
+            taken = [m.span() for m in _PLACEHOLDER.finditer(current) if m.group() in mapping.placeholders]
+            matches = [m for m in matches if all(m.end <= a or m.start >= b for a, b in taken)]
+        pieces: list[str] = []
+        cursor = 0
+        glued = False
+        for match in matches:
+            action = policy.action(match.type)
+            if action is PiiAction.ALLOW:
+                continue
+            if action is PiiAction.BLOCK and match.type not in blocked:
+                blocked.append(match.type)
+            before = current[match.start - 1 : match.start]
+            after = current[match.end : match.end + 1]
+            glued = glued or before.isalnum() or before in ")]" and bool(before)
+            glued = glued or after.isalnum() or after in "+([" and bool(after)
+            pieces.append(current[cursor : match.start])
+            pieces.append(mapping.placeholder_for(match.type, match.value))
+            cursor = match.end
+            counts[match.type.value] = counts.get(match.type.value, 0) + 1
+        if not pieces:
+            break
+        pieces.append(current[cursor:])
+        current = "".join(pieces)
+        if not glued:
+            break
+    return RedactionResult(current, mapping, counts, tuple(blocked))
+
+
+def restore(text: str, mapping: RedactionMapping | Mapping[str, str]) -> str:
+    """Put originals back in one pass, so a restored value is never itself re-substituted."""
+    table = mapping.placeholders if isinstance(mapping, RedactionMapping) else mapping
+    if not table or "[" not in text:
+        return text
+    return _PLACEHOLDER.sub(lambda match: table.get(match.group(), match.group()), text)

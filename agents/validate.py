@@ -1,0 +1,191 @@
+"""validate: the only stage that reads outside bytes. Parses and checks the request, assigns its
+request_id, drops client retries of a request it has already taken, and ends bad requests with
+a typed `rejected` response. Bytes it cannot even attribute go to the dead-letter topic."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from schemas import DeadLetter, Envelope, ErrorCode, ErrorInfo, Request, Stage, Status
+from sluice.outcome import Identity, Outcome, finish, forward, make_event, request_id_for
+from sluice.settings import Settings
+
+STAGE = Stage.VALIDATE
+MAX_CORRELATION_ID = 128
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """One Kafka record as it arrived, before anything trusts it."""
+
+    value: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_request_bytes: int
+    default_reply_to: str
+    reply_prefix: str
+    min_deadline_ms: int
+    max_deadline_ms: int
+    dedupe_window_s: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings, default_reply_to: str) -> Limits:
+        return cls(
+            max_request_bytes=settings.max_request_bytes,
+            default_reply_to=default_reply_to,
+            reply_prefix=settings.allowed_reply_prefix,
+            min_deadline_ms=settings.min_deadline_ms,
+            max_deadline_ms=settings.max_deadline_ms,
+            dedupe_window_s=settings.dedupe_window_s,
+        )
+
+
+@dataclass(frozen=True)
+class DeadLettered:
+    letter: DeadLetter
+
+
+@dataclass(frozen=True)
+class Decided:
+    """The record was attributable: `outcome` says what happens; `dedupe_key` is remembered
+    so a client retry of the same (tenant, correlation_id) is not answered twice."""
+
+    outcome: Outcome
+    dedupe_key: str
+    request_id: str
+    duplicate: bool = False
+
+
+def dedupe_key(tenant: str, correlation_id: str) -> str:
+    return f"{tenant}/{correlation_id}"
+
+
+def validate_record(
+    record: RawRecord, limits: Limits, seen: Mapping[str, Any], now: datetime
+) -> DeadLettered | Decided:
+    started = time.perf_counter()
+    raw = record.value or b""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return _dead_letter(record, f"not JSON: {exc}", now)
+    if not isinstance(data, dict):
+        return _dead_letter(record, f"JSON {type(data).__name__} where an object was expected", now)
+    correlation_id = data.get("correlation_id")
+    if not isinstance(correlation_id, str) or not 1 <= len(correlation_id) <= MAX_CORRELATION_ID:
+        return _dead_letter(record, "no readable correlation_id (a string of 1-128 chars)", now)
+
+    raw_tenant = data.get("tenant")
+    tenant = raw_tenant[:64] if isinstance(raw_tenant, str) else ""
+    request_id = request_id_for(record.topic, record.partition, record.offset)
+    who = Identity(request_id, correlation_id, tenant)
+    key = dedupe_key(tenant, correlation_id)
+    received_at = _received_at(record, now)
+
+    earlier = seen.get(key)
+    if isinstance(earlier, dict) and earlier.get("request_id") != request_id:
+        if now.timestamp() - float(earlier.get("at", 0.0)) < limits.dedupe_window_s:
+            event = make_event(
+                who, STAGE, "duplicate", now=now, duration_ms=_elapsed(started),
+                attributes={"original_request_id": str(earlier.get("request_id"))},
+            )
+            return Decided(Outcome(event=event), key, request_id, duplicate=True)
+
+    reply_to = _safe_reply_to(data.get("reply_to"), limits)
+
+    def reject(code: ErrorCode, message: str) -> Decided:
+        outcome = finish(
+            who, STAGE, Status.REJECTED, reply_to=reply_to, received_at=received_at, now=now,
+            duration_ms=_elapsed(started), error=ErrorInfo(code=code, message=message, stage=STAGE),
+        )
+        return Decided(outcome, key, request_id)
+
+    if len(raw) > limits.max_request_bytes:
+        return reject(
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            f"request is {len(raw)} bytes; the limit is {limits.max_request_bytes} bytes",
+        )
+    try:
+        request = Request.model_validate(data)
+    except ValidationError as exc:
+        return reject(ErrorCode.INVALID_REQUEST, describe_validation_error(exc))
+    if request.reply_to is not None and not request.reply_to.startswith(limits.reply_prefix):
+        return reject(ErrorCode.INVALID_REQUEST, f"reply_to: must start with {limits.reply_prefix!r}")
+    if not limits.min_deadline_ms <= request.deadline_ms <= limits.max_deadline_ms:
+        return reject(
+            ErrorCode.INVALID_REQUEST,
+            f"deadline_ms: must be between {limits.min_deadline_ms} and {limits.max_deadline_ms}",
+        )
+
+    envelope = Envelope(
+        request_id=request_id,
+        correlation_id=correlation_id,
+        tenant=request.tenant,
+        reply_to=reply_to,
+        received_at=received_at,
+        deadline_at=received_at + timedelta(milliseconds=request.deadline_ms),
+        request=request.model_copy(update={"api_key": None}),
+    )
+    outcome = forward(
+        envelope, STAGE, now=now, duration_ms=_elapsed(started),
+        attributes={"request_bytes": str(len(raw)), "messages": str(len(request.messages))},
+    )
+    return Decided(outcome, key, request_id)
+
+
+def describe_validation_error(exc: ValidationError, limit: int = 3) -> str:
+    """Name the offending fields without echoing their values (they may hold secrets)."""
+    parts = []
+    for error in exc.errors()[:limit]:
+        location = ".".join(str(part) for part in error["loc"]) or "request"
+        parts.append(f"{location}: {error['msg']}")
+    more = len(exc.errors()) - limit
+    if more > 0:
+        parts.append(f"and {more} more")
+    return "; ".join(parts)
+
+
+def _safe_reply_to(value: object, limits: Limits) -> str:
+    """Only ever answer on an allowed topic, even when rejecting the request for its reply_to."""
+    if isinstance(value, str) and value.startswith(limits.reply_prefix) and len(value) <= 249:
+        return value
+    return limits.default_reply_to
+
+
+def _received_at(record: RawRecord, now: datetime) -> datetime:
+    if record.timestamp_ms is None or record.timestamp_ms <= 0:
+        return now
+    stamped = datetime.fromtimestamp(record.timestamp_ms / 1000, UTC)
+    return min(stamped, now)
+
+
+def _dead_letter(record: RawRecord, reason: str, now: datetime) -> DeadLettered:
+    return DeadLettered(
+        DeadLetter(
+            reason=reason,
+            raw_base64=base64.b64encode(record.value or b"").decode("ascii"),
+            source_topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            stage=STAGE.value,
+            ts=now,
+        )
+    )
+
+
+def _elapsed(started: float) -> float:
+    return (time.perf_counter() - started) * 1000

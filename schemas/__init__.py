@@ -1,0 +1,53 @@
+"""Wire contracts: the pydantic form of ../shared/contract.md. Nothing here does I/O."""
+
+from schemas.common import (
+    ChatMessage,
+    Checks,
+    ContextPassage,
+    ErrorCode,
+    ErrorInfo,
+    ResponseFormat,
+    Stage,
+    Status,
+    Usage,
+    WireModel,
+)
+from schemas.deadletter import DeadLetter
+from schemas.envelope import Envelope, Inference, RouteDecision
+from schemas.event import Event, RequestSummary
+from schemas.feedback import Feedback
+from schemas.request import Request
+from schemas.response import Response
+
+# Every top-level message type, by the file name its JSON Schema is written to.
+WIRE_MESSAGES: dict[str, type[WireModel]] = {
+    "request": Request,
+    "response": Response,
+    "envelope": Envelope,
+    "event": Event,
+    "feedback": Feedback,
+    "deadletter": DeadLetter,
+}
+
+__all__ = [
+    "WIRE_MESSAGES",
+    "ChatMessage",
+    "Checks",
+    "ContextPassage",
+    "DeadLetter",
+    "Envelope",
+    "ErrorCode",
+    "ErrorInfo",
+    "Event",
+    "Feedback",
+    "Inference",
+    "Request",
+    "RequestSummary",
+    "Response",
+    "ResponseFormat",
+    "RouteDecision",
+    "Stage",
+    "Status",
+    "Usage",
+    "WireModel",
+]

@@ -1,0 +1,46 @@
+"""The message that travels between stages (validated -> sanitized -> routed -> inferred).
+
+One envelope type for all four hops: each stage fills in its own section, so a later stage
+sees everything earlier stages decided without a second lookup.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import Field
+
+from schemas.common import ErrorInfo, Usage, WireModel
+from schemas.request import Request
+
+
+class RouteDecision(WireModel):
+    model: str
+    reason: str
+    provider_kind: str = "openai"
+
+
+class Inference(WireModel):
+    """What the model call produced, or why it failed (error set, content None)."""
+
+    model: str
+    content: str | None = None
+    finish_reason: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: float = 0.0
+    model_latency_ms: float = 0.0
+    attempts: int = 1
+    error: ErrorInfo | None = None
+
+
+class Envelope(WireModel):
+    request_id: str
+    correlation_id: str
+    tenant: str
+    reply_to: str
+    received_at: datetime
+    deadline_at: datetime
+    request: Request = Field(description="The validated request, api_key already removed.")
+    flags: list[str] = Field(default_factory=list)
+    route: RouteDecision | None = None
+    inference: Inference | None = None

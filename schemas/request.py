@@ -1,0 +1,27 @@
+"""The request a client publishes on `sluice.requests` (contract: Request)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+
+from schemas.common import ChatMessage, ContextPassage, ResponseFormat, WireModel
+
+TENANT_PATTERN = r"^[a-z0-9_-]{1,64}$"
+
+
+class Request(WireModel):
+    """Only correlation_id, tenant and messages are required; limits that depend on
+    configuration (sizes, reply prefix, deadline bounds) are checked by the validate stage."""
+
+    correlation_id: str = Field(min_length=1, max_length=128)
+    tenant: str = Field(pattern=TENANT_PATTERN)
+    api_key: SecretStr | None = None
+    reply_to: str | None = Field(default=None, min_length=1, max_length=249)
+    model: str = Field(default="auto", min_length=1, max_length=128)
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int = Field(default=256, ge=1)
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    context: list[ContextPassage] = Field(default_factory=list)
+    response_format: ResponseFormat | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    deadline_ms: int = Field(default=30_000, ge=1)

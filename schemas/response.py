@@ -1,0 +1,22 @@
+"""The one answer every accepted request gets, on its `reply_to` topic (contract: Response)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from schemas.common import Checks, ErrorInfo, Status, Usage, WireModel
+
+
+class Response(WireModel):
+    correlation_id: str
+    request_id: str
+    tenant: str
+    status: Status
+    model: str | None = None
+    content: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: float = 0.0
+    cached: bool = False
+    latency_ms: float = 0.0
+    checks: Checks = Field(default_factory=Checks)
+    error: ErrorInfo | None = None

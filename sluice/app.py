@@ -1,0 +1,169 @@
+"""The Faust app and the runtime every stage agent shares: typed topics, the idempotence tables,
+and one way to publish a stage's outcome (event, forward or final response, dead letters)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import faust
+from faust.types import TopicT
+
+from schemas import DeadLetter, Envelope, Event, Response
+from sluice.codec import CODEC_NAME, Poison, WireSchema
+from sluice.kafka_transport import broker_url
+from sluice.outcome import Outcome, utcnow
+from sluice.settings import Settings
+from topics import DEADLETTER, EVENTS, INFERRED, REQUESTS, RESPONSES, ROUTED, SANITIZED, VALIDATED, TopicSpec
+
+log = logging.getLogger("sluice.app")
+
+ENVELOPE_TOPICS: tuple[TopicSpec, ...] = (VALIDATED, SANITIZED, ROUTED, INFERRED)
+
+
+def create_app(settings: Settings) -> faust.App:
+    """A Faust app tuned for seconds-long model calls and a fast group join on small clusters."""
+    datadir = settings.worker_datadir or settings.home / "worker"
+    return faust.App(
+        settings.app_id,
+        broker=broker_url(settings.bootstrap, settings.consumer_fetch_wait_ms),
+        store="memory://",
+        datadir=str(datadir),
+        web_enabled=False,
+        autodiscover=False,
+        topic_replication_factor=1,
+        topic_partitions=REQUESTS.partitions,
+        table_standby_replicas=0,
+        processing_guarantee=settings.processing_guarantee,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.broker_session_timeout_s,
+        broker_heartbeat_interval=settings.broker_heartbeat_interval_s,
+        broker_rebalance_timeout=settings.broker_rebalance_timeout_s,
+        broker_commit_interval=settings.broker_commit_interval_s,
+        producer_linger=settings.producer_linger_ms / 1000,
+        stream_buffer_maxsize=max(4096, settings.infer_max_in_flight * 2),
+        value_serializer=CODEC_NAME,
+        key_serializer="raw",
+    )
+
+
+def _table_schema() -> faust.Schema:
+    """Idempotence tables: str keys, small JSON dict values."""
+    return faust.Schema(key_type=str, key_serializer="raw", value_serializer=CODEC_NAME)
+
+
+class Pipeline:
+    """Everything the stage agents need, built once per worker process."""
+
+    def __init__(self, settings: Settings, app: faust.App) -> None:
+        self.settings = settings
+        self.app = app
+        prefix = settings.topic_prefix
+        self.requests: TopicT = app.topic(
+            REQUESTS.name(prefix), key_type=bytes, value_type=bytes, value_serializer="raw",
+            partitions=REQUESTS.partitions,
+        )
+        self.envelopes: dict[TopicSpec, TopicT] = {
+            spec: app.topic(spec.name(prefix), schema=WireSchema(Envelope), partitions=spec.partitions)
+            for spec in ENVELOPE_TOPICS
+        }
+        self.events: TopicT = app.topic(EVENTS.name(prefix), schema=WireSchema(Event))
+        self.deadletters: TopicT = app.topic(DEADLETTER.name(prefix), schema=WireSchema(DeadLetter))
+        self.default_reply_to = RESPONSES.name(prefix)
+        self._reply_topics: dict[str, TopicT] = {}
+        # (tenant/correlation_id) -> {"request_id", "at", "p"}: client retries are not answered twice.
+        self.seen = app.Table("seen", default=None, schema=_table_schema(), partitions=REQUESTS.partitions)
+        # request_id -> {"at", "p"}: a redelivered stage message never produces a second response.
+        self.answered = app.Table("answered", default=None, schema=_table_schema(), partitions=REQUESTS.partitions)
+        self.sent_responses = 0
+        self.duplicates_dropped = 0
+
+    def envelope_topic(self, spec: TopicSpec) -> TopicT:
+        return self.envelopes[spec]
+
+    def reply_topic(self, name: str) -> TopicT:
+        topic = self._reply_topics.get(name)
+        if topic is None:
+            topic = self._reply_topics[name] = self.app.topic(name, schema=WireSchema(Response))
+        return topic
+
+    def remember(self, table: Any, key: str, **fields: Any) -> None:
+        """Write a table entry, noting its partition so the expiry sweep can tombstone it."""
+        event = faust.current_event()
+        partition = event.message.partition if event is not None else 0
+        table[key] = {"at": time.time(), "p": partition, **fields}
+
+    async def publish(self, outcome: Outcome, next_topic: TopicSpec | None = None) -> None:
+        """Send what a stage decided. A final response is sent at most once per request_id."""
+        key = outcome.event.correlation_id.encode()
+        if outcome.response is not None:
+            request_id = outcome.response.request_id
+            if self.answered.get(request_id) is not None:
+                self.duplicates_dropped += 1
+                log.info("request %s was already answered; dropping redelivered outcome", request_id)
+                return
+            self.remember(self.answered, request_id)
+            await self.reply_topic(outcome.reply_to or self.default_reply_to).send(
+                key=key, value=outcome.response, headers={"correlation_id": key}
+            )
+            self.sent_responses += 1
+        elif outcome.forward is not None:
+            if next_topic is None:
+                raise ValueError("a forwarding outcome needs the next stage's topic")
+            await self.envelopes[next_topic].send(key=key, value=outcome.forward)
+        await self.events.send(key=key, value=outcome.event)
+
+    async def dead_letter(self, letter: DeadLetter) -> None:
+        log.warning("dead-lettered %s[%d]@%d: %s", letter.source_topic, letter.partition, letter.offset,
+                    letter.reason)
+        await self.deadletters.send(key=f"{letter.source_topic}:{letter.partition}".encode(), value=letter)
+
+    async def dead_letter_poison(self, poison: Poison, stage: str) -> None:
+        """A typed-topic record that is not a valid message: park it with its reason."""
+        import base64
+
+        event = faust.current_event()
+        message = event.message if event is not None else None
+        await self.dead_letter(
+            DeadLetter(
+                reason=poison.reason,
+                raw_base64=base64.b64encode(poison.raw).decode("ascii"),
+                source_topic=message.topic if message else "",
+                partition=message.partition if message else -1,
+                offset=message.offset if message else -1,
+                stage=stage,
+                ts=utcnow(),
+            )
+        )
+
+    def sweep(self, table: Any, window_s: float) -> int:
+        """Forget entries older than the window (tombstones keep the changelog small too)."""
+        cutoff = time.time() - window_s
+        expired = [(k, v) for k, v in list(table.data.items()) if isinstance(v, Mapping) and v.get("at", 0) < cutoff]
+        for key, value in expired:
+            table.data.pop(key, None)
+            table.send_changelog(int(value.get("p", 0)), key, None)
+        return len(expired)
+
+
+StageRegistrar = Callable[[Pipeline], None]
+
+
+async def run_bounded(
+    semaphore: asyncio.Semaphore, tasks: set[asyncio.Task[None]], work: Callable[[], Any]
+) -> None:
+    """Start `work` once a slot is free; keep a reference so the task is not collected."""
+    await semaphore.acquire()
+    task: asyncio.Task[None] = asyncio.ensure_future(work())
+    tasks.add(task)
+
+    def _done(finished: asyncio.Task[None]) -> None:
+        tasks.discard(finished)
+        semaphore.release()
+        if not finished.cancelled() and finished.exception() is not None:
+            log.error("in-flight task failed", exc_info=finished.exception())
+
+    task.add_done_callback(_done)

@@ -1,0 +1,1 @@
+"""Local stand-ins for external services (the OpenAI-compatible model simulator), for tests and demos."""

@@ -1,0 +1,224 @@
+"""What a stage decided about one request, as plain data: the event it records, and either the
+envelope it forwards or the response that ends the request. Pure: no Kafka, no clock reads
+except the `now` callers pass in, so every stage's logic is testable on its own.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from schemas import (
+    Checks,
+    Envelope,
+    ErrorCode,
+    ErrorInfo,
+    Event,
+    RequestSummary,
+    Response,
+    Stage,
+    Status,
+    Usage,
+)
+
+_EVENT_NAMESPACE = uuid.UUID("5b1d7c1e-0f4a-4c39-9a57-2f6f3b0d5e11")
+_REQUEST_NAMESPACE = uuid.UUID("0d6f5f0e-7c1b-4b8e-8f7e-1c2d3e4f5a6b")
+
+
+def request_id_for(topic: str, partition: int, offset: int) -> str:
+    """Deterministic per Kafka record: a redelivered record gets the same request_id again,
+    so every downstream dedupe keyed by request_id holds even across a worker crash."""
+    return str(uuid.uuid5(_REQUEST_NAMESPACE, f"{topic}/{partition}/{offset}"))
+
+
+def event_id_for(request_id: str, stage: Stage, variant: str = "") -> str:
+    """Deterministic per (request, stage): re-emitting an event replaces it in ClickHouse."""
+    return str(uuid.uuid5(_EVENT_NAMESPACE, f"{request_id}/{stage.value}/{variant}"))
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def ms_between(start: datetime, end: datetime) -> float:
+    return max((end - start).total_seconds() * 1000, 0.0)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A stage's decision. Exactly one of `forward` / `response` is set, or neither for
+    events that only record (duplicates)."""
+
+    event: Event
+    forward: Envelope | None = None
+    response: Response | None = None
+    reply_to: str | None = None
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a request is, as far as a stage could read it."""
+
+    request_id: str
+    correlation_id: str
+    tenant: str
+
+    @classmethod
+    def of(cls, envelope: Envelope) -> Identity:
+        return cls(envelope.request_id, envelope.correlation_id, envelope.tenant)
+
+
+def make_event(
+    who: Identity,
+    stage: Stage,
+    status: str,
+    *,
+    now: datetime,
+    duration_ms: float,
+    model: str | None = None,
+    usage: Usage | None = None,
+    cost_usd: float = 0.0,
+    error_code: ErrorCode | None = None,
+    flags: list[str] | None = None,
+    attributes: dict[str, str] | None = None,
+    summary: RequestSummary | None = None,
+    variant: str = "",
+) -> Event:
+    usage = usage or Usage()
+    return Event(
+        event_id=event_id_for(who.request_id, stage, variant),
+        request_id=who.request_id,
+        correlation_id=who.correlation_id,
+        tenant=who.tenant,
+        stage=stage,
+        status=status,
+        ts=now,
+        duration_ms=duration_ms,
+        model=model,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        cost_usd=cost_usd,
+        error_code=error_code,
+        flags=list(flags or []),
+        attributes=dict(attributes or {}),
+        summary=summary,
+    )
+
+
+def forward(
+    envelope: Envelope,
+    stage: Stage,
+    *,
+    now: datetime,
+    duration_ms: float,
+    attributes: dict[str, str] | None = None,
+    model: str | None = None,
+    usage: Usage | None = None,
+    cost_usd: float = 0.0,
+    status: str = Status.OK.value,
+    error_code: ErrorCode | None = None,
+) -> Outcome:
+    """Pass the request on to the next stage."""
+    event = make_event(
+        Identity.of(envelope),
+        stage,
+        status,
+        now=now,
+        duration_ms=duration_ms,
+        model=model,
+        usage=usage,
+        cost_usd=cost_usd,
+        error_code=error_code,
+        flags=envelope.flags,
+        attributes=attributes,
+    )
+    return Outcome(event=event, forward=envelope)
+
+
+def finish(
+    who: Identity,
+    stage: Stage,
+    status: Status,
+    *,
+    reply_to: str,
+    received_at: datetime,
+    now: datetime,
+    duration_ms: float,
+    error: ErrorInfo | None = None,
+    model: str | None = None,
+    content: str | None = None,
+    usage: Usage | None = None,
+    cost_usd: float = 0.0,
+    checks: Checks | None = None,
+    attributes: dict[str, str] | None = None,
+) -> Outcome:
+    """End the request: its one response, and the final event that becomes its ClickHouse row."""
+    usage = usage or Usage()
+    checks = checks or Checks()
+    latency_ms = ms_between(received_at, now)
+    response = Response(
+        correlation_id=who.correlation_id,
+        request_id=who.request_id,
+        tenant=who.tenant,
+        status=status,
+        model=model,
+        content=content,
+        usage=usage,
+        cost_usd=cost_usd,
+        latency_ms=latency_ms,
+        checks=checks,
+        error=error,
+    )
+    summary = RequestSummary(
+        received_at=received_at,
+        finished_at=now,
+        status=status,
+        latency_ms=latency_ms,
+        groundedness=checks.groundedness,
+        hallucination=checks.hallucination,
+        schema_valid=checks.schema_valid,
+    )
+    event = make_event(
+        who,
+        stage,
+        status.value,
+        now=now,
+        duration_ms=duration_ms,
+        model=model,
+        usage=usage,
+        cost_usd=cost_usd,
+        error_code=error.code if error else None,
+        flags=checks.flags,
+        attributes=attributes,
+        summary=summary,
+    )
+    return Outcome(event=event, response=response, reply_to=reply_to)
+
+
+def fail(
+    envelope: Envelope,
+    stage: Stage,
+    status: Status,
+    code: ErrorCode,
+    message: str,
+    *,
+    now: datetime,
+    duration_ms: float,
+    model: str | None = None,
+    attributes: dict[str, str] | None = None,
+) -> Outcome:
+    """End a request early with a typed error (errors are data, never exceptions on the wire)."""
+    return finish(
+        Identity.of(envelope),
+        stage,
+        status,
+        reply_to=envelope.reply_to,
+        received_at=envelope.received_at,
+        now=now,
+        duration_ms=duration_ms,
+        error=ErrorInfo(code=code, message=message, stage=stage),
+        model=model,
+        checks=Checks(flags=list(envelope.flags)),
+        attributes=attributes,
+    )

@@ -1,0 +1,1 @@
+"""Model providers: the model catalog and the HTTP clients that call model servers."""

@@ -1,0 +1,125 @@
+"""Calls OpenAI-compatible `/v1/chat/completions` servers (OpenAI, vLLM, Ollama, llama.cpp, TGI).
+
+One `httpx.AsyncClient` per worker keeps connections pooled across thousands of calls in
+flight; every call is bounded by the request's own deadline as well as the client timeouts.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+
+from schemas import ErrorCode
+from sluice.providers.catalog import ModelEntry, api_key, base_url
+from sluice.settings import Settings
+
+
+class ProviderError(Exception):
+    """A model call that produced no usable completion; `code` is the contract's error code."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Completion:
+    content: str
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+
+
+class ChatClient:
+    """The worker's shared HTTP client for every model in the catalog."""
+
+    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._settings = settings
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(
+                connect=settings.infer_connect_timeout_s,
+                read=settings.infer_read_timeout_s,
+                write=settings.infer_connect_timeout_s,
+                pool=settings.infer_read_timeout_s,
+            ),
+            limits=httpx.Limits(
+                max_connections=settings.infer_max_in_flight,
+                max_keepalive_connections=settings.infer_max_in_flight,
+            ),
+            transport=transport,
+        )
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def complete(
+        self, entry: ModelEntry, payload: dict[str, Any], budget_s: float
+    ) -> Completion:
+        """One call, bounded by `budget_s` (what is left of the request's deadline)."""
+        if budget_s <= 0:
+            raise ProviderError(ErrorCode.TIMEOUT, "deadline passed before the model was called")
+        timeout_s = min(budget_s, entry.timeout_s or self._settings.infer_read_timeout_s)
+        headers = {"content-type": "application/json"}
+        key = api_key(entry)
+        if key is not None:
+            headers["authorization"] = f"Bearer {key.get_secret_value()}"
+        body = orjson.dumps({**payload, "model": entry.served_name})
+        started = time.perf_counter()
+        try:
+            reply = await self._http.post(
+                f"{base_url(entry, self._settings)}/chat/completions",
+                content=body,
+                headers=headers,
+                timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, self._settings.infer_connect_timeout_s)),
+            )
+        except httpx.ConnectTimeout as exc:
+            raise ProviderError(ErrorCode.MODEL_UNAVAILABLE, f"{entry.name}: connect timeout") from exc
+        except httpx.TimeoutException as exc:
+            raise ProviderError(ErrorCode.TIMEOUT, f"{entry.name}: no reply within {timeout_s:.2f}s") from exc
+        except httpx.HTTPError as exc:
+            raise ProviderError(
+                ErrorCode.MODEL_UNAVAILABLE, f"{entry.name}: {type(exc).__name__}: {exc}"
+            ) from exc
+        latency_ms = (time.perf_counter() - started) * 1000
+        if reply.status_code != 200:
+            raise ProviderError(
+                ErrorCode.MODEL_UNAVAILABLE, f"{entry.name}: HTTP {reply.status_code} {_error_text(reply)}"
+            )
+        return parse_completion(entry.name, reply.content, latency_ms)
+
+
+def parse_completion(model: str, raw: bytes, latency_ms: float) -> Completion:
+    """Read an OpenAI chat-completion body; anything off-protocol is the provider's failure."""
+    try:
+        data = orjson.loads(raw)
+        choice = data["choices"][0]
+        content = choice["message"]["content"]
+        usage = data.get("usage") or {}
+        prompt_tokens = int(usage.get("prompt_tokens", 0))
+        completion_tokens = int(usage.get("completion_tokens", 0))
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as exc:
+        raise ProviderError(ErrorCode.MODEL_UNAVAILABLE, f"{model}: malformed reply ({exc!r})") from exc
+    if not isinstance(content, str):
+        content = "" if content is None else str(content)
+    finish = choice.get("finish_reason")
+    return Completion(
+        content=content,
+        finish_reason=finish if isinstance(finish, str) else None,
+        prompt_tokens=max(prompt_tokens, 0),
+        completion_tokens=max(completion_tokens, 0),
+        latency_ms=latency_ms,
+    )
+
+
+def _error_text(reply: httpx.Response) -> str:
+    try:
+        message = orjson.loads(reply.content)["error"]["message"]
+        return str(message)[:200]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return reply.text[:200]

@@ -1,0 +1,129 @@
+"""All configuration, from one place: environment (SLUICE_*) over `sluice.toml` over defaults."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+EMBEDDED_BROKER_PORT = 9092
+
+
+class Settings(BaseSettings):
+    """One class for every process (worker, sink, simulator, CLI), so they always agree."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SLUICE_",
+        toml_file="sluice.toml",
+        extra="ignore",
+        frozen=True,
+    )
+
+    # --- where things are --------------------------------------------------------------
+    home: Path = Field(default=Path(".sluice"), description="Data dir for the embedded defaults.")
+    kafka_bootstrap: str | None = Field(default=None, description="Unset: the embedded broker.")
+    topic_prefix: str = "sluice."
+    clickhouse_dsn: SecretStr | None = Field(default=None, description="chdb://path or http(s)://...")
+    clickhouse_database: str = "sluice"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    models: Path | None = Field(default=None, description="Model catalog; else ./models.toml or built-in.")
+    migrations_dir: Path | None = None
+
+    # --- validate ------------------------------------------------------------------------
+    max_request_bytes: int = 64 * 1024
+    reply_prefix: str | None = Field(default=None, description="Allowed reply_to prefix; default <prefix>responses")
+    min_deadline_ms: int = 100
+    max_deadline_ms: int = 600_000
+    dedupe_window_s: float = 24 * 3600.0
+    dedupe_sweep_interval_s: float = 60.0
+
+    # --- worker --------------------------------------------------------------------------
+    app_id: str = "sluice"
+    infer_max_in_flight: int = 1000
+    infer_connect_timeout_s: float = 2.0
+    infer_read_timeout_s: float = 120.0
+    broker_session_timeout_s: float = 6.0
+    broker_heartbeat_interval_s: float = 1.0
+    broker_rebalance_timeout_s: float = 6.0
+    broker_commit_interval_s: float = 1.0
+    consumer_fetch_wait_ms: int = Field(default=10, description="Fetch long-poll; Tansu needs it short")
+    producer_linger_ms: float = Field(default=5.0, description="Batch window: fewer, larger produce calls")
+    processing_guarantee: str = Field(default="at_least_once", description="exactly_once: real Kafka only")
+    worker_datadir: Path | None = None
+
+    # --- sink ----------------------------------------------------------------------------
+    sink_batch_size: int = 5000
+    sink_batch_seconds: float = 0.5
+    sink_group: str = "sluice-sink"
+    sink_query_port: int = 0
+
+    # --- simulator -----------------------------------------------------------------------
+    simulator_host: str = "127.0.0.1"
+    simulator_port: int = 8099
+    simulator_latency_ms: float = 200.0
+    simulator_latency_jitter_ms: float = 100.0
+    simulator_error_rate: float = 0.0
+    simulator_timeout_rate: float = 0.0
+    simulator_malformed_rate: float = 0.0
+    simulator_seed: int | None = None
+
+    # --- client --------------------------------------------------------------------------
+    client_timeout_s: float = 60.0
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Order is precedence: explicit arguments, then env, then sluice.toml.
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @cached_property
+    def bootstrap(self) -> str:
+        """The Kafka bootstrap servers actually used (embedded broker when unset)."""
+        return self.kafka_bootstrap or f"127.0.0.1:{EMBEDDED_BROKER_PORT}"
+
+    @property
+    def uses_embedded_broker(self) -> bool:
+        return self.kafka_bootstrap is None
+
+    @property
+    def warehouse_dsn(self) -> str:
+        if self.clickhouse_dsn is not None:
+            return self.clickhouse_dsn.get_secret_value()
+        return f"chdb://{self.home / 'clickhouse'}"
+
+    @property
+    def allowed_reply_prefix(self) -> str:
+        return self.reply_prefix or f"{self.topic_prefix}responses"
+
+    @property
+    def run_dir(self) -> Path:
+        """Pid and port files of the processes `sluice up` started."""
+        return self.home / "run"
+
+    @property
+    def simulator_url(self) -> str:
+        return f"http://{self.simulator_host}:{self.simulator_port}/v1"
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (tests and the CLI's flags use it)."""
+        return type(self).model_validate({**self.model_dump(), **changes})

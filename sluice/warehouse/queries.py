@@ -1,0 +1,279 @@
+"""Named analytics queries, and one way to run them whoever holds the warehouse.
+
+Every query that counts reads with FINAL, so re-delivered copies that ReplacingMergeTree
+has not merged yet are still counted once. Tables are written `{db}.table` (the runner
+substitutes the database) and the window is the bound parameter `{minutes:UInt32}`.
+
+With the embedded engine only the process owning the chdb path can read it: while a sink
+runs, `open_for_reading` asks the sink's query server; otherwise it opens the path itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from sluice.settings import Settings
+from sluice.warehouse.connection import Warehouse, WarehouseError, connect
+
+MAX_MINUTES = 366 * 24 * 60
+SINK_FILE = "sink.json"
+
+
+@dataclass(frozen=True)
+class NamedQuery:
+    name: str
+    doc: str
+    sql: str
+
+
+_PERCENTILES = """
+    round(quantile(0.50)({col}), 1) AS p50_ms,
+    round(quantile(0.95)({col}), 1) AS p95_ms,
+    round(quantile(0.99)({col}), 1) AS p99_ms"""
+
+DASHBOARD = NamedQuery(
+    "dashboard",
+    "Per model over the last N minutes of finished requests: volume, errors, latency, cost, "
+    "tokens and answer quality. '(none)' holds requests that ended before a model was chosen.",
+    f"""
+SELECT
+    if(model = '', '(none)', model) AS model,
+    count() AS requests,
+    countIf(status = 'ok') AS ok,
+    countIf(status != 'ok') AS errors,
+    round(errors / requests, 4) AS error_rate,{_PERCENTILES.format(col="latency_ms")},
+    round(sum(cost_usd), 6) AS cost_usd,
+    sum(prompt_tokens) AS prompt_tokens,
+    sum(completion_tokens) AS completion_tokens,
+    countIf(cached) AS cached,
+    round(avgOrNull(groundedness), 3) AS avg_groundedness,
+    countIf(hallucination) AS hallucinations
+FROM {{db}}.requests FINAL
+WHERE finished_at >= now64(3) - toIntervalMinute({{minutes:UInt32}})
+GROUP BY model
+ORDER BY requests DESC, model
+""",
+)
+
+TOTALS = NamedQuery(
+    "totals",
+    "Finished requests of the last N minutes by status and error code ('' = no error).",
+    """
+SELECT
+    status,
+    error_code,
+    count() AS requests,
+    round(sum(cost_usd), 6) AS cost_usd
+FROM {db}.requests FINAL
+WHERE finished_at >= now64(3) - toIntervalMinute({minutes:UInt32})
+GROUP BY status, error_code
+ORDER BY requests DESC, status, error_code
+""",
+)
+
+STAGE_LATENCY = NamedQuery(
+    "stage_latency",
+    "Stage durations of the last N minutes by stage (pipeline order) and model: where time goes.",
+    f"""
+SELECT
+    stage,
+    model,
+    count() AS events,
+    countIf(status NOT IN ('ok', 'duplicate')) AS errors,{_PERCENTILES.format(col="duration_ms")}
+FROM {{db}}.events FINAL
+WHERE ts >= now64(3) - toIntervalMinute({{minutes:UInt32}})
+GROUP BY stage, model
+ORDER BY indexOf(['validate', 'sanitize', 'route', 'infer', 'validate_response'], stage), stage, model
+""",
+)
+
+FEEDBACK = NamedQuery(
+    "feedback",
+    "User feedback of the last N minutes by label: how often each complaint or praise comes in.",
+    """
+SELECT
+    label,
+    count() AS messages,
+    round(avg(rating), 3) AS avg_rating,
+    countIf(rating < 0) AS negative
+FROM {db}.feedback FINAL
+WHERE ts >= now64(3) - toIntervalMinute({minutes:UInt32})
+GROUP BY label
+ORDER BY messages DESC, label
+""",
+)
+
+DEADLETTERS = NamedQuery(
+    "deadletters",
+    "Dead-lettered messages of the last N minutes by source topic and stage: what operators must look at.",
+    """
+SELECT
+    source_topic,
+    stage,
+    count() AS messages,
+    max(ts) AS last_ts,
+    argMax(reason, ts) AS last_reason
+FROM {db}.deadletters FINAL
+WHERE ts >= now64(3) - toIntervalMinute({minutes:UInt32})
+GROUP BY source_topic, stage
+ORDER BY messages DESC, source_topic, stage
+""",
+)
+
+ALL_QUERIES = (DASHBOARD, TOTALS, STAGE_LATENCY, FEEDBACK, DEADLETTERS)
+QUERIES: dict[str, NamedQuery] = {query.name: query for query in ALL_QUERIES}
+
+
+class UnknownQuery(KeyError):
+    """No named query by that name."""
+
+
+def _jsonable(value: Any) -> Any:
+    """The same values whether rows come from the engine or over HTTP: ISO UTC times, NaN as None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return aware.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    return value
+
+
+def run_query(client: Warehouse, name: str, minutes: int = 60) -> list[dict[str, Any]]:
+    """Rows of the named query over the last `minutes`, as JSON-ready dicts (blocking)."""
+    query = QUERIES.get(name)
+    if query is None:
+        raise UnknownQuery(name)
+    window = max(1, min(int(minutes), MAX_MINUTES))
+    rows = client.query(query.sql, parameters={"minutes": window})
+    return [{key: _jsonable(value) for key, value in row.items()} for row in rows]
+
+
+# --- reading from whichever process owns the warehouse -----------------------------------
+
+
+def sink_file(settings: Settings) -> Path:
+    """Where a running sink advertises its query server: {"pid": ..., "query_url": ...}."""
+    return settings.run_dir / SINK_FILE
+
+
+def running_sink_url(settings: Settings) -> str | None:
+    """The query_url of a live sink process, or None (no file, unreadable file, or dead pid)."""
+    try:
+        info = json.loads(sink_file(settings).read_text(encoding="utf-8"))
+        pid, url = int(info["pid"]), str(info["query_url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, owned by someone else
+    return url
+
+
+class Reader:
+    """Runs named queries somewhere; use as a context manager."""
+
+    where: str = ""
+
+    def rows(self, name: str, minutes: int = 60) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the connection."""
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class SinkReader(Reader):
+    """Asks the running sink's query server (it owns the chdb path)."""
+
+    def __init__(self, url: str, timeout: float = 10.0) -> None:
+        self.where = url
+        self._http = httpx.Client(base_url=url, timeout=timeout)
+
+    def rows(self, name: str, minutes: int = 60) -> list[dict[str, Any]]:
+        response = self._http.get(f"/query/{name}", params={"minutes": minutes})
+        if response.status_code == 404:
+            raise UnknownQuery(name)
+        if response.status_code != 200:
+            raise WarehouseError(f"sink query server answered {response.status_code}: {response.text[:200]}")
+        rows: list[dict[str, Any]] = response.json()["rows"]
+        return rows
+
+    def close(self) -> None:
+        self._http.close()
+
+
+class DirectReader(Reader):
+    """Opens the warehouse in this process (nothing else holds the chdb path, or a real server)."""
+
+    def __init__(self, warehouse: Warehouse, where: str) -> None:
+        self.where = where
+        self.warehouse = warehouse
+
+    def rows(self, name: str, minutes: int = 60) -> list[dict[str, Any]]:
+        try:
+            return run_query(self.warehouse, name, minutes)
+        except UnknownQuery:
+            raise
+        except Exception as exc:  # missing tables are the usual cause on a fresh home
+            hint = "were migrations applied? run `sluice migrate`"
+            raise WarehouseError(f"query {name!r} failed ({hint}): {exc}") from exc
+
+    def close(self) -> None:
+        self.warehouse.close()
+
+
+def _sink_answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def open_for_reading(settings: Settings) -> Reader:
+    """A Reader for the dashboard: the live sink's query server when there is one, else the
+    warehouse opened directly. Raises WarehouseError when the chdb path is held by a process
+    that does not answer (e.g. a sink still starting)."""
+    url = running_sink_url(settings)
+    if url is not None and _sink_answers(url):
+        return SinkReader(url)
+    try:
+        warehouse = connect(settings)
+    except WarehouseError as exc:
+        hint = " (a sink process holds it; is it still starting?)" if url else ""
+        raise WarehouseError(f"{exc}{hint}") from exc
+    where = "embedded" if warehouse.embedded else "server"
+    return DirectReader(warehouse, f"{where}:{warehouse.database}")
+
+
+async def fetch_rows(settings: Settings, name: str, minutes: int = 60) -> list[dict[str, Any]]:
+    """open_for_reading + rows off the event loop, for async callers (HTTP dashboards)."""
+
+    def read() -> list[dict[str, Any]]:
+        with open_for_reading(settings) as reader:
+            return reader.rows(name, minutes)
+
+    return await asyncio.to_thread(read)

@@ -1,0 +1,444 @@
+"""The ClickHouse sink: mirrors the events, feedback and deadletter topics into the warehouse.
+
+Delivery is at-least-once end to end: offsets are committed only after the batch's rows
+are inserted (and its dead letters published), so a crash or a failing warehouse
+re-delivers instead of losing data, and ReplacingMergeTree keys make re-delivery harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from pydantic import ValidationError
+
+from schemas import DeadLetter, Event, Feedback
+from sluice.bus import ensure_topics
+from sluice.settings import Settings
+from sluice.warehouse.connection import Warehouse, aconnect
+from sluice.warehouse.migrate import amigrate, migrations_dir
+from sluice.warehouse.query_server import start_query_server
+from topics import DEADLETTER, EVENTS, FEEDBACK
+
+log = logging.getLogger(__name__)
+
+BACKOFF_START_S = 0.2
+BACKOFF_MAX_S = 10.0
+POLL_MAX_S = 0.2  # longest getmany wait, so a stop request is noticed quickly
+COMMIT_ATTEMPTS = 3
+REASON_MAX = 1000
+
+EVENT_COLUMNS = (
+    "event_id", "request_id", "correlation_id", "tenant", "stage", "status", "ts", "duration_ms", "model",
+    "prompt_tokens", "completion_tokens", "cost_usd", "cached", "error_code", "flags", "attributes",
+)  # fmt: skip
+REQUEST_COLUMNS = (
+    "request_id", "correlation_id", "tenant", "received_at", "finished_at", "status", "model",
+    "prompt_tokens", "completion_tokens", "cost_usd", "cached", "latency_ms", "groundedness",
+    "hallucination", "schema_valid", "error_code", "flags", "stage", "event_id",
+)  # fmt: skip
+FEEDBACK_COLUMNS = ("feedback_id", "request_id", "tenant", "rating", "label", "comment", "ts")
+DEADLETTER_COLUMNS = ("reason", "source_topic", "partition", "offset", "stage", "ts", "raw_base64")
+TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "events": EVENT_COLUMNS,
+    "requests": REQUEST_COLUMNS,
+    "feedback": FEEDBACK_COLUMNS,
+    "deadletters": DEADLETTER_COLUMNS,
+}
+
+Row = tuple[Any, ...]
+ParsedT = TypeVar("ParsedT", Event, Feedback, DeadLetter)
+
+
+def _utc(value: datetime) -> datetime:
+    """Naive datetimes on the wire are taken as UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _clamp(value: int, low: int, high: int) -> int:
+    """Out-of-range integers would fail the insert forever (a poison batch); clamp them instead."""
+    return max(low, min(value, high))
+
+
+UINT32_MAX = 2**32 - 1
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _record_time(timestamp_ms: int | None) -> datetime:
+    if timestamp_ms is None or timestamp_ms < 0:
+        return datetime.now(UTC)
+    return datetime.fromtimestamp(timestamp_ms / 1000, tz=UTC)
+
+
+def event_row(event: Event) -> Row:
+    """Column values in EVENT_COLUMNS order; None becomes '' (ClickHouse idiom, no Nullable)."""
+    error_code = event.error_code.value if event.error_code else ""
+    return (
+        event.event_id, event.request_id, event.correlation_id, event.tenant, event.stage.value,
+        event.status, _utc(event.ts), event.duration_ms, event.model or "",
+        _clamp(event.prompt_tokens, 0, UINT32_MAX), _clamp(event.completion_tokens, 0, UINT32_MAX),
+        event.cost_usd, event.cached, error_code, list(event.flags), dict(event.attributes),
+    )  # fmt: skip
+
+
+def request_row(event: Event) -> Row | None:
+    """The `requests` row of the event that ended a request (None for intermediate events).
+    The ending event carries the request's totals (model, tokens, cost, error)."""
+    summary = event.summary
+    if summary is None:
+        return None
+    error_code = event.error_code.value if event.error_code else ""
+    return (
+        event.request_id, event.correlation_id, event.tenant, _utc(summary.received_at),
+        _utc(summary.finished_at), summary.status.value, event.model or "",
+        _clamp(event.prompt_tokens, 0, UINT32_MAX), _clamp(event.completion_tokens, 0, UINT32_MAX),
+        event.cost_usd, event.cached, summary.latency_ms, summary.groundedness, summary.hallucination,
+        summary.schema_valid, error_code, list(event.flags), event.stage.value, event.event_id,
+    )  # fmt: skip
+
+
+def feedback_row(feedback: Feedback, partition: int, offset: int, ts: datetime) -> Row:
+    """feedback_id is the record's position, so a redelivered record replaces its row."""
+    return (
+        f"{partition}:{offset}", feedback.request_id, feedback.tenant, feedback.rating, feedback.label,
+        feedback.comment or "", _utc(ts),
+    )  # fmt: skip
+
+
+def deadletter_row(letter: DeadLetter) -> Row:
+    return (
+        letter.reason, letter.source_topic, _clamp(letter.partition, INT32_MIN, INT32_MAX),
+        _clamp(letter.offset, INT64_MIN, INT64_MAX), letter.stage, _utc(letter.ts), letter.raw_base64,
+    )  # fmt: skip
+
+
+def columns_of(rows: list[Row]) -> list[list[Any]]:
+    """Row tuples -> one list per column, the shape of a column-oriented insert."""
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+def _parse(model: type[ParsedT], raw: bytes | None) -> tuple[ParsedT | None, str]:
+    """The record as `model`, or None and a short reason (kept for the dead letter)."""
+    kind = model.__name__
+    if raw is None:
+        return None, f"unparseable {kind}: empty record value"
+    try:
+        return model.model_validate_json(raw), ""
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ())) or "value"
+        reason = f"unparseable {kind}: {exc.error_count()} error(s), first at {where}: {first.get('msg', '')}"
+        return None, reason[:REASON_MAX]
+
+
+@dataclass
+class SinkStats:
+    """Counters of one sink process (exported as JSON at /stats; Prometheus later)."""
+
+    rows_inserted: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TABLE_COLUMNS, 0))
+    records_consumed: int = 0
+    batches: int = 0
+    deadlettered: int = 0
+    insert_failures: int = 0
+    publish_failures: int = 0
+    commit_failures: int = 0
+    last_insert_latency_s: float = 0.0
+    last_batch_records: int = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "rows_inserted": dict(self.rows_inserted),
+            "records_consumed": self.records_consumed,
+            "batches": self.batches,
+            "deadlettered": self.deadlettered,
+            "insert_failures": self.insert_failures,
+            "publish_failures": self.publish_failures,
+            "commit_failures": self.commit_failures,
+            "last_insert_latency_s": self.last_insert_latency_s,
+            "last_batch_records": self.last_batch_records,
+        }
+
+
+@dataclass
+class Batch:
+    """Records consumed since the last commit, already turned into rows."""
+
+    rows: dict[str, list[Row]] = field(default_factory=lambda: {table: [] for table in TABLE_COLUMNS})
+    to_deadletter: list[DeadLetter] = field(default_factory=list)
+    offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    records: int = 0
+    started: float = 0.0
+
+
+class Sink:
+    """One consume -> insert -> commit loop over the three topics."""
+
+    def __init__(
+        self, settings: Settings, warehouse: Warehouse, stats: SinkStats, stop: asyncio.Event
+    ) -> None:
+        self.settings = settings
+        self.warehouse = warehouse
+        self.stats = stats
+        self.stop = stop
+        self.events_topic = EVENTS.name(settings.topic_prefix)
+        self.feedback_topic = FEEDBACK.name(settings.topic_prefix)
+        self.deadletter_topic = DEADLETTER.name(settings.topic_prefix)
+        self.consumer: Any = None
+        self.producer: Any = None
+
+    # --- parsing -------------------------------------------------------------------------
+    def add(self, batch: Batch, record: Any) -> None:
+        """Turn one Kafka record into rows (or a dead letter) and advance the batch's offsets."""
+        if not batch.records:
+            batch.started = time.monotonic()
+        batch.records += 1
+        batch.offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
+        if record.topic == self.events_topic:
+            event, reason = _parse(Event, record.value)
+            if event is None:
+                self._dead(batch, record, reason)
+                return
+            batch.rows["events"].append(event_row(event))
+            ended = request_row(event)
+            if ended is not None:
+                batch.rows["requests"].append(ended)
+        elif record.topic == self.feedback_topic:
+            feedback, reason = _parse(Feedback, record.value)
+            if feedback is None:
+                self._dead(batch, record, reason)
+                return
+            ts = _record_time(record.timestamp)
+            batch.rows["feedback"].append(feedback_row(feedback, record.partition, record.offset, ts))
+        elif record.topic == self.deadletter_topic:
+            self._mirror_deadletter(batch, record)
+
+    def _dead(self, batch: Batch, record: Any, reason: str) -> None:
+        log.warning("dead-lettering %s[%s]@%s: %s", record.topic, record.partition, record.offset, reason)
+        batch.to_deadletter.append(
+            DeadLetter(
+                reason=reason,
+                raw_base64=base64.b64encode(record.value or b"").decode("ascii"),
+                source_topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                stage="sink",
+                ts=datetime.now(UTC),
+            )
+        )
+
+    def _mirror_deadletter(self, batch: Batch, record: Any) -> None:
+        """Store a deadletter-topic record; one that is not a DeadLetter is stored as itself,
+        never re-published (that would loop)."""
+        letter, reason = _parse(DeadLetter, record.value)
+        if letter is None:
+            log.warning(
+                "storing bad record %s[%s]@%s: %s", record.topic, record.partition, record.offset, reason
+            )
+            letter = DeadLetter(
+                reason=reason,
+                raw_base64=base64.b64encode(record.value or b"").decode("ascii"),
+                source_topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                stage="sink",
+                ts=_record_time(record.timestamp),
+            )
+        batch.rows["deadletters"].append(deadletter_row(letter))
+
+    # --- writing -------------------------------------------------------------------------
+    async def _retry(self, what: str, attempt: Callable[[], Awaitable[None]], failures: str) -> bool:
+        """Run `attempt` until it succeeds (True) or the sink is asked to stop (False).
+        Backoff doubles up to BACKOFF_MAX_S; the first attempt always runs."""
+        delay = BACKOFF_START_S
+        while True:
+            try:
+                await attempt()
+                return True
+            except Exception as exc:  # any failure of the warehouse/broker: retry, never drop
+                setattr(self.stats, failures, getattr(self.stats, failures) + 1)
+                log.warning("%s failed (retrying in %.1fs): %s", what, delay, exc, exc_info=True)
+            try:
+                await asyncio.wait_for(self.stop.wait(), timeout=delay)
+                log.warning("%s abandoned at shutdown; its records stay uncommitted", what)
+                return False
+            except TimeoutError:
+                delay = min(delay * 2, BACKOFF_MAX_S)
+
+    async def flush(self, batch: Batch) -> bool:
+        """Insert, publish dead letters, then commit. False if stopped before the data was safe."""
+        pending = {table: rows for table, rows in batch.rows.items() if rows}
+
+        async def insert() -> None:
+            started = time.monotonic()
+            for table in list(pending):
+                written = await self.warehouse.ainsert(
+                    table, columns_of(pending[table]), TABLE_COLUMNS[table]
+                )
+                self.stats.rows_inserted[table] += written
+                del pending[table]  # a retry re-inserts only the tables that failed
+            self.stats.last_insert_latency_s = time.monotonic() - started
+
+        async def publish() -> None:
+            while batch.to_deadletter:
+                letter = batch.to_deadletter[0]
+                await self.producer.send_and_wait(self.deadletter_topic, letter.model_dump_json().encode())
+                batch.to_deadletter.pop(0)
+                self.stats.deadlettered += 1
+
+        if not await self._retry("insert", insert, "insert_failures"):
+            return False
+        if not await self._retry("dead-letter publish", publish, "publish_failures"):
+            return False
+        await self._commit(batch)
+        self.stats.batches += 1
+        self.stats.last_batch_records = batch.records
+        return True
+
+    async def _commit(self, batch: Batch) -> None:
+        """Commit the batch's positions. A failed commit only means re-delivery (deduplicated),
+        so after a few attempts it is logged rather than blocking the sink."""
+        owned = self.consumer.assignment()
+        offsets = {tp: offset for tp, offset in batch.offsets.items() if tp in owned}
+        if not offsets:
+            return
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            try:
+                await self.consumer.commit(offsets)
+                return
+            except CommitFailedError as exc:
+                self.stats.commit_failures += 1
+                log.warning("commit rejected by a rebalance; the new owner re-reads (deduplicated): %s", exc)
+                return
+            except KafkaError as exc:
+                self.stats.commit_failures += 1
+                log.warning("commit attempt %d/%d failed: %s", attempt, COMMIT_ATTEMPTS, exc)
+                await asyncio.sleep(BACKOFF_START_S * attempt)
+
+    # --- the loop ------------------------------------------------------------------------
+    async def run(self) -> None:
+        batch_size = max(1, self.settings.sink_batch_size)
+        batch_seconds = max(0.01, self.settings.sink_batch_seconds)
+        batch = Batch()
+        while not self.stop.is_set():
+            wait = batch_seconds - (time.monotonic() - batch.started) if batch.records else batch_seconds
+            try:
+                fetched = await self.consumer.getmany(
+                    timeout_ms=int(max(0.0, min(wait, POLL_MAX_S)) * 1000),
+                    max_records=batch_size - batch.records,
+                )
+            except KafkaError as exc:
+                log.warning("fetch failed: %s", exc)
+                await asyncio.sleep(BACKOFF_START_S)
+                continue
+            for records in fetched.values():
+                for record in records:
+                    self.add(batch, record)
+                self.stats.records_consumed += len(records)
+            due = batch.records >= batch_size or time.monotonic() - batch.started >= batch_seconds
+            if batch.records and due:
+                if not await self.flush(batch):
+                    return
+                batch = Batch()
+        if batch.records:
+            await self.flush(batch)  # one attempt: stop is already set
+
+
+class _Assigned(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Sets `ready` after the first assignment (possibly empty when sinks outnumber partitions)."""
+
+    def __init__(self, ready: asyncio.Event) -> None:
+        self.ready = ready
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        log.info("partitions revoked: %d", len(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        log.info("partitions assigned: %d", len(assigned))
+        self.ready.set()
+
+
+async def run_sink(
+    settings: Settings,
+    *,
+    ready: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
+    stats: SinkStats | None = None,
+) -> None:
+    """Run the sink until `stop` is set (or the task is cancelled).
+
+    `ready` is set once migrations are applied, the query server answers and the consumer
+    has its partitions. On a clean stop the pending batch gets one last flush.
+    """
+    stop = stop or asyncio.Event()
+    ready = ready or asyncio.Event()
+    stats = stats or SinkStats()
+    await ensure_topics(settings)
+    warehouse = await aconnect(settings)
+    server = consumer = producer = None
+    try:
+        await amigrate(warehouse, migrations_dir(settings))
+        server = await start_query_server(settings, warehouse, stats.snapshot)
+        sink = Sink(settings, warehouse, stats, stop)
+        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, client_id="sluice-sink", acks="all")
+        await producer.start()
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap,
+            group_id=settings.sink_group,
+            client_id="sluice-sink",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=int(settings.broker_session_timeout_s * 1000),
+            heartbeat_interval_ms=int(settings.broker_heartbeat_interval_s * 1000),
+            rebalance_timeout_ms=int(settings.broker_rebalance_timeout_s * 1000),
+        )
+        consumer.subscribe(
+            [sink.events_topic, sink.feedback_topic, sink.deadletter_topic], listener=_Assigned(ready)
+        )
+        await consumer.start()
+        sink.consumer, sink.producer = consumer, producer
+        log.info("sink consuming %s into database %s", settings.topic_prefix + "*", warehouse.database)
+        await sink.run()
+    finally:
+        if consumer is not None:
+            await consumer.stop()
+        if producer is not None:
+            await producer.stop()
+        if server is not None:
+            await server.stop()
+        await warehouse.aclose()
+
+
+def main(settings: Settings) -> None:
+    """`sluice sink`: run until SIGINT/SIGTERM; a second signal abandons the last flush."""
+
+    async def supervise() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_sink(settings, stop=stop))
+        loop = asyncio.get_running_loop()
+
+        def on_signal() -> None:
+            if stop.is_set():
+                task.cancel()
+            stop.set()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal)
+        try:
+            await task
+        except asyncio.CancelledError:
+            log.warning("sink stopped without its final flush")
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+
+    asyncio.run(supervise())

@@ -1,0 +1,81 @@
+"""`sluice worker`: one Faust worker process running every stage agent.
+
+Stages are found through the `sluice.stages` entry point so that this core package never
+imports the agents package (imports flow agents -> sluice -> schemas/topics)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from sluice.app import Pipeline, StageRegistrar, create_app
+from sluice.bus import ensure_topics
+from sluice.settings import Settings
+
+STAGES_ENTRY_POINT = "sluice.stages"
+
+
+def load_stage_registrars() -> list[StageRegistrar]:
+    found = [ep.load() for ep in entry_points(group=STAGES_ENTRY_POINT)]
+    if not found:
+        raise RuntimeError(
+            f"no stages registered under the {STAGES_ENTRY_POINT!r} entry point: is Sluice installed "
+            "(pip install -e .)?"
+        )
+    return found
+
+
+def build_pipeline(settings: Settings) -> Pipeline:
+    pipeline = Pipeline(settings, create_app(settings))
+    for register in load_stage_registrars():
+        register(pipeline)
+    return pipeline
+
+
+def ready_file(settings: Settings, pid: int | None = None) -> Path:
+    return settings.run_dir / f"worker-{pid or os.getpid()}.ready"
+
+
+class SluiceWorker(faust.Worker):  # type: ignore[misc]
+    """A Faust worker that marks itself ready (a file under SLUICE_HOME/run) once its partitions
+    are assigned and its tables recovered: from then on requests can flow."""
+
+    def __init__(self, settings: Settings, pipeline: Pipeline, **kwargs: Any) -> None:
+        super().__init__(pipeline.app, **kwargs)
+        self.sluice_settings = settings
+        self.pipeline = pipeline
+
+    async def on_startup_finished(self) -> None:
+        await super().on_startup_finished()
+        path = ready_file(self.sluice_settings)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"pid": os.getpid(), "app_id": self.sluice_settings.app_id}))
+
+    async def on_stop(self) -> None:
+        ready_file(self.sluice_settings).unlink(missing_ok=True)
+        await super().on_stop()
+
+
+def install_fast_event_loop() -> None:
+    """uvloop roughly halves the worker's socket and scheduling overhead; asyncio otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def run_worker(settings: Settings, loglevel: str = "warning") -> None:
+    """Blocking: create topics, then run the worker until SIGINT/SIGTERM."""
+    install_fast_event_loop()
+    asyncio.run(ensure_topics(settings))
+    (settings.worker_datadir or settings.home / "worker").mkdir(parents=True, exist_ok=True)
+    pipeline = build_pipeline(settings)
+    worker = SluiceWorker(settings, pipeline, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()

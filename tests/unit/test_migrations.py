@@ -1,0 +1,140 @@
+"""Migrations: applied in order, recorded, idempotent, database taken from settings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sluice.settings import Settings
+from sluice.warehouse.connection import (
+    Warehouse,
+    WarehouseError,
+    _server_dsn,
+    connect,
+    database_name,
+    substitute_db,
+)
+from sluice.warehouse.migrate import (
+    MigrationError,
+    applied_versions,
+    apply_migrations,
+    default_migrations_dir,
+    load_migrations,
+    migrate,
+    split_statements,
+)
+
+EXPECTED_TABLES = {"events", "requests", "feedback", "deadletters", "schema_migrations"}
+
+
+@pytest.fixture()
+def warehouse(settings: Settings) -> Iterator[Warehouse]:
+    client = connect(settings)
+    yield client
+    client.close()
+
+
+def tables(warehouse: Warehouse) -> set[str]:
+    rows = warehouse.query(
+        "SELECT name FROM system.tables WHERE database = {name:String}", {"name": warehouse.database}
+    )
+    return {row["name"] for row in rows}
+
+
+def test_default_folder_holds_numbered_files_that_use_the_placeholder() -> None:
+    migrations = load_migrations(default_migrations_dir())
+    assert [m.version for m in migrations] == sorted(m.version for m in migrations)
+    assert len(migrations) >= 4
+    for migration in migrations:
+        assert "{db}" in migration.sql, migration.path.name
+        assert "sluice." not in migration.sql.replace("{db}.", ""), "database must not be hard-coded"
+
+
+def test_apply_creates_tables_and_records_versions(warehouse: Warehouse, settings: Settings) -> None:
+    applied = migrate(warehouse, default_migrations_dir())
+    assert [m.version for m in applied] == [m.version for m in load_migrations(default_migrations_dir())]
+    assert tables(warehouse) >= EXPECTED_TABLES
+    recorded = applied_versions(warehouse)
+    assert recorded == {m.version: m.checksum for m in applied}
+
+
+def test_apply_twice_is_a_no_op(warehouse: Warehouse) -> None:
+    migrate(warehouse, default_migrations_dir())
+    before = warehouse.query("SELECT count() AS n FROM {db}.schema_migrations")[0]["n"]
+    assert migrate(warehouse, default_migrations_dir()) == []
+    after = warehouse.query("SELECT count() AS n FROM {db}.schema_migrations")[0]["n"]
+    assert before == after
+
+
+def test_apply_migrations_opens_its_own_connection(settings: Settings) -> None:
+    assert len(apply_migrations(settings)) >= 4
+    assert apply_migrations(settings) == []
+
+
+def test_databases_are_isolated(settings: Settings, tmp_path: Path) -> None:
+    """Each test keeps its own database on the shared chdb path; files never name one."""
+    other = settings.with_overrides(clickhouse_database=settings.clickhouse_database + "_b")
+    apply_migrations(settings)
+    applied = apply_migrations(other)
+    assert len(applied) >= 4  # a second database is migrated from scratch
+
+
+def test_new_file_is_applied_later_in_order(warehouse: Warehouse, tmp_path: Path) -> None:
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "0001_a.sql").write_text(
+        "-- {db} comment; with a semicolon\n"
+        "CREATE TABLE IF NOT EXISTS {db}.a (x String DEFAULT 'a;b') ENGINE = MergeTree ORDER BY x;\n"
+        "INSERT INTO {db}.a (x) VALUES ('one');\n"
+    )
+    assert [m.version for m in migrate(warehouse, folder)] == [1]
+    (folder / "0002_b.sql").write_text("ALTER TABLE {db}.a ADD COLUMN IF NOT EXISTS y UInt8 DEFAULT 7")
+    assert [m.version for m in migrate(warehouse, folder)] == [2]
+    assert warehouse.query("SELECT x, y FROM {db}.a") == [{"x": "one", "y": 7}]
+    assert migrate(warehouse, folder) == []
+
+
+def test_duplicate_versions_and_bad_names_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "0001_a.sql").write_text("SELECT 1")
+    (tmp_path / "01_b.sql").write_text("SELECT 1")
+    with pytest.raises(MigrationError, match="share version 1"):
+        load_migrations(tmp_path)
+    (tmp_path / "01_b.sql").unlink()
+    (tmp_path / "first.sql").write_text("SELECT 1")
+    with pytest.raises(MigrationError, match=r"0001_name\.sql"):
+        load_migrations(tmp_path)
+
+
+def test_split_statements_respects_quotes_and_comments() -> None:
+    script = """
+    -- leading comment; not a statement
+    CREATE TABLE t (a String DEFAULT ';') ENGINE = Memory;
+    /* block; comment */ INSERT INTO t VALUES ('it''s; fine'), ('back\\'slash;');
+    ;
+    SELECT `odd;name` FROM t
+    """
+    statements = split_statements(script)
+    assert len(statements) == 3
+    assert statements[0].startswith("CREATE TABLE t")
+    assert "'it''s; fine'" in statements[1]
+    assert statements[2] == "SELECT `odd;name` FROM t"
+
+
+def test_database_name_rules(settings: Settings) -> None:
+    assert database_name(settings) == settings.clickhouse_database
+    http = Settings(clickhouse_dsn="http://u:p@example.invalid:8123/analytics")
+    assert database_name(http) == "analytics"
+    no_path = Settings(clickhouse_dsn="http://u:p@example.invalid:8123", clickhouse_database="x")
+    assert database_name(no_path) == "x"
+    with pytest.raises(RuntimeError, match="invalid ClickHouse database"):
+        substitute_db("SELECT 1 FROM {db}.t", "bad-name; DROP")
+
+
+def test_server_dsn_drops_the_database_and_bad_targets_fail_clearly() -> None:
+    assert _server_dsn("https://u:p@h:8443/db?compress=0") == "https://u:p@h:8443?compress=0"
+    with pytest.raises(WarehouseError, match="unsupported"):
+        connect(Settings(clickhouse_dsn="postgres://x/y"))
+    with pytest.raises(WarehouseError, match="cannot open"):
+        connect(Settings(clickhouse_dsn="http://default:@127.0.0.1:1/sluice"))
