@@ -93,7 +93,7 @@ _PRIORITY = {
 # patterns when their anchor is absent.
 _A = re.ASCII
 _EMAIL = re.compile(
-    r"[\w.%+\-](?<![\w.%+\-][\w.%+\-])[\w.%+\-]{0,63}+@(?:[^\W_](?:[\w\-]{0,61}[^\W_])?\.)+[^\W\d_]{2,24}(?![\w\-])"
+    r"[\w%+\-](?<![\w.%+\-][\w%+\-])(?:[\w.%+\-]{0,62}[\w%+\-])?+@(?:[^\W_](?:[\w\-]{0,61}[^\W_])?\.)+[^\W\d_]{2,24}(?![\w\-])"
 )
 _PEM = re.compile(
     r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
@@ -339,6 +339,12 @@ def _scan(pattern: re.Pattern[str], text: str, pii_type: PiiType) -> Iterable[Pi
 
 def find_pii(text: str) -> list[PiiMatch]:
     """All PII spans, non-overlapping, in text order (higher-priority types win overlaps)."""
+    return _find_pii(text)[0]
+
+
+def _find_pii(text: str) -> tuple[list[PiiMatch], bool]:
+    """Matches plus whether an overlapping candidate lost to a higher-priority one (it may
+    match differently once the winner is replaced, so `redact` then scans again)."""
     found: list[PiiMatch] = []
     # Keys, tokens and JWTs are long unbroken tokens: look for their prefixes in those only.
     words = tokens(text)
@@ -370,13 +376,13 @@ def find_pii(text: str) -> list[PiiMatch]:
             if not _IBAN_HEAD.search(text, 0, m.start)
         )
     if len(found) < 2:
-        return found
+        return found, False
     chosen: list[PiiMatch] = []
     for candidate in sorted(found, key=lambda m: (-_PRIORITY[m.type], m.start, -(m.end - m.start))):
         if all(candidate.end <= kept.start or candidate.start >= kept.end for kept in chosen):
             chosen.append(candidate)
     chosen.sort(key=lambda m: m.start)
-    return chosen
+    return chosen, len(chosen) < len(found)
 
 
 @dataclass(slots=True)
@@ -442,13 +448,13 @@ def redact(
     blocked: list[PiiType] = []
     current = text
     for round_number in range(_MAX_ROUNDS):
-        matches = find_pii(current)
+        matches, conflicted = _find_pii(current)
         if round_number and matches:
             taken = [m.span() for m in _PLACEHOLDER.finditer(current) if m.group() in mapping.placeholders]
             matches = [m for m in matches if all(m.end <= a or m.start >= b for a, b in taken)]
         pieces: list[str] = []
         cursor = 0
-        glued = False
+        glued = conflicted
         for match in matches:
             action = policy.action(match.type)
             if action is PiiAction.ALLOW:

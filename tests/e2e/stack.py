@@ -1,0 +1,185 @@
+"""Start real Sluice processes for end-to-end tests: simulator, sink and worker(s) as child
+processes on the session's real broker, each with its own settings passed by environment."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from sluice.settings import Settings
+from sluice.warehouse.queries import running_sink_url
+
+
+def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment that makes a child process load exactly these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+    for name, value in settings.model_dump(mode="json").items():
+        if value is not None:
+            env[f"SLUICE_{name.upper()}"] = str(value)
+    env["SLUICE_CLICKHOUSE_DSN"] = settings.warehouse_dsn
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    logs: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, name: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = (self.logs / f"{name}.log").open("ab")
+        command = name.split("-")[0]
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sluice", command, *args],
+            env=settings_env(self.settings, **env), stdout=log, stderr=subprocess.STDOUT,
+        )
+        self.processes[name] = process
+        return process
+
+    def wait_worker_ready(self, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+        ready = self.settings.run_dir / f"worker-{process.pid}.ready"
+        self._wait(lambda: ready.exists(), f"worker {process.pid} ready", timeout, process)
+
+    def wait_sink_ready(self, timeout: float = 60.0) -> str:
+        self._wait(lambda: running_sink_url(self.settings) is not None, "sink ready", timeout,
+                   self.processes.get("sink"))
+        url = running_sink_url(self.settings)
+        assert url is not None
+        return url
+
+    def wait_simulator_ready(self, timeout: float = 30.0) -> None:
+        def answers() -> bool:
+            try:
+                return httpx.get(self.simulator_root + "/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        self._wait(answers, "simulator ready", timeout, self.processes.get("simulator"))
+
+    @property
+    def simulator_root(self) -> str:
+        return self.settings.simulator_url.removesuffix("/v1")
+
+    def _wait(self, check: object, what: str, timeout: float, process: subprocess.Popen[bytes] | None) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if callable(check) and check():
+                return
+            if process is not None and process.poll() is not None:
+                raise AssertionError(f"{what}: process exited with {process.returncode}; logs in {self.logs}")
+            time.sleep(0.1)
+        raise AssertionError(f"{what}: not within {timeout}s; logs in {self.logs}")
+
+    def kill(self, name: str) -> None:
+        process = self.processes.pop(name)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+    def stop_all(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.processes.clear()
+
+    def query(self, name: str, minutes: int = 600) -> list[dict[str, object]]:
+        url = running_sink_url(self.settings)
+        assert url is not None, "sink is not running"
+        reply = httpx.get(f"{url}/query/{name}", params={"minutes": minutes}, timeout=30)
+        reply.raise_for_status()
+        rows = reply.json()["rows"]
+        assert isinstance(rows, list)
+        return rows
+
+
+@contextmanager
+def running_stack(settings: Settings, logs: Path, simulator_latency_ms: float = 20.0) -> Iterator[Stack]:
+    stack = Stack(settings, logs)
+    try:
+        stack.start("simulator", SLUICE_SIMULATOR_LATENCY_MS=str(simulator_latency_ms))
+        stack.start("sink")
+        stack.wait_simulator_ready()
+        stack.wait_sink_ready()
+        worker = stack.start("worker")
+        stack.wait_worker_ready(worker)
+        yield stack
+    finally:
+        stack.stop_all()
+
+
+async def read_topic(bootstrap: str, topic: str, idle_s: float = 1.5) -> list[tuple[bytes | None, bytes | None, int, int]]:
+    """Everything currently on a topic: (key, value, partition, offset), read until idle."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="earliest", fetch_max_wait_ms=50)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        assigned = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        ends = await consumer.end_offsets(assigned)
+        records: list[tuple[bytes | None, bytes | None, int, int]] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=int(idle_s * 1000), max_records=10000)
+            for tp, batch in batches.items():
+                records.extend((r.key, r.value, tp.partition, r.offset) for r in batch)
+            positions = {tp: await consumer.position(tp) for tp in assigned}
+            if all(positions[tp] >= ends[tp] for tp in assigned) and not batches:
+                break
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def responses_by_correlation(settings: Settings) -> Counter[str]:
+    """How many responses each correlation_id got on the default reply topic."""
+    counts: Counter[str] = Counter()
+    for _, value, _, _ in await read_topic(settings.bootstrap, f"{settings.topic_prefix}responses"):
+        counts[orjson.loads(value or b"{}")["correlation_id"]] += 1
+    return counts
+
+
+async def publish_raw(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send(topic, value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def eventually(check: object, timeout: float = 60.0, interval: float = 0.5) -> None:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        last = check() if callable(check) else check
+        if last is True:
+            return
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
