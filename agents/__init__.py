@@ -33,11 +33,16 @@ async def guarded(stage: Stage, envelope: Envelope, compute: Callable[[], Awaita
     """A bug in a stage must still answer the request: it becomes a typed `internal` failure."""
     try:
         return await compute()
-    except Exception as exc:  # noqa: BLE001 - turned into the request's `internal` error, and logged
+    except Exception as exc:  # turned into the request's `internal` error, and logged
         log.exception("stage %s failed on request %s", stage.value, envelope.request_id)
         return fail(
-            envelope, stage, Status.FAILED, ErrorCode.INTERNAL,
-            f"{stage.value} failed unexpectedly ({type(exc).__name__})", now=utcnow(), duration_ms=0.0,
+            envelope,
+            stage,
+            Status.FAILED,
+            ErrorCode.INTERNAL,
+            f"{stage.value} failed unexpectedly ({type(exc).__name__})",
+            now=utcnow(),
+            duration_ms=0.0,
         )
 
 
@@ -52,7 +57,10 @@ def register_stages(pipeline: Pipeline) -> None:
         async for event in stream.events():
             message = event.message
             record = RawRecord(
-                value=event.value, topic=message.topic, partition=message.partition, offset=message.offset,
+                value=event.value,
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
                 timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
             )
             decision = validate_record(record, limits, pipeline.seen, utcnow())

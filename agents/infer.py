@@ -33,13 +33,17 @@ def chat_payload(envelope: Envelope) -> dict[str, Any]:
     return payload
 
 
-async def infer(envelope: Envelope, catalog: Catalog, caller: ChatCaller, now: datetime | None = None) -> Outcome:
+async def infer(
+    envelope: Envelope, catalog: Catalog, caller: ChatCaller, now: datetime | None = None
+) -> Outcome:
     started = time.perf_counter()
     now = now or utcnow()
     model_name = envelope.route.model if envelope.route else catalog.default
     entry = catalog.get(model_name)
     if entry is None:
-        return _failed(envelope, model_name, ErrorCode.MODEL_UNAVAILABLE, f"{model_name}: not in catalog", started)
+        return _failed(
+            envelope, model_name, ErrorCode.MODEL_UNAVAILABLE, f"{model_name}: not in catalog", started
+        )
     budget_s = (envelope.deadline_at - now).total_seconds()
     try:
         completion = await caller.complete(entry, chat_payload(envelope), budget_s)
@@ -52,13 +56,22 @@ async def infer(envelope: Envelope, catalog: Catalog, caller: ChatCaller, now: d
     )
     cost = entry.cost_usd(completion.prompt_tokens, completion.completion_tokens)
     inference = Inference(
-        model=entry.name, content=completion.content, finish_reason=completion.finish_reason,
-        usage=usage, cost_usd=cost, model_latency_ms=completion.latency_ms,
+        model=entry.name,
+        content=completion.content,
+        finish_reason=completion.finish_reason,
+        usage=usage,
+        cost_usd=cost,
+        model_latency_ms=completion.latency_ms,
     )
     done = envelope.model_copy(update={"inference": inference})
     return forward(
-        done, STAGE, now=utcnow(), duration_ms=(time.perf_counter() - started) * 1000,
-        model=entry.name, usage=usage, cost_usd=cost,
+        done,
+        STAGE,
+        now=utcnow(),
+        duration_ms=(time.perf_counter() - started) * 1000,
+        model=entry.name,
+        usage=usage,
+        cost_usd=cost,
         attributes={"model_latency_ms": f"{completion.latency_ms:.3f}"},
     )
 
@@ -67,6 +80,11 @@ def _failed(envelope: Envelope, model: str, code: ErrorCode, message: str, start
     inference = Inference(model=model, error=ErrorInfo(code=code, message=message, stage=STAGE))
     done = envelope.model_copy(update={"inference": inference})
     return forward(
-        done, STAGE, now=utcnow(), duration_ms=(time.perf_counter() - started) * 1000,
-        model=model, status=Status.FAILED.value, error_code=code,
+        done,
+        STAGE,
+        now=utcnow(),
+        duration_ms=(time.perf_counter() - started) * 1000,
+        model=model,
+        status=Status.FAILED.value,
+        error_code=code,
     )

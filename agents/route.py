@@ -25,13 +25,21 @@ def route(envelope: Envelope, catalog: Catalog, now: datetime) -> Outcome:
     if entry is None:
         known = ", ".join(model.name for model in catalog.models)
         return fail(
-            envelope, STAGE, Status.REJECTED, ErrorCode.INVALID_REQUEST,
+            envelope,
+            STAGE,
+            Status.REJECTED,
+            ErrorCode.INVALID_REQUEST,
             f"model: unknown model {requested!r}; known models: auto, {known}",
-            now=now, duration_ms=(time.perf_counter() - started) * 1000,
+            now=now,
+            duration_ms=(time.perf_counter() - started) * 1000,
         )
     decision = RouteDecision(model=entry.name, reason=reason, provider_kind=entry.kind)
     routed = envelope.model_copy(update={"route": decision})
     return forward(
-        routed, STAGE, now=now, duration_ms=(time.perf_counter() - started) * 1000,
-        model=entry.name, attributes={"route_reason": reason},
+        routed,
+        STAGE,
+        now=now,
+        duration_ms=(time.perf_counter() - started) * 1000,
+        model=entry.name,
+        attributes={"route_reason": reason},
     )

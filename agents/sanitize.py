@@ -43,6 +43,9 @@ def sanitize(envelope: Envelope, now: datetime) -> Outcome:
         update={"request": request.model_copy(update={"messages": messages, "context": passages})}
     )
     return forward(
-        cleaned, STAGE, now=now, duration_ms=(time.perf_counter() - started) * 1000,
+        cleaned,
+        STAGE,
+        now=now,
+        duration_ms=(time.perf_counter() - started) * 1000,
         attributes={"chars_removed": str(removed)},
     )

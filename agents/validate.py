@@ -97,20 +97,33 @@ def validate_record(
     received_at = _received_at(record, now)
 
     earlier = seen.get(key)
-    if isinstance(earlier, dict) and earlier.get("request_id") != request_id:
-        if now.timestamp() - float(earlier.get("at", 0.0)) < limits.dedupe_window_s:
-            event = make_event(
-                who, STAGE, "duplicate", now=now, duration_ms=_elapsed(started),
-                attributes={"original_request_id": str(earlier.get("request_id"))},
-            )
-            return Decided(Outcome(event=event), key, request_id, duplicate=True)
+    if (
+        isinstance(earlier, dict)
+        and earlier.get("request_id") != request_id
+        and now.timestamp() - float(earlier.get("at", 0.0)) < limits.dedupe_window_s
+    ):
+        event = make_event(
+            who,
+            STAGE,
+            "duplicate",
+            now=now,
+            duration_ms=_elapsed(started),
+            attributes={"original_request_id": str(earlier.get("request_id"))},
+        )
+        return Decided(Outcome(event=event), key, request_id, duplicate=True)
 
     reply_to = _safe_reply_to(data.get("reply_to"), limits)
 
     def reject(code: ErrorCode, message: str) -> Decided:
         outcome = finish(
-            who, STAGE, Status.REJECTED, reply_to=reply_to, received_at=received_at, now=now,
-            duration_ms=_elapsed(started), error=ErrorInfo(code=code, message=message, stage=STAGE),
+            who,
+            STAGE,
+            Status.REJECTED,
+            reply_to=reply_to,
+            received_at=received_at,
+            now=now,
+            duration_ms=_elapsed(started),
+            error=ErrorInfo(code=code, message=message, stage=STAGE),
         )
         return Decided(outcome, key, request_id)
 
@@ -141,7 +154,10 @@ def validate_record(
         request=request.model_copy(update={"api_key": None}),
     )
     outcome = forward(
-        envelope, STAGE, now=now, duration_ms=_elapsed(started),
+        envelope,
+        STAGE,
+        now=now,
+        duration_ms=_elapsed(started),
         attributes={"request_bytes": str(len(raw)), "messages": str(len(request.messages))},
     )
     return Decided(outcome, key, request_id)

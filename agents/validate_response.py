@@ -19,15 +19,27 @@ def validate_response(envelope: Envelope, now: datetime) -> Outcome:
     inference = envelope.inference
     if inference is None:
         return fail(
-            envelope, STAGE, Status.FAILED, ErrorCode.INTERNAL, "no inference result reached this stage",
-            now=now, duration_ms=_elapsed(started),
+            envelope,
+            STAGE,
+            Status.FAILED,
+            ErrorCode.INTERNAL,
+            "no inference result reached this stage",
+            now=now,
+            duration_ms=_elapsed(started),
         )
     who = Identity.of(envelope)
     if inference.error is not None:
         return finish(
-            who, STAGE, Status.FAILED, reply_to=envelope.reply_to,
-            received_at=envelope.received_at, now=now, duration_ms=_elapsed(started),
-            error=inference.error, model=inference.model, checks=Checks(flags=list(envelope.flags)),
+            who,
+            STAGE,
+            Status.FAILED,
+            reply_to=envelope.reply_to,
+            received_at=envelope.received_at,
+            now=now,
+            duration_ms=_elapsed(started),
+            error=inference.error,
+            model=inference.model,
+            checks=Checks(flags=list(envelope.flags)),
         )
     checks = Checks(flags=list(envelope.flags))
     problem = None
@@ -44,15 +56,32 @@ def validate_response(envelope: Envelope, now: datetime) -> Outcome:
             problem = problem or "the model's answer is not valid JSON although JSON was requested"
     if problem is not None:
         return finish(
-            who, STAGE, Status.FAILED, reply_to=envelope.reply_to, received_at=envelope.received_at,
-            now=now, duration_ms=_elapsed(started),
+            who,
+            STAGE,
+            Status.FAILED,
+            reply_to=envelope.reply_to,
+            received_at=envelope.received_at,
+            now=now,
+            duration_ms=_elapsed(started),
             error=ErrorInfo(code=ErrorCode.RESPONSE_INVALID, message=problem, stage=STAGE),
-            model=inference.model, usage=inference.usage, cost_usd=inference.cost_usd, checks=checks,
+            model=inference.model,
+            usage=inference.usage,
+            cost_usd=inference.cost_usd,
+            checks=checks,
         )
     return finish(
-        who, STAGE, Status.OK, reply_to=envelope.reply_to, received_at=envelope.received_at, now=now,
-        duration_ms=_elapsed(started), model=inference.model, content=content, usage=inference.usage,
-        cost_usd=inference.cost_usd, checks=checks,
+        who,
+        STAGE,
+        Status.OK,
+        reply_to=envelope.reply_to,
+        received_at=envelope.received_at,
+        now=now,
+        duration_ms=_elapsed(started),
+        model=inference.model,
+        content=content,
+        usage=inference.usage,
+        cost_usd=inference.cost_usd,
+        checks=checks,
         attributes={"finish_reason": inference.finish_reason or ""},
     )
 

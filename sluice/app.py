@@ -63,7 +63,10 @@ class Pipeline:
         self.app = app
         prefix = settings.topic_prefix
         self.requests: TopicT = app.topic(
-            REQUESTS.name(prefix), key_type=bytes, value_type=bytes, value_serializer="raw",
+            REQUESTS.name(prefix),
+            key_type=bytes,
+            value_type=bytes,
+            value_serializer="raw",
             partitions=REQUESTS.partitions,
         )
         self.envelopes: dict[TopicSpec, TopicT] = {
@@ -77,7 +80,9 @@ class Pipeline:
         # (tenant/correlation_id) -> {"request_id", "at", "p"}: client retries are not answered twice.
         self.seen = app.Table("seen", default=None, schema=_table_schema(), partitions=REQUESTS.partitions)
         # request_id -> {"at", "p"}: a redelivered stage message never produces a second response.
-        self.answered = app.Table("answered", default=None, schema=_table_schema(), partitions=REQUESTS.partitions)
+        self.answered = app.Table(
+            "answered", default=None, schema=_table_schema(), partitions=REQUESTS.partitions
+        )
         self.sent_responses = 0
         self.duplicates_dropped = 0
 
@@ -117,8 +122,9 @@ class Pipeline:
         await self.events.send(key=key, value=outcome.event)
 
     async def dead_letter(self, letter: DeadLetter) -> None:
-        log.warning("dead-lettered %s[%d]@%d: %s", letter.source_topic, letter.partition, letter.offset,
-                    letter.reason)
+        log.warning(
+            "dead-lettered %s[%d]@%d: %s", letter.source_topic, letter.partition, letter.offset, letter.reason
+        )
         await self.deadletters.send(key=f"{letter.source_topic}:{letter.partition}".encode(), value=letter)
 
     async def dead_letter_poison(self, poison: Poison, stage: str) -> None:
@@ -142,7 +148,9 @@ class Pipeline:
     def sweep(self, table: Any, window_s: float) -> int:
         """Forget entries older than the window (tombstones keep the changelog small too)."""
         cutoff = time.time() - window_s
-        expired = [(k, v) for k, v in list(table.data.items()) if isinstance(v, Mapping) and v.get("at", 0) < cutoff]
+        expired = [
+            (k, v) for k, v in list(table.data.items()) if isinstance(v, Mapping) and v.get("at", 0) < cutoff
+        ]
         for key, value in expired:
             table.data.pop(key, None)
             table.send_changelog(int(value.get("p", 0)), key, None)

@@ -8,6 +8,7 @@ import json
 import sys
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from sluice.settings import Settings
 
@@ -47,7 +48,9 @@ def _cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
 
     port = args.port or int(settings.bootstrap.rpartition(":")[2])
     broker = start_broker(port=port, log_path=settings.home / "logs" / "broker.log")
-    print(f"broker kafka://{broker.bootstrap} (embedded Tansu, in-memory storage); Ctrl-C stops it", flush=True)
+    print(
+        f"broker kafka://{broker.bootstrap} (embedded Tansu, in-memory storage); Ctrl-C stops it", flush=True
+    )
     stopped = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopped.set())
@@ -73,7 +76,7 @@ def _cmd_send(settings: Settings, args: argparse.Namespace) -> int:
 
     async def send() -> int:
         async with SluiceClient(settings=settings, timeout_s=args.timeout) as client:
-            options: dict[str, object] = {"model": args.model}
+            options: dict[str, Any] = {"model": args.model}
             if args.max_tokens:
                 options["max_tokens"] = args.max_tokens
             try:
@@ -98,9 +101,13 @@ def _cmd_load(settings: Settings, args: argparse.Namespace) -> int:
             with Progress() as progress:
                 task = progress.add_task("answered", total=int(args.rate * args.duration))
                 report = await run_load(
-                    client, args.rate, args.duration,
+                    client,
+                    args.rate,
+                    args.duration,
                     make_request=lambda i: {
-                        "messages": f"{args.prompt} #{i}", "tenant": args.tenant, "model": args.model,
+                        "messages": f"{args.prompt} #{i}",
+                        "tenant": args.tenant,
+                        "model": args.model,
                         "correlation_id": f"load-{uuid.uuid4().hex}",
                     },
                     on_progress=lambda done, _total: progress.update(task, completed=done),
@@ -125,7 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--loglevel", default="warning")
     worker.set_defaults(run=_cmd_worker)
     sub.add_parser("sink", help="mirror events into ClickHouse").set_defaults(run=_cmd_sink)
-    sub.add_parser("simulator", help="run the OpenAI-compatible model simulator").set_defaults(run=_cmd_simulator)
+    sub.add_parser("simulator", help="run the OpenAI-compatible model simulator").set_defaults(
+        run=_cmd_simulator
+    )
     broker = sub.add_parser("broker", help="run the embedded Kafka-protocol broker alone")
     broker.add_argument("--port", type=int, default=0)
     broker.set_defaults(run=_cmd_broker)

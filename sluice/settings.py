@@ -40,7 +40,9 @@ class Settings(BaseSettings):
 
     # --- validate ------------------------------------------------------------------------
     max_request_bytes: int = 64 * 1024
-    reply_prefix: str | None = Field(default=None, description="Allowed reply_to prefix; default <prefix>responses")
+    reply_prefix: str | None = Field(
+        default=None, description="Allowed reply_to prefix; default <prefix>responses"
+    )
     min_deadline_ms: int = 100
     max_deadline_ms: int = 600_000
     dedupe_window_s: float = 24 * 3600.0

@@ -71,8 +71,11 @@ class SluiceClient:
         self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=0)
         await self._producer.start()
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
-            auto_offset_reset="latest", fetch_max_wait_ms=100,
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="latest",
+            fetch_max_wait_ms=100,
         )
         await self._consumer.start()
         partitions = await self._wait_for_partitions(self.reply_to)
@@ -144,7 +147,12 @@ class SluiceClient:
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
         correlation_id = correlation_id or uuid.uuid4().hex
-        body: dict[str, Any] = {"correlation_id": correlation_id, "tenant": tenant, "messages": messages, **options}
+        body: dict[str, Any] = {
+            "correlation_id": correlation_id,
+            "tenant": tenant,
+            "messages": messages,
+            **options,
+        }
         if self.reply_to != RESPONSES.name(self.settings.topic_prefix):
             body.setdefault("reply_to", self.reply_to)
         future = self.expect(correlation_id)

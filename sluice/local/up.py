@@ -47,7 +47,10 @@ class Supervisor:
         log = log_path.open("ab")
         process = subprocess.Popen(
             [sys.executable, "-m", "sluice", name, *args],
-            stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent, env=os.environ.copy(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,
+            env=os.environ.copy(),
         )
         child = Child(name, process, log_path)
         self.children.append(child)
@@ -79,7 +82,9 @@ class Supervisor:
             elif child.name == "sink":
                 parts["sink"] = alive and (settings.run_dir / "sink.json").exists()
             elif child.name == "simulator":
-                parts["simulator"] = alive and await _answers(f"{settings.simulator_url.removesuffix('/v1')}/healthz")
+                parts["simulator"] = alive and await _answers(
+                    f"{settings.simulator_url.removesuffix('/v1')}/healthz"
+                )
         return parts
 
 
@@ -102,7 +107,9 @@ def run_up(settings: Settings) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         if settings.uses_embedded_broker:
-            supervisor.broker = start_broker(port=EMBEDDED_BROKER_PORT, log_path=settings.home / "logs" / "broker.log")
+            supervisor.broker = start_broker(
+                port=EMBEDDED_BROKER_PORT, log_path=settings.home / "logs" / "broker.log"
+            )
             print(f"broker     kafka://{settings.bootstrap} (embedded Tansu, in-memory)", flush=True)
         else:
             print(f"broker     kafka://{settings.bootstrap} (external)", flush=True)
@@ -112,8 +119,8 @@ def run_up(settings: Settings) -> int:
             supervisor.spawn("simulator")
             print(f"simulator  {settings.simulator_url} (simulated models, not real LLMs)", flush=True)
         supervisor.spawn("sink")
-        print(f"sink       ClickHouse {_public_dsn(settings.warehouse_dsn)} database {settings.clickhouse_database!r}",
-              flush=True)
+        where = f"{_public_dsn(settings.warehouse_dsn)} database {settings.clickhouse_database!r}"
+        print(f"sink       ClickHouse {where}", flush=True)
         supervisor.spawn("worker")
         print("worker     stages validate -> sanitize -> route -> infer -> validate_response", flush=True)
         runner = web.AppRunner(build_http_app(supervisor.readiness))
@@ -126,8 +133,11 @@ def run_up(settings: Settings) -> int:
             while not stop.is_set():
                 for child in supervisor.children:
                     if child.process.poll() is not None:
-                        print(f"{child.name} exited with code {child.process.returncode}; see {child.log_path}",
-                              file=sys.stderr, flush=True)
+                        print(
+                            f"{child.name} exited with code {child.process.returncode}; see {child.log_path}",
+                            file=sys.stderr,
+                            flush=True,
+                        )
                         return 1
                 if not announced and all((await supervisor.readiness()).values()):
                     announced = True

@@ -58,9 +58,7 @@ class ChatClient:
     async def close(self) -> None:
         await self._http.aclose()
 
-    async def complete(
-        self, entry: ModelEntry, payload: dict[str, Any], budget_s: float
-    ) -> Completion:
+    async def complete(self, entry: ModelEntry, payload: dict[str, Any], budget_s: float) -> Completion:
         """One call, bounded by `budget_s` (what is left of the request's deadline)."""
         if budget_s <= 0:
             raise ProviderError(ErrorCode.TIMEOUT, "deadline passed before the model was called")
@@ -76,7 +74,9 @@ class ChatClient:
                 f"{base_url(entry, self._settings)}/chat/completions",
                 content=body,
                 headers=headers,
-                timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, self._settings.infer_connect_timeout_s)),
+                timeout=httpx.Timeout(
+                    timeout_s, connect=min(timeout_s, self._settings.infer_connect_timeout_s)
+                ),
             )
         except httpx.ConnectTimeout as exc:
             raise ProviderError(ErrorCode.MODEL_UNAVAILABLE, f"{entry.name}: connect timeout") from exc

@@ -13,8 +13,22 @@ from sluice.warehouse.connection import WarehouseError
 from sluice.warehouse.queries import QUERIES, open_for_reading
 
 PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("dashboard", ("model", "requests", "ok", "errors", "error_rate", "p50_ms", "p95_ms", "p99_ms",
-                   "cost_usd", "prompt_tokens", "completion_tokens")),
+    (
+        "dashboard",
+        (
+            "model",
+            "requests",
+            "ok",
+            "errors",
+            "error_rate",
+            "p50_ms",
+            "p95_ms",
+            "p99_ms",
+            "cost_usd",
+            "prompt_tokens",
+            "completion_tokens",
+        ),
+    ),
     ("totals", ("status", "error_code", "requests", "cost_usd")),
     ("stage_latency", ("stage", "model", "events", "errors", "p50_ms", "p95_ms", "p99_ms")),
 )
@@ -23,7 +37,9 @@ PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
 def build_table(name: str, columns: tuple[str, ...], rows: list[dict[str, Any]], minutes: int) -> Table:
     table = Table(title=f"{name} — last {minutes} min", caption=QUERIES[name].doc, caption_justify="left")
     for column in columns:
-        table.add_column(column, justify="left" if column in {"model", "status", "error_code", "stage"} else "right")
+        table.add_column(
+            column, justify="left" if column in {"model", "status", "error_code", "stage"} else "right"
+        )
     for row in rows:
         table.add_row(*(_cell(row.get(column)) for column in columns))
     if not rows:

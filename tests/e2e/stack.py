@@ -46,7 +46,9 @@ class Stack:
         command = name.split("-")[0]
         process = subprocess.Popen(
             [sys.executable, "-m", "sluice", command, *args],
-            env=settings_env(self.settings, **env), stdout=log, stderr=subprocess.STDOUT,
+            env=settings_env(self.settings, **env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         self.processes[name] = process
         return process
@@ -56,8 +58,12 @@ class Stack:
         self._wait(lambda: ready.exists(), f"worker {process.pid} ready", timeout, process)
 
     def wait_sink_ready(self, timeout: float = 60.0) -> str:
-        self._wait(lambda: running_sink_url(self.settings) is not None, "sink ready", timeout,
-                   self.processes.get("sink"))
+        self._wait(
+            lambda: running_sink_url(self.settings) is not None,
+            "sink ready",
+            timeout,
+            self.processes.get("sink"),
+        )
         url = running_sink_url(self.settings)
         assert url is not None
         return url
@@ -75,7 +81,9 @@ class Stack:
     def simulator_root(self) -> str:
         return self.settings.simulator_url.removesuffix("/v1")
 
-    def _wait(self, check: object, what: str, timeout: float, process: subprocess.Popen[bytes] | None) -> None:
+    def _wait(
+        self, check: object, what: str, timeout: float, process: subprocess.Popen[bytes] | None
+    ) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if callable(check) and check():
@@ -127,10 +135,17 @@ def running_stack(settings: Settings, logs: Path, simulator_latency_ms: float = 
         stack.stop_all()
 
 
-async def read_topic(bootstrap: str, topic: str, idle_s: float = 1.5) -> list[tuple[bytes | None, bytes | None, int, int]]:
+async def read_topic(
+    bootstrap: str, topic: str, idle_s: float = 1.5
+) -> list[tuple[bytes | None, bytes | None, int, int]]:
     """Everything currently on a topic: (key, value, partition, offset), read until idle."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="earliest", fetch_max_wait_ms=50)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=50,
+    )
     await consumer.start()
     try:
         partitions = consumer.partitions_for_topic(topic) or set()

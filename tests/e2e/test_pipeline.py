@@ -75,16 +75,25 @@ async def test_malformed_inputs_get_their_documented_outcomes(stack: Stack) -> N
         await client.publish_raw(b'{"tenant": "demo", "messages": []}', key="no-cid")
 
         missing = client.expect("bad-missing")
-        await client.publish_raw(orjson.dumps({"correlation_id": "bad-missing", "tenant": "demo"}), "bad-missing")
+        await client.publish_raw(
+            orjson.dumps({"correlation_id": "bad-missing", "tenant": "demo"}), "bad-missing"
+        )
         wrong_type = client.expect("bad-types")
         await client.publish_raw(
-            orjson.dumps({"correlation_id": "bad-types", "tenant": "demo", "messages": "hi", "max_tokens": "x"}),
+            orjson.dumps(
+                {"correlation_id": "bad-types", "tenant": "demo", "messages": "hi", "max_tokens": "x"}
+            ),
             "bad-types",
         )
         oversized = client.expect("bad-big")
         await client.publish_raw(
-            orjson.dumps({"correlation_id": "bad-big", "tenant": "demo",
-                          "messages": [{"role": "user", "content": "x" * 70_000}]}),
+            orjson.dumps(
+                {
+                    "correlation_id": "bad-big",
+                    "tenant": "demo",
+                    "messages": [{"role": "user", "content": "x" * 70_000}],
+                }
+            ),
             "bad-big",
         )
         rejected_missing = await client.wait("bad-missing", missing)
@@ -103,8 +112,10 @@ async def test_malformed_inputs_get_their_documented_outcomes(stack: Stack) -> N
     assert unknown_model.error.code.value == "invalid_request" and unknown_model.error.stage.value == "route"
     assert healthy.status.value == "ok"
 
-    letters = [orjson.loads(v or b"") for _, v, _, _ in
-               await read_topic(settings.bootstrap, f"{settings.topic_prefix}deadletter")]
+    letters = [
+        orjson.loads(v or b"")
+        for _, v, _, _ in await read_topic(settings.bootstrap, f"{settings.topic_prefix}deadletter")
+    ]
     raws = {base64.b64decode(letter["raw_base64"]): letter for letter in letters}
     garbage = raws[b"\xff\xfe not json at all"]
     assert garbage["reason"].startswith("not JSON") and garbage["source_topic"] == requests_topic

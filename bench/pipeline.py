@@ -1,0 +1,208 @@
+"""Pipeline benchmark (run by hand): sustained throughput of ONE worker, and pipeline overhead
+(end-to-end latency minus model time) at 100 req/s, against the simulator with 0 ms and with
+1 s model latency. Everything real: Tansu broker, worker process, simulator over HTTP.
+
+    .venv/bin/python bench/pipeline.py [--quick]
+
+Writes bench/results/pipeline.json. The machine has 2 cores shared by the broker, the worker,
+the simulator and this load generator, so the numbers are for the whole box, not the worker alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from sluice.edge.client import SluiceClient
+from sluice.edge.load import percentile, run_load
+from sluice.local.broker import free_port, start_broker
+from sluice.settings import Settings
+
+RESULTS = Path(__file__).resolve().parent / "results" / "pipeline.json"
+
+
+def child_env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+    for name, value in settings.model_dump(mode="json").items():
+        if value is not None:
+            env[f"SLUICE_{name.upper()}"] = str(value)
+    env.update(extra)
+    return env
+
+
+async def model_latency_by_request(settings: Settings) -> dict[str, float]:
+    """request_id -> model latency (ms) from the infer events."""
+    topic = f"{settings.topic_prefix}events"
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap, group_id=None, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        found: dict[str, float] = {}
+        while any(await consumer.position(tp) < ends[tp] for tp in tps):
+            for batch in (await consumer.getmany(timeout_ms=1000, max_records=20000)).values():
+                for record in batch:
+                    event = orjson.loads(record.value or b"{}")
+                    if event.get("stage") == "infer" and "model_latency_ms" in event.get("attributes", {}):
+                        found[event["request_id"]] = float(event["attributes"]["model_latency_ms"])
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def measure(settings: Settings, rate: float, duration: float) -> dict[str, Any]:
+    async with SluiceClient(settings=settings, timeout_s=120) as client:
+        await client.request("warm up")
+
+        def make(i: int) -> dict[str, Any]:
+            return {
+                "messages": f"benchmark question {i}",
+                "max_tokens": 32,
+                "correlation_id": f"bench-{uuid.uuid4().hex}",
+            }
+
+        started = time.perf_counter()
+        report = await run_load(client, rate, duration, make_request=make, settle_s=60)
+        elapsed = time.perf_counter() - started
+    return {
+        "rate": rate,
+        "duration_s": duration,
+        "wall_s": round(elapsed, 2),
+        **report.summary(),
+        "_latencies": report.latencies_ms,
+    }
+
+
+async def overhead(settings: Settings, rate: float, duration: float) -> dict[str, Any]:
+    """Per request: client-observed latency minus the model call's own latency."""
+    async with SluiceClient(settings=settings, timeout_s=120) as client:
+        await client.request("warm up")
+        observed: dict[str, float] = {}
+
+        async def one(i: int) -> None:
+            sent = time.perf_counter()
+            response = await client.request(f"overhead {i}", max_tokens=32)
+            observed[response.request_id] = (time.perf_counter() - sent) * 1000
+
+        tasks = []
+        start = time.perf_counter()
+        for i in range(int(rate * duration)):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i)))
+        await asyncio.gather(*tasks)
+    model = await model_latency_by_request(settings)
+    overheads = [observed[rid] - model[rid] for rid in observed if rid in model]
+    return {
+        "rate": rate,
+        "requests": len(observed),
+        "end_to_end_ms": {f"p{q}": round(percentile(list(observed.values()), q), 1) for q in (50, 95, 99)},
+        "overhead_ms": {f"p{q}": round(percentile(overheads, q), 1) for q in (50, 95, 99)},
+    }
+
+
+def run_case(model_latency_ms: float, args: argparse.Namespace) -> dict[str, Any]:
+    broker = start_broker()
+    home = Path(f"/tmp/sluice-bench-{uuid.uuid4().hex[:6]}")
+    settings = Settings(
+        home=home,
+        kafka_bootstrap=broker.bootstrap,
+        simulator_port=free_port(),
+        simulator_seed=1,
+        simulator_latency_ms=model_latency_ms,
+        simulator_latency_jitter_ms=0,
+        broker_session_timeout_s=3,
+        broker_rebalance_timeout_s=3,
+        broker_heartbeat_interval_s=0.5,
+    )
+    env = child_env(settings)
+    logs = home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "sluice", "simulator"],
+        env=env,
+        stdout=(logs / "sim.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "sluice", "worker"],
+        env=env,
+        stdout=(logs / "worker.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.time() + 60
+        while not list(settings.run_dir.glob(f"worker-{worker.pid}.ready")) and time.time() < deadline:
+            time.sleep(0.2)
+        while time.time() < deadline:
+            try:
+                if httpx.get(settings.simulator_url.removesuffix("/v1") + "/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        print(f"\n== model latency {model_latency_ms:.0f} ms ==", flush=True)
+        sustained = asyncio.run(measure(settings, args.rate, args.duration))
+        latencies = sustained.pop("_latencies")
+        print(
+            f"offered {args.rate} req/s for {args.duration}s: answered {sustained['answered']}/"
+            f"{sustained['sent']} at {sustained['throughput_rps']} req/s "
+            f"(ratio to offered {sustained['throughput_rps'] / args.rate:.2f}); "
+            f"latency p50/p95/p99 {percentile(latencies, 50):.0f}/{percentile(latencies, 95):.0f}/"
+            f"{percentile(latencies, 99):.0f} ms",
+            flush=True,
+        )
+        at_100 = asyncio.run(overhead(settings, 100.0, args.overhead_duration))
+        print(
+            f"at 100 req/s: end-to-end p50/p95/p99 {at_100['end_to_end_ms']}, "
+            f"pipeline overhead p50/p95/p99 {at_100['overhead_ms']}",
+            flush=True,
+        )
+        return {"model_latency_ms": model_latency_ms, "sustained": sustained, "at_100_rps": at_100}
+    finally:
+        for process in (worker, sim):
+            process.terminate()
+            process.wait(20)
+        broker.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rate", type=float, default=400.0, help="offered load for the throughput run")
+    parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--overhead-duration", type=float, default=20.0)
+    parser.add_argument("--quick", action="store_true", help="short runs, for a smoke check")
+    args = parser.parse_args()
+    if args.quick:
+        args.duration, args.overhead_duration = 5.0, 5.0
+    cases = [run_case(latency, args) for latency in (0.0, 1000.0)]
+    result = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "offered_rate": args.rate,
+        "cases": cases,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
