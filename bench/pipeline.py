@@ -56,7 +56,10 @@ async def model_latency_by_request(settings: Settings) -> dict[str, float]:
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
         found: dict[str, float] = {}
-        while any(await consumer.position(tp) < ends[tp] for tp in tps):
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < ends[tp] for tp in tps])
+
+        while await behind():
             for batch in (await consumer.getmany(timeout_ms=1000, max_records=20000)).values():
                 for record in batch:
                     event = orjson.loads(record.value or b"{}")

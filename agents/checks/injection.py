@@ -102,8 +102,12 @@ class _Hit:
 
 _WORD = re.compile(r"\w+")
 _PHRASE = re.compile(r"[a-z0-9_ ]*[a-z0-9_][a-z0-9_ ]*")
-_TOKEN_SPLIT = str.maketrans({ch: " " for ch in '!"#$%&()*+,-./:;<=>?@[\\]^`{|}~“”‘’«»…'})  # noqa: RUF001
+_TOKEN_SPLIT = str.maketrans({ch: " " for ch in '!"#$%&()*+,-./:;<=>?@[\\]^`{|}~“”‘’«»…'})
 _HEAD4 = operator.itemgetter(slice(0, 4))
+_ROT13 = str.maketrans(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
+    "nopqrstuvwxyzabcdefghijklmNOPQRSTUVWXYZabcdefghijklm",
+)
 
 
 def _stem(key: str) -> str:
@@ -201,17 +205,28 @@ class _Gate:
                 self.by_head.setdefault(key[:4], set()).add(key)
         self.heads = set(self.by_head)
         self.ascii_literals = [key for key in self.literals if key.isascii()]
+        self.rot_heads = {head.translate(_ROT13) for head in self.heads if len(head) == 4} - self.heads
+        self.rot_short = {key.translate(_ROT13) for key in self.short if key.isalpha()} - self.short
+        self.rot_literals = [
+            key.translate(_ROT13) for key in self.literals if any("a" <= c <= "z" for c in key)
+        ]
 
-    def present(self, lowered: str) -> frozenset[str]:
+    def present(self, lowered: str) -> tuple[frozenset[str], bool]:
+        """Keys that may occur, and whether the text holds rot13 forms of keys (a cheap signal
+        that a rot13 view is worth scanning)."""
         words = set(lowered.translate(_TOKEN_SPLIT).split())
+        heads = set(map(_HEAD4, words))
         found = words & self.short
-        matched = set(map(_HEAD4, words)) & self.heads
+        matched = heads & self.heads
         if matched:
             found.update(*(self.by_head[head] for head in matched))
-        for key in self.ascii_literals if lowered.isascii() else self.literals:
-            if key in lowered:
-                found.add(key)
-        return frozenset(found)
+        rot13 = bool(heads & self.rot_heads or words & self.rot_short)
+        if lowered.isascii():
+            found.update(key for key in self.ascii_literals if key in lowered)
+        else:
+            found.update(key for key in self.literals if key in lowered)
+            rot13 = rot13 or any(key in lowered for key in self.rot_literals)
+        return frozenset(found), rot13
 
 
 def _positions(lowered: str, key: str) -> list[int]:
@@ -294,239 +309,9 @@ class RuleDetector:
             found.append(_Hit(rule.label, score, match.start(), match.end(), snippet))
         return found
 
-    def detect(self, text: str) -> DetectorResult: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    """One pattern over lower-cased text. The regex only runs near occurrences of its `keys`
-    (literals every match contains), which keeps a 2 KB scan well under a millisecond; with
-    `needs`, the rule scores half unless that second pattern also occurs in the text. A leading
-    word boundary is checked in code (`left`) because a leading `\\b` stops the regex engine
-    from skipping ahead to candidate positions."""
-
-    label: str
-    score: float
-    keys: frozenset[str]
-    pattern: re.Pattern[str]
-    needs: re.Pattern[str] | None = None
-    local: bool = True
-    left: bool = False
-
-    def search(self, text: str, start: int, end: int) -> re.Match[str] | None:
-        position = start
-        while True:
-            match = self.pattern.search(text, position, end)
-            if match is None or not self.left:
-                return match
-            begin = match.start()
-            if begin == 0 or not (text[begin - 1].isalnum() or text[begin - 1] == "_"):
-                return match
-            position = begin + 1
-
-
-@dataclass(frozen=True, slots=True)
-class _Hit:
-    label: str
-    score: float
-    start: int
-    end: int
-    snippet: str
-
-
-_WORD = re.compile(r"\w+")
-_PHRASE = re.compile(r"[a-z0-9_ ]*[a-z0-9_][a-z0-9_ ]*")
-_TOKEN_SPLIT = str.maketrans({ch: " " for ch in '!"#$%&()*+,-./:;<=>?@[\\]^`{|}~“”‘’«»…'})  # noqa: RUF001
-_HEAD4 = operator.itemgetter(slice(0, 4))
-
-
-def _stem(key: str) -> str:
-    """Gate form of a key: the longest word of a plain phrase; keys with symbols or non-Latin
-    letters stay literal substrings."""
-    if not key.isascii() or not _PHRASE.fullmatch(key):
-        return key.strip() or key
-    words: list[str] = _WORD.findall(key)
-    return max(words, key=len)
-
-
-def _r(
-    label: str,
-    score: float,
-    keys: str,
-    pattern: str,
-    needs: re.Pattern[str] | None = None,
-    local: bool = True,
-) -> Rule:
-    stems = frozenset(_stem(k) for k in keys.split("|"))
-    alternatives = _split_top_level(pattern)
-    left = all(alt.startswith("\\b") for alt in alternatives)
-    body = "|".join(alt[2:] for alt in alternatives) if left else pattern
-    return Rule(label, score, stems, re.compile(body, re.MULTILINE), needs, local, left)
-
-
-def _split_top_level(pattern: str) -> list[str]:
-    """Top-level alternatives of a pattern: `\\bA|\\bB` may drop both `\\b` for a check in
-    code, but only if every alternative starts with one."""
-    parts: list[str] = []
-    current: list[str] = []
-    depth, escaped, in_class = 0, False, False
-    for char in pattern:
-        if escaped:
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif in_class:
-            in_class = char != "]"
-        elif char == "[":
-            in_class = True
-        elif char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        elif char == "|" and depth == 0:
-            parts.append("".join(current))
-            current = []
-            continue
-        current.append(char)
-    parts.append("".join(current))
-    return parts
-
-
-def _noisy_or(scores: Iterable[float]) -> float:
-    remaining = 1.0
-    for score in scores:
-        remaining *= 1.0 - min(max(score, 0.0), 1.0)
-    return 1.0 - remaining
-
-
-def _combine(hits: Sequence[_Hit]) -> float:
-    """Noisy-OR over independent evidence: rules firing on overlapping text count once (max)."""
-    clusters: list[tuple[int, int, float]] = []
-    for hit in sorted(hits, key=lambda h: h.start):
-        if clusters and hit.start < clusters[-1][1]:
-            start, end, score = clusters[-1]
-            clusters[-1] = (start, max(end, hit.end), max(score, hit.score))
-        else:
-            clusters.append((hit.start, hit.end, hit.score))
-    return round(min(_noisy_or(score for _, _, score in clusters), 0.99), 4) if clusters else 0.0
-
-
-def _lower(text: str) -> str:
-    lowered = text.lower()
-    return lowered.replace("i\u0307", "i") if "\u0307" in lowered else lowered
-
-
-class _Gate:
-    """Which rule keys may occur in a text, using set operations only: ASCII word keys of four
-    letters or more match by their first four letters against the heads of the text's words (a
-    superset; the rule's own regex decides), shorter ones as whole words; symbol and non-Latin
-    keys by substring, the latter only when the text has non-ASCII characters at all."""
-
-    def __init__(self, keys: Iterable[str]) -> None:
-        self.by_head: dict[str, set[str]] = {}
-        self.short: set[str] = set()
-        self.literals: list[str] = []
-        for key in set(keys):
-            if not (key.isascii() and _WORD.fullmatch(key)):
-                self.literals.append(key)
-            elif len(key) < 4:
-                self.short.add(key)
-            else:
-                self.by_head.setdefault(key[:4], set()).add(key)
-        self.heads = set(self.by_head)
-        self.ascii_literals = [key for key in self.literals if key.isascii()]
-
-    def present(self, lowered: str) -> frozenset[str]:
-        words = set(lowered.translate(_TOKEN_SPLIT).split())
-        found = words & self.short
-        matched = set(map(_HEAD4, words)) & self.heads
-        if matched:
-            found.update(*(self.by_head[head] for head in matched))
-        for key in self.ascii_literals if lowered.isascii() else self.literals:
-            if key in lowered:
-                found.add(key)
-        return frozenset(found)
-
-
-def _positions(lowered: str, key: str) -> list[int]:
-    positions: list[int] = []
-    position = lowered.find(key)
-    while position != -1 and len(positions) <= _MAX_KEY_HITS:
-        positions.append(position)
-        position = lowered.find(key, position + 1)
-    return positions
-
-
-def _windows(lowered: str, keys: Iterable[str], cache: dict[str, list[int]]) -> list[tuple[int, int]]:
-    """Merged spans around every occurrence of the keys (none: no search at all); the whole
-    text when they are many."""
-    starts: list[int] = []
-    for key in keys:
-        positions = cache.get(key)
-        if positions is None:
-            positions = cache[key] = _positions(lowered, key)
-        starts += positions
-    if not starts:
-        return []
-    size = len(lowered)
-    if len(starts) > _MAX_KEY_HITS:
-        return [(0, size)]
-    starts.sort()
-    merged: list[tuple[int, int]] = []
-    begin, end = max(starts[0] - _BEFORE, 0), starts[0] + _AFTER
-    for position in starts[1:]:
-        if position - _BEFORE <= end:
-            end = position + _AFTER
-        else:
-            merged.append((begin, min(end, size)))
-            begin, end = position - _BEFORE, position + _AFTER
-    merged.append((begin, min(end, size)))
-    return merged
-
-
-class RuleDetector:
-    """A named set of regex rules; its score is the noisy-OR of the rules that fired."""
-
-    def __init__(self, name: str, rules: Sequence[Rule]) -> None:
-        self._name = name
-        self.rules = tuple(rules)
-        self.keys = frozenset(key for rule in self.rules for key in rule.keys)
-        self._by_key: dict[str, list[int]] = {}
-        for index, rule in enumerate(self.rules):
-            for key in rule.keys:
-                self._by_key.setdefault(key, []).append(index)
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    def hits(
-        self, lowered: str, present: frozenset[str], cache: dict[str, list[int]] | None = None
-    ) -> list[_Hit]:
-        found: list[_Hit] = []
-        cache = {} if cache is None else cache
-        for rule in self.rules:
-            keys = rule.keys & present
-            if not keys:
-                continue
-            spans = _windows(lowered, keys, cache) if rule.local else [(0, len(lowered))]
-            match = None
-            for start, end in spans:
-                match = rule.search(lowered, start, end)
-                if match is not None:
-                    break
-            if match is None:
-                continue
-            score = rule.score
-            if rule.needs is not None and rule.needs.search(lowered) is None:
-                score *= 0.5
-            snippet = lowered[max(match.start() - 10, 0) : match.end() + 10][:80]
-            found.append(_Hit(rule.label, score, match.start(), match.end(), snippet))
-        return found
-
     def detect(self, text: str) -> DetectorResult:
         lowered = _lower(text)
-        hits = self.hits(lowered, _Gate(self.keys).present(lowered))
+        hits = self.hits(lowered, _Gate(self.keys).present(lowered)[0])
         return DetectorResult(self._name, _combine(hits), tuple(f"{h.label}: {h.snippet!r}" for h in hits))
 
 
@@ -630,14 +415,14 @@ OVERRIDE_RULES: tuple[Rule, ...] = (
        r"л\w*|"
        r"все|свои|выше)[^.!?\n]{0,30}?(?:инструкци\w*|правил\w*|указани\w*|команд\w*)"),
     _r("ignore_previous_zh", 0.9, "忽略|无视|忘记|忘掉|不要理会",
-       r"(?:忽略|无视|忘记|忘掉|不要理会)[^。！？\n]{0,10}?(?:之前|以上|上面|前面|先前|所有)[^。！？\n]{0,10"  # noqa: RUF001
+       r"(?:忽略|无视|忘记|忘掉|不要理会)[^。！？\n]{0,10}?(?:之前|以上|上面|前面|先前|所有)[^。！？\n]{0,10"
        r"}?(?:指令|指示|说明|规则|提示)"),
     _r("ignore_previous_ja", 0.9, "無視|忘れ",
        r"(?:以前|前|上記|これまで|今まで|すべて|全て)の(?:指示|命令|ルール|指令)[^。\n]{0,12}?(?:無視|忘れ)"),
     _r("ignore_previous_tr", 0.9, "unut|yok say|görmezden|geçersiz|iptal",
-       r"\b(?:önceki|yukarıdaki|tüm|bütün)\b[^.!?\n]{0,30}?(?:talimat\w*|kural\w*|komut\w*|mesaj\w*|yönerge\w"  # noqa: RUF001
+       r"\b(?:önceki|yukarıdaki|tüm|bütün)\b[^.!?\n]{0,30}?(?:talimat\w*|kural\w*|komut\w*|mesaj\w*|yönerge\w"
        r"*|politika\w*)"
-       r"[^.!?\n]{0,30}?(?:unut|yok say|görmezden gel|geçersiz (?:say|kıl)|iptal)"),  # noqa: RUF001
+       r"[^.!?\n]{0,30}?(?:unut|yok say|görmezden gel|geçersiz (?:say|kıl)|iptal)"),
     _r("forget_role_tr", 0.7, "unut", r"\brolünü unut\b"),
     _r("ignore_previous_ar", 0.9, "تجاهل", r"تجاهل[^.\n]{0,20}?التعليمات"),
     _r("ignore_previous_fa", 0.9, "نادیده", r"دستور\w*[^.\n]{0,20}?نادیده بگیر"),
@@ -715,9 +500,9 @@ ROLE_RULES: tuple[Rule, ...] = (
        r"\b(?:never|not) (?:refuse|reject|deny)\b|\bcannot rejects?\b|\bno (?:refusals?|warnings|disclaimers"
        r")\b|"
        r"\bwithout (?:any )?(?:refusal|hesitation)\b"),
-    _r("no_limits_tr", 0.6, "geliştirici|filtresiz|sınırsız|sansürsüz|tanımayan|kısıtlama|filtre",  # noqa: RUF001
-       r"geliştirici modu|filtresiz|sınırsız|sansürsüz|kural tanımayan|kısıtlamalar\w* kaldır|filtre\w* devr"  # noqa: RUF001
-       r"e dışı"),  # noqa: RUF001
+    _r("no_limits_tr", 0.6, "geliştirici|filtresiz|sınırsız|sansürsüz|tanımayan|kısıtlama|filtre",
+       r"geliştirici modu|filtresiz|sınırsız|sansürsüz|kural tanımayan|kısıtlamalar\w* kaldır|filtre\w* devr"
+       r"e dışı"),
     _r("no_limits_de", 0.6, "einschränkung", r"\bohne (?:jede|jegliche|irgendwelche) einschränkung"),
     _r("no_limits_es", 0.6, "filtro|restricci|límite|censura",
        r"\bsin (?:ningún |ninguna )?(?:filtro|restricci|límite|censura)"),
@@ -817,13 +602,13 @@ EXTRACTION_RULES: tuple[Rule, ...] = (
        r"укци\w*|"
        r"сообщени\w*)|свои инструкци\w*)"),
     _r("reveal_prompt_zh", 0.85, "系统|指令|提示",
-       r"(?:输出|显示|告诉|重复|打印|写出|透露|展示)[^。！？\n]{0,15}?(?:系统提示|系统指令|初始指令|系统消息"  # noqa: RUF001
+       r"(?:输出|显示|告诉|重复|打印|写出|透露|展示)[^。！？\n]{0,15}?(?:系统提示|系统指令|初始指令|系统消息"
        r")"),
     _r("reveal_prompt_ja", 0.85, "システム|初期指示",
        r"(?:システムプロンプト|システムメッセージ|初期指示)[^。\n]{0,15}?(?:表示|出力|教え|見せ)"),
     _r("reveal_prompt_tr", 0.8, "sistem|yönerge",
        r"(?:sistem (?:mesaj|istem|talimat|komut)\w*|iç yönergeleri\w*|gizli sistem)[^.!?\n]{0,60}?"
-       r"(?:yaz|göster|açıkla|tekrarla|ekle)"),  # noqa: RUF001
+       r"(?:yaz|göster|açıkla|tekrarla|ekle)"),
     _r("reveal_prompt_ar_fa", 0.85, "موجه|سیستمی",
        r"(?:أظهر|اعرض|اكتب)[^.\n]{0,30}?موجه النظام|پیام سیستمی[^.\n]{0,40}?(?:بنویس|نشان)"),
 )
@@ -839,7 +624,7 @@ DELIMITER_RULES: tuple[Rule, ...] = (
        "system|sistem|système|sistema|systeem|admin|root|developer|система|系统|システム",
        r"^[ \t>*#_\-]*(?:system|developer|admin|administrator|root|sistem|système|sistema|systeem|система|系"
        r"统|システム)"
-       r"[ \t]*(?:message|prompt|note|update)?[ \t]*[:：][ \t]*\S"),  # noqa: RUF001
+       r"[ \t]*(?:message|prompt|note|update)?[ \t]*[:：][ \t]*\S"),
     _r("fake_assistant_turn", 0.4, "assistant|ai|chatgpt",
        r"^[ \t>*]*(?:assistant|ai|chatgpt)[ \t]*:[ \t]*\S"),
     _r("fake_dialogue", 0.6, "user|human",
@@ -949,19 +734,6 @@ _BLANKS = re.compile(r"  +")
 _CONFUSABLES = str.maketrans("аеорсхуіјѕԁɡһкмтвнзαεοριυνκτ", "aeopcxyijsdghkmtbhzaeopiuvkt")
 _MIXED_SCRIPT = re.compile(r"[a-z][\u0370-\u03ff\u0400-\u04ff]|[\u0370-\u03ff\u0400-\u04ff][a-z]")
 _REVERSED_WORDS = ("snoitcurtsni", "erongi", "tpmorp", "metsys")
-# rot13 of frequent English words and of the stems the rules look for
-_ROT13_HINTS = (
-    " gur ",
-    " naq ",
-    " lbh",
-    "vtaber",
-    "vafgehpg",
-    "cebzcg",
-    "flfgrz",
-    "sbetrg",
-    "ebg13",
-    "ebg-13",
-)
 _ENCODED_MARKS = ("%", "&#", "\\u", "\\x")
 _B64_TOKEN = re.compile(r"[A-Za-z0-9+/_\-]{16,}={0,2}")
 _HEX_TOKEN = re.compile(r"[0-9A-Fa-f]{16,}")
@@ -971,10 +743,6 @@ _PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
 _ENTITY = re.compile(r"&#x?[0-9A-Fa-f]{1,6};")
 _UNICODE_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
 _URLSAFE = str.maketrans("-_", "+/")
-_ROT13 = str.maketrans(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
-    "nopqrstuvwxyzabcdefghijklmNOPQRSTUVWXYZabcdefghijklm",
-)
 
 
 def _printable_text(raw: bytes) -> str | None:
@@ -1037,7 +805,7 @@ def _views(text: str, depth: int = 0, technique: str = "plain") -> list[tuple[st
     views = [(technique, lowered)]
     tokens = split_tokens(text)
     lengths = list(map(len, tokens))
-    if any(hint in lowered for hint in _ROT13_HINTS):
+    if "rot13" in lowered or "rot-13" in lowered or "caesar" in lowered:
         views.append((prefix + "rot13", lowered.translate(_ROT13)))
     if sum(map(lowered.count, "013457")) >= 3 and len(_LEET_HINT.findall(lowered)) >= 2:
         views.append((prefix + "leetspeak", lowered.translate(_LEET)))
@@ -1146,8 +914,11 @@ class InjectionScanner:
         scores: dict[str, float] = {}
         evidence: list[str] = []
         techniques: set[str] = set()
-        for technique, lowered in views:
-            present = self._gate.present(lowered)
+        for technique, lowered in views:  # the list grows while iterated when a rot13 view is due
+            present, rot13 = self._gate.present(lowered)
+            if rot13 and "rot13" not in technique:
+                rotated = "rot13" if technique == "plain" else technique + "+rot13"
+                views.append((rotated, lowered.translate(_ROT13)))
             if not present:
                 continue
             positions: dict[str, list[int]] = {}

@@ -432,6 +432,21 @@ class RedactionResult:
     blocked: tuple[PiiType, ...]
 
 
+# Characters that cannot end a candidate (safe just before a replaced value) or begin one
+# (safe just after it); anything else may have been read as the neighbour's boundary.
+_SAFE_BEFORE = frozenset(",;!?\"'“”‘’«»([{<.")
+_SAFE_AFTER = frozenset(",;!?\"'“”‘’«»)]}>")
+
+
+def _glued(text: str, start: int, end: int) -> bool:
+    """Whether a replaced value touches a character another candidate may start or end with."""
+    before = text[start - 1] if start else " "
+    after = text[end] if end < len(text) else " "
+    if after == "." and (end + 1 >= len(text) or text[end + 1].isspace()):
+        after = " "
+    return not (before.isspace() or before in _SAFE_BEFORE) or not (after.isspace() or after in _SAFE_AFTER)
+
+
 def redact(
     text: str, policy: PiiPolicy | None = None, mapping: RedactionMapping | None = None
 ) -> RedactionResult:
@@ -461,10 +476,7 @@ def redact(
                 continue
             if action is PiiAction.BLOCK and match.type not in blocked:
                 blocked.append(match.type)
-            before = current[match.start - 1 : match.start]
-            after = current[match.end : match.end + 1]
-            glued = glued or before.isalnum() or before in ")]" and bool(before)
-            glued = glued or after.isalnum() or after in "+([" and bool(after)
+            glued = glued or _glued(current, match.start, match.end)
             pieces.append(current[cursor : match.start])
             pieces.append(mapping.placeholder_for(match.type, match.value))
             cursor = match.end

@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 DROPPED_PASSAGE = "[passage withheld by sanitizer: suspected prompt injection]"
 REMOVED_SEGMENT = "[instruction-like text removed]"
-_SEGMENTS = re.compile(r"[^\n]*?(?:[.!?]+(?=\s)|[。！？]+|\n|$)")  # noqa: RUF001
+_SEGMENTS = re.compile(r"[^\n]*?(?:[.!?]+(?=\s)|[。！？]+|\n|$)")
 _MAX_SEGMENTS = 400
 _FIXPOINT_ROUNDS = 3
 

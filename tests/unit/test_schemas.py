@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]
 import orjson
 import pytest
 from pydantic import SecretStr, ValidationError

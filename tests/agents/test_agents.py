@@ -1,0 +1,447 @@
+"""Agent tier: the real Faust agents from `register_stages`, driven with `agent.test_context()`.
+
+There is no broker here, so `pipeline.publish` and `pipeline.dead_letter` are replaced by recorders
+that keep what each agent would send. Two things differ from a worker on Kafka:
+
+* `test_context()` feeds the agent through a plain in-memory channel, and a plain channel does not
+  run the topic's schema. Values are therefore decoded here with the topic's own schema first
+  (`WireSchema(Envelope).loads_value`, exactly what the topic does on Kafka) and put decoded:
+  an `Envelope`, or a `Poison` for bytes that are not one. The validate agent's topic is raw bytes.
+* `ctx.put()` returns once the agent has *taken* the value, not once it has finished with it, so
+  each test waits (bounded) until the recorder has seen what it expects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from faust.types.tuples import Message
+
+import agents
+from schemas import DeadLetter, Envelope, ErrorCode, Inference, Request, RouteDecision, Stage, Status
+from sluice.app import Pipeline, create_app
+from sluice.codec import Poison, encode
+from sluice.local.simulator import SimulatorConfig, SimulatorServer, serve
+from sluice.outcome import Outcome, request_id_for, utcnow
+from sluice.settings import Settings
+from topics import INFERRED, ROUTED, SANITIZED, VALIDATED, TopicSpec
+
+WAIT_S = 10.0  # upper bound for an agent to act; never a timing assertion
+SECRET = "sk-agent-SECRET-55aa"
+MODELS_TOML = """
+default = "sim-small"
+
+[[models]]
+name = "sim-small"
+base_url = "simulator"
+input_price_per_1k = 0.0002
+output_price_per_1k = 0.0006
+
+[[models]]
+name = "sim-large"
+base_url = "simulator"
+input_price_per_1k = 0.005
+output_price_per_1k = 0.015
+"""
+
+
+class Recorder:
+    """Stands in for Pipeline.publish / Pipeline.dead_letter and remembers every call."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[Outcome, TopicSpec | None]] = []
+        self.dead: list[DeadLetter] = []
+        self._changed = asyncio.Condition()
+
+    async def publish(self, outcome: Outcome, next_topic: TopicSpec | None = None) -> None:
+        async with self._changed:
+            self.published.append((outcome, next_topic))
+            self._changed.notify_all()
+
+    async def dead_letter(self, letter: DeadLetter) -> None:
+        async with self._changed:
+            self.dead.append(letter)
+            self._changed.notify_all()
+
+    async def wait(self, published: int = 0, dead: int = 0) -> None:
+        async def reached() -> None:
+            async with self._changed:
+                await self._changed.wait_for(
+                    lambda: len(self.published) >= published and len(self.dead) >= dead
+                )
+
+        await asyncio.wait_for(reached(), WAIT_S)
+
+
+Built = tuple[Pipeline, Recorder]
+
+
+@pytest.fixture()
+def build(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., Built]]:
+    models = tmp_path / "models.toml"
+    models.write_text(MODELS_TOML)
+
+    def make(**overrides: Any) -> Built:
+        # infer_max_in_flight=32: one httpx connection shard (each shard loads the CA bundle)
+        configured = settings.with_overrides(models=models, infer_max_in_flight=32, **overrides)
+        pipeline = Pipeline(configured, create_app(configured))
+        agents.register_stages(pipeline)
+        app = pipeline.app
+        app.finalize()
+        app.conf.store = "memory://"
+        app.flow_control.resume()
+        recorder = Recorder()
+        monkeypatch.setattr(pipeline, "publish", recorder.publish)
+        monkeypatch.setattr(pipeline, "dead_letter", recorder.dead_letter)
+        return pipeline, recorder
+
+    yield make
+
+
+@pytest.fixture()
+async def simulator() -> AsyncIterator[SimulatorServer]:
+    server = await serve(SimulatorConfig(latency_ms=0, latency_jitter_ms=0, seed=1), port=0)
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+def request_bytes(**changes: Any) -> bytes:
+    document: dict[str, Any] = {
+        "correlation_id": "corr-1",
+        "tenant": "acme",
+        "api_key": SECRET,
+        "messages": [{"role": "user", "content": "Ｗhat is\u200b Kafka?"}],
+        "max_tokens": 16,
+    }
+    document.update(changes)
+    return orjson.dumps(document)
+
+
+def envelope(request_id: str = "req-1", **request_fields: Any) -> Envelope:
+    now = utcnow()
+    fields: dict[str, Any] = {
+        "correlation_id": "corr-1",
+        "tenant": "acme",
+        "messages": [{"role": "user", "content": "hi\u200b there"}],
+        "max_tokens": 16,
+        **request_fields,
+    }
+    return Envelope(
+        request_id=request_id,
+        correlation_id="corr-1",
+        tenant="acme",
+        reply_to="sluice.responses",
+        received_at=now,
+        deadline_at=now + timedelta(seconds=30),
+        request=Request.model_validate(fields),
+    )
+
+
+def from_wire(pipeline: Pipeline, spec: TopicSpec, raw: bytes) -> Envelope | Poison:
+    """What the stage topic hands its agent on Kafka: the topic schema's decoding of the bytes."""
+    message = Message(
+        topic=spec.name(pipeline.settings.topic_prefix),
+        partition=0,
+        offset=0,
+        timestamp=0.0,
+        timestamp_type=0,
+        headers=None,
+        key=b"corr-1",
+        value=raw,
+        checksum=None,
+    )
+    value: Envelope | Poison = pipeline.envelope_topic(spec).schema.loads_value(pipeline.app, message)
+    return value
+
+
+async def drive_and_wait(
+    pipeline: Pipeline, recorder: Recorder, agent_name: str, *values: Any, published: int = 0, dead: int = 0
+) -> None:
+    async with pipeline.app.agents[agent_name].test_context() as ctx:
+        for value in values:
+            await ctx.put(value, key=b"corr-1")
+        await recorder.wait(published=published, dead=dead)
+
+
+def only_outcome(recorder: Recorder) -> tuple[Outcome, TopicSpec | None]:
+    assert recorder.dead == []
+    assert len(recorder.published) == 1, recorder.published
+    return recorder.published[0]
+
+
+# --- registration ---------------------------------------------------------------------------------
+
+
+def test_register_stages_defines_the_five_agents(build: Callable[..., Built]) -> None:
+    pipeline, _ = build()
+    assert set(pipeline.app.agents) == {"validate", "sanitize", "route", "infer", "validate_response"}
+    assert pipeline.app.agents["validate"].channel is pipeline.requests
+    assert pipeline.app.agents["sanitize"].channel is pipeline.envelope_topic(VALIDATED)
+    assert pipeline.app.agents["route"].channel is pipeline.envelope_topic(SANITIZED)
+    assert pipeline.app.agents["infer"].channel is pipeline.envelope_topic(ROUTED)
+    assert pipeline.app.agents["validate_response"].channel is pipeline.envelope_topic(INFERRED)
+
+
+# --- validate -------------------------------------------------------------------------------------
+
+
+async def test_validate_agent_forwards_a_valid_request(build: Callable[..., Built]) -> None:
+    pipeline, recorder = build()
+    await drive_and_wait(pipeline, recorder, "validate", request_bytes(), published=1)
+    outcome, next_topic = only_outcome(recorder)
+    assert next_topic is VALIDATED
+    assert outcome.response is None
+    assert outcome.forward is not None
+    expected_id = request_id_for(pipeline.requests.get_topic_name(), 0, 0)
+    assert outcome.forward.request_id == expected_id
+    assert outcome.forward.request.api_key is None
+    assert SECRET.encode() not in encode(outcome.forward)
+    assert outcome.event.status == "ok" and outcome.event.stage is Stage.VALIDATE
+    # the agent remembered the request so a client retry is recognised
+    remembered = pipeline.seen.get("acme/corr-1")
+    assert remembered is not None and remembered["request_id"] == expected_id
+
+
+async def test_validate_agent_dead_letters_garbage(build: Callable[..., Built]) -> None:
+    pipeline, recorder = build()
+    await drive_and_wait(pipeline, recorder, "validate", b"\x00not json at all", dead=1)
+    assert recorder.published == []
+    [letter] = recorder.dead
+    assert "not JSON" in letter.reason
+    assert base64.b64decode(letter.raw_base64) == b"\x00not json at all"
+    assert (letter.source_topic, letter.partition, letter.offset) == ("sluice.requests", 0, 0)
+    assert letter.stage == "validate"
+    assert pipeline.seen.get("acme/corr-1") is None
+
+
+async def test_validate_agent_rejects_an_invalid_request(build: Callable[..., Built]) -> None:
+    pipeline, recorder = build()
+    await drive_and_wait(pipeline, recorder, "validate", request_bytes(colour="blue"), published=1)
+    outcome, _ = only_outcome(recorder)
+    assert outcome.forward is None
+    assert outcome.response is not None and outcome.response.error is not None
+    assert outcome.response.status is Status.REJECTED
+    assert outcome.response.error.code is ErrorCode.INVALID_REQUEST
+    assert "colour" in outcome.response.error.message
+    assert outcome.reply_to == pipeline.default_reply_to
+
+
+async def test_validate_agent_second_copy_is_a_duplicate(build: Callable[..., Built]) -> None:
+    pipeline, recorder = build()
+    await drive_and_wait(pipeline, recorder, "validate", request_bytes(), request_bytes(), published=2)
+    (first, _), (second, _) = recorder.published
+    assert first.forward is not None
+    assert second.forward is None and second.response is None
+    assert second.event.status == "duplicate"
+    assert second.event.request_id == request_id_for("sluice.requests", 0, 1) != first.event.request_id
+    assert second.event.attributes["original_request_id"] == first.event.request_id
+    # the table keeps the original, so every later copy points at it
+    remembered = pipeline.seen.get("acme/corr-1")
+    assert remembered is not None and remembered["request_id"] == first.event.request_id
+
+
+async def test_validate_agent_other_correlation_ids_are_not_duplicates(build: Callable[..., Built]) -> None:
+    pipeline, recorder = build()
+    raws = [request_bytes(correlation_id="a"), request_bytes(correlation_id="b")]
+    await drive_and_wait(pipeline, recorder, "validate", *raws, published=2)
+    assert [outcome.forward is not None for outcome, _ in recorder.published] == [True, True]
+    assert {"acme/a", "acme/b"} <= set(pipeline.seen.data)
+
+
+# --- sanitize / route / validate_response ---------------------------------------------------------
+
+
+async def test_sanitize_agent_forwards_the_cleaned_envelope(build: Callable[..., Built]) -> None:
+    pipeline, recorder = build()
+    value = from_wire(pipeline, VALIDATED, encode(envelope()))
+    assert isinstance(value, Envelope)
+    await drive_and_wait(pipeline, recorder, "sanitize", value, published=1)
+    outcome, next_topic = only_outcome(recorder)
+    assert next_topic is SANITIZED
+    assert outcome.forward is not None
+    assert outcome.forward.request.messages[0].content == "hi there"
+    assert outcome.event.stage is Stage.SANITIZE and outcome.event.status == "ok"
+
+
+async def test_route_agent_routes_auto_to_the_catalog_default(build: Callable[..., Built]) -> None:
+    pipeline, recorder = build()
+    await drive_and_wait(
+        pipeline, recorder, "route", from_wire(pipeline, SANITIZED, encode(envelope())), published=1
+    )
+    outcome, next_topic = only_outcome(recorder)
+    assert next_topic is ROUTED
+    assert outcome.forward is not None and outcome.forward.route is not None
+    assert outcome.forward.route.model == "sim-small"
+
+
+async def test_route_agent_rejects_an_unknown_model(build: Callable[..., Built]) -> None:
+    pipeline, recorder = build()
+    value = from_wire(pipeline, SANITIZED, encode(envelope(model="sim-medium")))  # not in this catalog
+    await drive_and_wait(pipeline, recorder, "route", value, published=1)
+    outcome, _ = only_outcome(recorder)
+    assert outcome.forward is None
+    assert outcome.response is not None and outcome.response.error is not None
+    assert outcome.response.error.code is ErrorCode.INVALID_REQUEST
+    assert "sim-large" in outcome.response.error.message
+
+
+async def test_validate_response_agent_sends_the_final_response(build: Callable[..., Built]) -> None:
+    pipeline, recorder = build()
+    done = envelope().model_copy(
+        update={
+            "route": RouteDecision(model="sim-small", reason="auto"),
+            "inference": Inference(model="sim-small", content="Kafka is a log.", finish_reason="stop"),
+        }
+    )
+    await drive_and_wait(
+        pipeline, recorder, "validate_response", from_wire(pipeline, INFERRED, encode(done)), published=1
+    )
+    outcome, next_topic = only_outcome(recorder)
+    assert next_topic is None
+    assert outcome.response is not None
+    assert outcome.response.status is Status.OK
+    assert outcome.response.content == "Kafka is a log."
+    assert outcome.event.summary is not None
+
+
+async def test_a_stage_bug_becomes_an_internal_failure(
+    build: Callable[..., Built], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(envelope: Envelope, now: Any) -> Outcome:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(agents, "sanitize", broken)
+    pipeline, recorder = build()
+    await drive_and_wait(
+        pipeline, recorder, "sanitize", from_wire(pipeline, VALIDATED, encode(envelope())), published=1
+    )
+    outcome, _ = only_outcome(recorder)
+    assert outcome.response is not None and outcome.response.error is not None
+    assert outcome.response.status is Status.FAILED
+    assert outcome.response.error.code is ErrorCode.INTERNAL
+    assert outcome.response.error.stage is Stage.SANITIZE
+    assert "secret internals" not in outcome.response.error.message
+    assert "RuntimeError" in outcome.response.error.message
+
+
+# --- poison ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("agent_name", "source"),
+    [("sanitize", VALIDATED), ("route", SANITIZED), ("infer", ROUTED), ("validate_response", INFERRED)],
+)
+@pytest.mark.parametrize("raw", [b"{broken", b'{"request_id": "r"}'])
+async def test_poison_is_dead_lettered(
+    build: Callable[..., Built], agent_name: str, source: TopicSpec, raw: bytes
+) -> None:
+    pipeline, recorder = build()
+    value = from_wire(pipeline, source, raw)
+    assert isinstance(value, Poison)
+    await drive_and_wait(pipeline, recorder, agent_name, value, dead=1)
+    assert recorder.published == []
+    [letter] = recorder.dead
+    assert letter.reason == value.reason
+    assert base64.b64decode(letter.raw_base64) == raw
+    assert letter.stage == agent_name
+    assert letter.source_topic == source.name("sluice.")
+    assert (letter.partition, letter.offset) == (0, 0)
+
+
+async def test_poison_does_not_stop_the_stage(build: Callable[..., Built]) -> None:
+    pipeline, recorder = build()
+    poison = from_wire(pipeline, VALIDATED, b"[]")
+    good = from_wire(pipeline, VALIDATED, encode(envelope()))
+    await drive_and_wait(pipeline, recorder, "sanitize", poison, good, published=1, dead=1)
+    assert recorder.dead[0].offset == 0
+    assert recorder.published[0][0].forward is not None
+
+
+# --- infer (manual acks; calls the simulator over HTTP) --------------------------------------------
+
+
+async def test_infer_agent_calls_the_model_and_forwards(
+    build: Callable[..., Built], simulator: SimulatorServer
+) -> None:
+    pipeline, recorder = build(simulator_port=simulator.port)
+    routed = envelope().model_copy(update={"route": RouteDecision(model="sim-large", reason="requested")})
+    await drive_and_wait(
+        pipeline, recorder, "infer", from_wire(pipeline, ROUTED, encode(routed)), published=1
+    )
+    outcome, next_topic = only_outcome(recorder)
+    assert next_topic is INFERRED
+    assert outcome.forward is not None and outcome.forward.inference is not None
+    inference = outcome.forward.inference
+    assert inference.error is None
+    assert inference.model == "sim-large"
+    assert inference.usage.completion_tokens == 16
+    assert simulator.simulator.stats["sim-large"].calls == 1
+
+
+async def test_infer_agent_skips_a_request_already_answered(
+    build: Callable[..., Built], simulator: SimulatorServer
+) -> None:
+    pipeline, recorder = build(simulator_port=simulator.port)
+    pipeline.answered.data["req-old"] = {"at": 0.0, "p": 0}  # as if answered before a redelivery
+    old = from_wire(pipeline, ROUTED, encode(envelope("req-old")))
+    new = from_wire(pipeline, ROUTED, encode(envelope("req-new")))
+    await drive_and_wait(pipeline, recorder, "infer", old, new, published=1)
+    outcome, _ = only_outcome(recorder)
+    assert outcome.event.request_id == "req-new"
+    assert simulator.simulator.stats["sim-small"].calls == 1  # the answered one was not paid for twice
+
+
+async def test_infer_agent_model_failure_still_forwards(
+    build: Callable[..., Built], simulator: SimulatorServer
+) -> None:
+    pipeline, recorder = build(simulator_port=simulator.port)
+    await simulator.close()  # nothing listens any more
+    await drive_and_wait(
+        pipeline, recorder, "infer", from_wire(pipeline, ROUTED, encode(envelope())), published=1
+    )
+    outcome, next_topic = only_outcome(recorder)
+    assert next_topic is INFERRED
+    assert outcome.forward is not None and outcome.forward.inference is not None
+    assert outcome.forward.inference.error is not None
+    assert outcome.forward.inference.error.code is ErrorCode.MODEL_UNAVAILABLE
+
+
+# --- the whole chain ------------------------------------------------------------------------------
+
+
+async def test_one_request_through_every_agent_ends_in_one_response(
+    build: Callable[..., Built], simulator: SimulatorServer
+) -> None:
+    pipeline, recorder = build(simulator_port=simulator.port)
+    hops = [("sanitize", VALIDATED), ("route", SANITIZED), ("infer", ROUTED), ("validate_response", INFERRED)]
+    await drive_and_wait(pipeline, recorder, "validate", request_bytes(), published=1)
+    for count, (agent_name, source) in enumerate(hops, start=2):
+        previous, next_topic = recorder.published[-1]
+        assert next_topic is source and previous.forward is not None
+        value = from_wire(pipeline, source, encode(previous.forward))  # over the wire, as on Kafka
+        await drive_and_wait(pipeline, recorder, agent_name, value, published=count)
+    assert recorder.dead == []
+    outcomes = [outcome for outcome, _ in recorder.published]
+    assert [o.event.stage for o in outcomes] == list(Stage)  # every stage once, in pipeline order
+    assert len({o.event.request_id for o in outcomes}) == 1
+    assert len({o.event.event_id for o in outcomes}) == 5
+    responses = [o.response for o in outcomes if o.response is not None]
+    assert len(responses) == 1
+    final = responses[0]
+    assert final.status is Status.OK
+    assert final.model == "sim-small"
+    assert final.content is not None and final.content.startswith("[simulated sim-small]")
+    assert "What is Kafka?" in final.content  # the model saw the sanitized prompt
+    assert final.usage.completion_tokens == 16
+    assert outcomes[-1].event.summary is not None
