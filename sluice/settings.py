@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     # --- where things are --------------------------------------------------------------
     home: Path = Field(default=Path(".sluice"), description="Data dir for the embedded defaults.")
     kafka_bootstrap: str | None = Field(default=None, description="Unset: the embedded broker.")
+    embedded_broker_port: int = EMBEDDED_BROKER_PORT
     topic_prefix: str = "sluice."
     clickhouse_dsn: SecretStr | None = Field(default=None, description="chdb://path or http(s)://...")
     clickhouse_database: str = "sluice"
@@ -101,7 +102,7 @@ class Settings(BaseSettings):
     @cached_property
     def bootstrap(self) -> str:
         """The Kafka bootstrap servers actually used (embedded broker when unset)."""
-        return self.kafka_bootstrap or f"127.0.0.1:{EMBEDDED_BROKER_PORT}"
+        return self.kafka_bootstrap or f"127.0.0.1:{self.embedded_broker_port}"
 
     @property
     def uses_embedded_broker(self) -> bool:

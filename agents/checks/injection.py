@@ -372,7 +372,7 @@ OVERRIDE_RULES: tuple[Rule, ...] = (
        r"\b(?:other|all other|previous) information is (?:out of date|outdated)"),
     _r("stop_everything", 0.85, "stop everything",
        r"\bstop everything\W+(?:now\W+)?(?:just\s+)?(?:print|say|write|output)"),
-    _r("your_new_task", 0.7, "your",
+    _r("your_new_task", 0.7, "task|job|goal|purpose|instruction|instructions|mission",
        r"\byour (?:new|real|actual|true|only) (?:task|job|goal|purpose|instructions?|mission) (?:is|are|will"
        r" be)\b"),
     _r("authority_claim", 0.6, "your",
@@ -538,15 +538,15 @@ _TARGET = (
     r"system|starting|initial)|instructions? (?:you (?:were|have been) given|given to you|you (?:received|go"
     r"t|have))|"
     r"(?:text|everything|words|content|prompt) you (?:were|have been) given|"
-    r"(?:text|everything|conversation|content|all) (?:above|before this)|the above (?:text|prompt|instructio"
+    r"(?:text|everything|conversation|content|all) above|the above (?:text|prompt|instructio"
     r"ns|"
     r"content)|(?:the )?previous instructions|(?:full )?prompt texts?|initiali[sz]ation string)"
 )
 EXTRACTION_RULES: tuple[Rule, ...] = (
     _r("reveal_prompt", 0.85, "prompt|instruction|system|guideline|configuration|initial|starting|given|"
-       "directive|programming|above|before",
+       "directive|programming|above",
        rf"\b{_VERB}\b[^.!?\n]{{0,40}}?\b{_TARGET}"),
-    _r("what_is_your_prompt", 0.85, "what",
+    _r("what_is_your_prompt", 0.85, "prompt|instructions|guidelines|configuration|directives|programming|system",
        r"\bwhat(?:'s| is| are| were| was)\b[^.!?\n]{0,25}?\byour (?:system|initial|original|hidden|secret|fi"
        r"rst)? ?"
        r"(?:prompt|instructions|guidelines|configuration|directives|programming|system message)\b"),

@@ -24,7 +24,7 @@ from sluice.bus import ensure_topics
 from sluice.edge.http import build_http_app
 from sluice.local.broker import EmbeddedBroker, die_with_parent, port_open, start_broker
 from sluice.providers.catalog import load_catalog
-from sluice.settings import EMBEDDED_BROKER_PORT, Settings
+from sluice.settings import Settings
 from sluice.worker import ready_file
 
 
@@ -108,7 +108,7 @@ def run_up(settings: Settings) -> int:
             loop.add_signal_handler(signum, stop.set)
         if settings.uses_embedded_broker:
             supervisor.broker = start_broker(
-                port=EMBEDDED_BROKER_PORT, log_path=settings.home / "logs" / "broker.log"
+                port=settings.embedded_broker_port, log_path=settings.home / "logs" / "broker.log"
             )
             print(f"broker     kafka://{settings.bootstrap} (embedded Tansu, in-memory)", flush=True)
         else:

@@ -34,7 +34,7 @@ LIMITS = Limits(
     dedupe_window_s=3600.0,
 )
 REJECTION_CODES = {ErrorCode.INVALID_REQUEST, ErrorCode.PAYLOAD_TOO_LARGE}
-FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=75, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # --- strategies ----------------------------------------------------------------------------------
 
