@@ -3,6 +3,7 @@ ok answer, `sluice dashboard` shows it, and SIGTERM stops every child process.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -65,10 +66,8 @@ def test_up_send_dashboard_and_clean_stop(tmp_path: Path) -> None:
         ready = False
         while time.monotonic() < deadline and not ready:
             assert up.poll() is None, (tmp_path / "up.log").read_text()
-            try:
+            with contextlib.suppress(httpx.HTTPError):  # not listening yet
                 ready = httpx.get(f"http://127.0.0.1:{http_port}/healthz", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                pass
             time.sleep(0.3)
         assert ready, (tmp_path / "up.log").read_text()
 
