@@ -15,7 +15,7 @@ from agents.infer import infer
 from agents.route import route
 from agents.sanitize import sanitize
 from agents.validate import DeadLettered, Limits, RawRecord, validate_record
-from agents.validate_response import validate_response
+from agents.validate_response import pii_findings, validate_response
 from schemas import Envelope, ErrorCode, Stage, Status
 from sluice.app import Pipeline, run_bounded
 from sluice.codec import Poison
@@ -126,9 +126,16 @@ def register_stages(pipeline: Pipeline) -> None:
         async for envelope in _envelopes(pipeline, stream, Stage.VALIDATE_RESPONSE):
 
             async def compute(envelope: Envelope = envelope) -> Outcome:
-                return validate_response(envelope, utcnow())
+                return validate_response(
+                    envelope,
+                    utcnow(),
+                    tenant=settings.tenant(envelope.tenant),
+                    catalog=catalog,
+                    pii_detector=pii_findings,
+                )
 
-            await pipeline.publish(await guarded(Stage.VALIDATE_RESPONSE, envelope, compute))
+            # A retry goes back to infer (the routed topic) with its new model or repair turn.
+            await pipeline.publish(await guarded(Stage.VALIDATE_RESPONSE, envelope, compute), ROUTED)
 
     @app.timer(interval=settings.dedupe_sweep_interval_s)
     async def expire_idempotence_entries() -> None:

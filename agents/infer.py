@@ -24,7 +24,7 @@ def chat_payload(envelope: Envelope) -> dict[str, Any]:
     """The OpenAI chat-completions body for this request (model filled in by the client)."""
     request = envelope.request
     payload: dict[str, Any] = {
-        "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+        "messages": [{"role": m.role, "content": m.content} for m in [*request.messages, *envelope.followup]],
         "max_tokens": request.max_tokens,
         "temperature": request.temperature,
     }
@@ -39,6 +39,7 @@ async def infer(
     started = time.perf_counter()
     now = now or utcnow()
     model_name = envelope.route.model if envelope.route else catalog.default
+    envelope = envelope.model_copy(update={"tried_models": [*envelope.tried_models, model_name]})
     entry = catalog.get(model_name)
     if entry is None:
         return _failed(

@@ -1,20 +1,82 @@
-"""validate-response: the last word. Checks the model's answer (non-empty; valid JSON when
-JSON was asked for) and sends the one final Response to the request's reply topic."""
+"""validate-response: the last word. Reviews the model's answer (schema validity, groundedness
+against the request's context, the tenant's output policy) and then either answers, blocks with
+the tenant's safe message, or sends the request back to infer: a repair re-ask with the
+validation error, or another, stronger model. The final Response goes to the reply topic."""
 
 from __future__ import annotations
 
 import time
 from datetime import datetime
 
-import orjson
-
-from schemas import Checks, Envelope, ErrorCode, ErrorInfo, Stage, Status
-from sluice.outcome import Identity, Outcome, fail, finish
+from agents.checks.output_policy import OutputPolicy, PiiDetector
+from agents.checks.pii import find_pii
+from agents.checks.review import Action, ResponsePolicy, ReviewInput, ReviewOutcome, review_response
+from schemas import ChatMessage, Checks, Envelope, ErrorCode, ErrorInfo, RouteDecision, Stage, Status
+from sluice.outcome import Identity, Outcome, fail, finish, forward
+from sluice.providers.catalog import Catalog, ModelEntry
+from sluice.tenants import TenantConfig
 
 STAGE = Stage.VALIDATE_RESPONSE
+TIER_ORDER = {"small": 0, "medium": 1, "large": 2}
 
 
-def validate_response(envelope: Envelope, now: datetime) -> Outcome:
+_POLICIES: dict[str, ResponsePolicy] = {}
+
+
+def response_policy(tenant: TenantConfig) -> ResponsePolicy:
+    """The review library's policy for a tenant's configuration (built once per config)."""
+    key = tenant.model_dump_json()
+    policy = _POLICIES.get(key)
+    if policy is None:
+        policy = _POLICIES[key] = _build_policy(tenant)
+    return policy
+
+
+def _build_policy(tenant: TenantConfig) -> ResponsePolicy:
+    rules = tenant.output
+    return ResponsePolicy(
+        output=OutputPolicy(
+            banned_terms=rules.banned_terms,
+            competitors=rules.competitors,
+            profanity=rules.profanity,
+            domain=rules.domain,
+            domain_keywords=rules.domain_keywords,
+            brand_names=rules.brand_names,
+            allow_creative=rules.allow_creative,
+        ),
+        actions={check: Action(action) for check, action in rules.actions.items()},
+        hallucination_threshold=rules.hallucination_threshold,
+        max_repair_attempts=rules.max_repair_attempts,
+        max_retries=rules.max_retries,
+        safe_message=rules.safe_message,
+    )
+
+
+def pii_findings(text: str) -> list[tuple[str, str]]:
+    """The sanitizer's PII detectors, reused to catch personal data leaking into answers."""
+    return [(match.type.value, match.value) for match in find_pii(text)]
+
+
+def stronger_model(catalog: Catalog, envelope: Envelope) -> ModelEntry | None:
+    """The cheapest untried model of at least the current tier (a retry should not get weaker)."""
+    current = catalog.get(envelope.route.model) if envelope.route else None
+    floor = TIER_ORDER[current.tier] if current else 0
+    candidates = [
+        entry
+        for entry in catalog.models
+        if entry.name not in envelope.tried_models and TIER_ORDER[entry.tier] >= floor
+    ]
+    return min(candidates, key=lambda e: (TIER_ORDER[e.tier], e.output_price_per_1k), default=None)
+
+
+def validate_response(
+    envelope: Envelope,
+    now: datetime,
+    *,
+    tenant: TenantConfig | None = None,
+    catalog: Catalog | None = None,
+    pii_detector: PiiDetector | None = None,
+) -> Outcome:
     started = time.perf_counter()
     inference = envelope.inference
     if inference is None:
@@ -41,33 +103,61 @@ def validate_response(envelope: Envelope, now: datetime) -> Outcome:
             model=inference.model,
             checks=Checks(flags=list(envelope.flags)),
         )
-    checks = Checks(flags=list(envelope.flags))
-    problem = None
-    content = inference.content or ""
-    if not content.strip():
-        problem = "the model returned empty content"
-    response_format = envelope.request.response_format
-    if response_format is not None and response_format.type != "text":
-        try:
-            orjson.loads(content)
-            checks.schema_valid = True
-        except orjson.JSONDecodeError:
-            checks.schema_valid = False
-            problem = problem or "the model's answer is not valid JSON although JSON was requested"
-    if problem is not None:
+    request = envelope.request
+    response_format = request.response_format
+    review = review_response(
+        inference.content or "",
+        inference.finish_reason,
+        ReviewInput(
+            messages=tuple((m.role, m.content) for m in request.messages),
+            context=tuple((p.id, p.text) for p in request.context),
+            response_format=response_format.type if response_format else None,
+            json_schema=response_format.json_schema if response_format else None,
+            repair_attempts=envelope.repair_attempts,
+            retries=envelope.retries,
+        ),
+        response_policy(tenant or TenantConfig()),
+        pii_detector=pii_detector,
+    )
+    flags = sorted({*envelope.flags, *review.flags})
+    checks = Checks(
+        groundedness=review.groundedness,
+        hallucination=review.hallucination,
+        schema_valid=review.schema_valid,
+        flags=flags,
+    )
+    attributes = {key: str(value) for key, value in review.scores.items()}
+    if review.decision is Action.RETRY and catalog is not None:
+        again = _send_back(envelope, review, catalog, flags)
+        if again is not None:
+            return forward(
+                again,
+                STAGE,
+                now=now,
+                duration_ms=_elapsed(started),
+                model=inference.model,
+                attributes={**attributes, "retry": (again.followup and "repair") or "stronger_model"},
+                flags=flags,
+            )
+    if review.decision is Action.BLOCK or (review.decision is Action.RETRY and review.error_code):
+        code = ErrorCode(review.error_code) if review.error_code else ErrorCode.POLICY_VIOLATION
+        status = Status.FAILED if code is ErrorCode.RESPONSE_INVALID else Status.BLOCKED
+        message = review.safe_message or "the answer did not pass the tenant's output policy"
         return finish(
             who,
             STAGE,
-            Status.FAILED,
+            status,
             reply_to=envelope.reply_to,
             received_at=envelope.received_at,
             now=now,
             duration_ms=_elapsed(started),
-            error=ErrorInfo(code=ErrorCode.RESPONSE_INVALID, message=problem, stage=STAGE),
+            error=ErrorInfo(code=code, message=_block_reason(review, message), stage=STAGE),
             model=inference.model,
+            content=review.safe_message if status is Status.BLOCKED else None,
             usage=inference.usage,
             cost_usd=inference.cost_usd,
             checks=checks,
+            attributes=attributes,
         )
     return finish(
         who,
@@ -78,12 +168,55 @@ def validate_response(envelope: Envelope, now: datetime) -> Outcome:
         now=now,
         duration_ms=_elapsed(started),
         model=inference.model,
-        content=content,
+        content=inference.content or "",
         usage=inference.usage,
         cost_usd=inference.cost_usd,
         checks=checks,
-        attributes={"finish_reason": inference.finish_reason or ""},
+        attributes={**attributes, "finish_reason": inference.finish_reason or ""},
     )
+
+
+def _send_back(
+    envelope: Envelope, review: ReviewOutcome, catalog: Catalog, flags: list[str]
+) -> Envelope | None:
+    """The envelope for one more model call, or None when there is nothing left to try."""
+    inference = envelope.inference
+    assert inference is not None
+    if review.repair_prompt:
+        followup = [
+            ChatMessage(role="assistant", content=inference.content or ""),
+            ChatMessage(role="user", content=review.repair_prompt),
+        ]
+        return envelope.model_copy(
+            update={
+                "followup": followup,
+                "repair_attempts": envelope.repair_attempts + 1,
+                "inference": None,
+                "flags": flags,
+            }
+        )
+    entry = stronger_model(catalog, envelope)
+    if entry is None:
+        return None
+    route = RouteDecision(
+        model=entry.name,
+        reason=f"retry after {', '.join(review.reasons) or 'review'}",
+        provider_kind=entry.kind,
+    )
+    return envelope.model_copy(
+        update={
+            "route": route,
+            "retries": envelope.retries + 1,
+            "inference": None,
+            "followup": [],
+            "flags": flags,
+        }
+    )
+
+
+def _block_reason(review: ReviewOutcome, message: str) -> str:
+    reasons = ", ".join(review.reasons) or ", ".join(review.flags)
+    return f"{message} ({reasons})" if reasons else message
 
 
 def _elapsed(started: float) -> float:

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from pydantic import Field
 
-from schemas.common import ErrorInfo, Usage, WireModel
+from schemas.common import ChatMessage, ErrorInfo, Usage, WireModel
 from schemas.request import Request
 
 
@@ -44,3 +44,14 @@ class Envelope(WireModel):
     flags: list[str] = Field(default_factory=list)
     route: RouteDecision | None = None
     inference: Inference | None = None
+    retries: int = Field(default=0, ge=0, description="Answers sent back to another model so far")
+    repair_attempts: int = Field(default=0, ge=0, description="Re-asks with a validation error so far")
+    tried_models: list[str] = Field(default_factory=list)
+    followup: list[ChatMessage] = Field(
+        default_factory=list, description="Turns appended to the request for a repair re-ask"
+    )
+
+    @property
+    def attempt(self) -> int:
+        """0 for the first model call; distinguishes the events of later calls."""
+        return self.retries + self.repair_attempts

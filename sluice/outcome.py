@@ -118,8 +118,9 @@ def forward(
     cost_usd: float = 0.0,
     status: str = Status.OK.value,
     error_code: ErrorCode | None = None,
+    flags: list[str] | None = None,
 ) -> Outcome:
-    """Pass the request on to the next stage."""
+    """Pass the request on to the next stage (or back to infer, for a retry)."""
     event = make_event(
         Identity.of(envelope),
         stage,
@@ -130,8 +131,9 @@ def forward(
         usage=usage,
         cost_usd=cost_usd,
         error_code=error_code,
-        flags=envelope.flags,
+        flags=envelope.flags if flags is None else flags,
         attributes=attributes,
+        variant=f"attempt-{envelope.attempt}" if envelope.attempt else "",
     )
     return Outcome(event=event, forward=envelope)
 

@@ -14,6 +14,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from sluice.tenants import DEFAULT_TENANT, TenantConfig
+
 EMBEDDED_BROKER_PORT = 9092
 
 
@@ -79,6 +81,9 @@ class Settings(BaseSettings):
     simulator_malformed_rate: float = 0.0
     simulator_seed: int | None = None
 
+    # --- tenants -------------------------------------------------------------------------
+    tenants: dict[str, TenantConfig] = Field(default_factory=dict)
+
     # --- client --------------------------------------------------------------------------
     client_timeout_s: float = 60.0
 
@@ -126,6 +131,9 @@ class Settings(BaseSettings):
     @property
     def simulator_url(self) -> str:
         return f"http://{self.simulator_host}:{self.simulator_port}/v1"
+
+    def tenant(self, tenant_id: str) -> TenantConfig:
+        return self.tenants.get(tenant_id, DEFAULT_TENANT)
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields changed (tests and the CLI's flags use it)."""

@@ -16,6 +16,7 @@ from enum import StrEnum
 from functools import lru_cache
 from types import MappingProxyType
 
+from agents.checks.normalize import plain_ascii
 from agents.checks.normalize import tokens as split_tokens
 
 __all__ = ["AbuseAction", "AbuseFinding", "AbuseKind", "AbusePolicy", "check_abuse"]
@@ -138,7 +139,7 @@ def check_abuse(text: str, policy: AbusePolicy | None = None, where: str = "") -
                     AbuseKind.LOW_DIVERSITY,
                     f"only {unique} distinct words in {len(tokens)} (repetition flood)",
                 )
-    if length >= policy.min_control_chars and not (text.isascii() and text.translate(_LAYOUT).isprintable()):
+    if length >= policy.min_control_chars and not plain_ascii(text):
         controls = len(_CONTROLS.findall(text))
         if controls >= policy.min_control_chars and controls / length > policy.max_control_ratio:
             add(

@@ -41,7 +41,7 @@ MAX_DECODE_DEPTH = 2
 MAX_DECODED_CHARS = 16_384
 MAX_CANDIDATES = 8
 OBFUSCATION = "obfuscation"
-_BEFORE, _AFTER, _MAX_KEY_HITS = 200, 350, 24  # _AFTER includes the key itself (< 30 chars)
+_MAX_KEY_HITS = 24
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +78,7 @@ class Rule:
     needs: re.Pattern[str] | None = None
     local: bool = True
     left: bool = False
+    reach: tuple[int, int] = (200, 350)
 
     def search(self, text: str, start: int, end: int) -> re.Match[str] | None:
         position = start
@@ -126,12 +127,13 @@ def _r(
     pattern: str,
     needs: re.Pattern[str] | None = None,
     local: bool = True,
+    reach: tuple[int, int] = (200, 350),
 ) -> Rule:
     stems = frozenset(_stem(k) for k in keys.split("|"))
     alternatives = _split_top_level(pattern)
     left = all(alt.startswith("\\b") for alt in alternatives)
     body = "|".join(alt[2:] for alt in alternatives) if left else pattern
-    return Rule(label, score, stems, re.compile(body, re.MULTILINE), needs, local, left)
+    return Rule(label, score, stems, re.compile(body, re.MULTILINE), needs, local, left, reach)
 
 
 def _split_top_level(pattern: str) -> list[str]:
@@ -219,7 +221,7 @@ class _Gate:
         found = words & self.short
         matched = heads & self.heads
         if matched:
-            found.update(*(self.by_head[head] for head in matched))
+            found.update(key for head in matched for key in self.by_head[head] if key in lowered)
         rot13 = bool(heads & self.rot_heads or words & self.rot_short)
         if lowered.isascii():
             found.update(key for key in self.ascii_literals if key in lowered)
@@ -238,7 +240,9 @@ def _positions(lowered: str, key: str) -> list[int]:
     return positions
 
 
-def _windows(lowered: str, keys: Iterable[str], cache: dict[str, list[int]]) -> list[tuple[int, int]]:
+def _windows(
+    lowered: str, keys: Iterable[str], cache: dict[str, list[int]], reach: tuple[int, int] = (200, 350)
+) -> list[tuple[int, int]]:
     """Merged spans around every occurrence of the keys (none: no search at all); the whole
     text when they are many."""
     starts: list[int] = []
@@ -252,15 +256,16 @@ def _windows(lowered: str, keys: Iterable[str], cache: dict[str, list[int]]) -> 
     size = len(lowered)
     if len(starts) > _MAX_KEY_HITS:
         return [(0, size)]
+    before, after = reach
     starts.sort()
     merged: list[tuple[int, int]] = []
-    begin, end = max(starts[0] - _BEFORE, 0), starts[0] + _AFTER
+    begin, end = max(starts[0] - before, 0), starts[0] + after
     for position in starts[1:]:
-        if position - _BEFORE <= end:
-            end = position + _AFTER
+        if position - before <= end:
+            end = position + after
         else:
             merged.append((begin, min(end, size)))
-            begin, end = position - _BEFORE, position + _AFTER
+            begin, end = max(position - before, 0), position + after
     merged.append((begin, min(end, size)))
     return merged
 
@@ -290,7 +295,7 @@ class RuleDetector:
         for index in sorted(candidates):
             rule = self.rules[index]
             if rule.local:
-                spans = _windows(lowered, rule.keys & present, cache)
+                spans = _windows(lowered, rule.keys & present, cache, rule.reach)
                 if not spans:
                     continue
             else:
@@ -367,7 +372,7 @@ OVERRIDE_RULES: tuple[Rule, ...] = (
        "suspended|longer",
        rf"\b{_N}\s+(?:are|is|were|have been|has been)\s+(?:now\s+)?(?:false|void|null|invalid|cancel+ed|revo"
        rf"ked|"
-       r"obsolete|overridden|replaced|lifted|suspended|no longer (?:valid|apply|applicable|in effect))"),
+       r"obsolete|overridden|replaced|lifted|suspended|no longer (?:valid|apply|applicable|in effect))", reach=(90, 40)),
     _r("out_of_date", 0.6, "out of date|outdated",
        r"\b(?:other|all other|previous) information is (?:out of date|outdated)"),
     _r("stop_everything", 0.85, "stop everything",
@@ -458,7 +463,7 @@ ROLE_RULES: tuple[Rule, ...] = (
     _r("stay_in_character", 0.45, "character",
        r"\b(?:stay|remain|keep) in character\b|\bbreak(?:ing)? (?:of )?character\b"),
     _r("dual_response", 0.35, "responses|ways|answers|replies|paragraphs",
-       r"\b(?:two|2) (?:different |separate )*(?:responses|ways|answers|replies|paragraphs)\b"),
+       r"\b(?:two|2) (?:different |separate )*(?:responses|ways|answers|replies|paragraphs)\b", reach=(40, 20)),
     _r("persona_tag", 0.5, "gpt|chatgpt|classic|jailbreak|jailbroken|🔓",
        r"\[(?:gpt|chatgpt|classic|jailbreak|jailbroken|🔓[^\]]{0,30})\]|(?:^|\s|\()(?:gpt|chatgpt)\)?\s*:"),
     _r("ai_persona_switch", 0.4, "ai|al|model|bot|chatbot|language|artificial",
@@ -466,7 +471,7 @@ ROLE_RULES: tuple[Rule, ...] = (
        r"lf into the "
        r"role of|play the role of|take on the role of)\b[^.!?\n]{0,30}?\b(?:another|a new|an?|the)\b[^.!?\n]"
        r"{0,20}?"
-       r"\b(?:ai|a\.i\.|al|model|bot|chatbot|language model|artificial intelligence)\b"),
+       r"\b(?:ai|a\.i\.|al|model|bot|chatbot|language model|artificial intelligence)\b", reach=(110, 30)),
     _r("evil_persona", 0.6, "evil|unhinged|malicious|rogue|amoral|immoral|unethical|opposite",
        r"\b(?:evil|unhinged|malicious|rogue|amoral|immoral|unethical) (?:trusted )?(?:confidant|ai|assistant"
        r"|twin|"
@@ -546,29 +551,32 @@ EXTRACTION_RULES: tuple[Rule, ...] = (
     _r("reveal_prompt", 0.85, "prompt|instruction|system|guideline|configuration|initial|starting|given|"
        "directive|programming|above",
        rf"\b{_VERB}\b[^.!?\n]{{0,40}}?\b{_TARGET}"),
-    _r("what_is_your_prompt", 0.85, "prompt|instructions|guidelines|configuration|directives|programming|system",
+    _r("what_is_your_prompt", 0.85,
+       "prompt|instructions|guidelines|configuration|directives|programming|system",
        r"\bwhat(?:'s| is| are| were| was)\b[^.!?\n]{0,25}?\byour (?:system|initial|original|hidden|secret|fi"
        r"rst)? ?"
        r"(?:prompt|instructions|guidelines|configuration|directives|programming|system message)\b"),
     _r("your_rules", 0.5, "rules",
        rf"\b{_VERB}\b[^.!?\n]{{0,25}}?\b(?:your|the) rules\b|\brules you (?:follow|were given)\b"),
-    _r("what_were_you_told", 0.8,
-       "told|instructed|programmed|supposed|allowed|words|instructions|prompt|console|"
-       "system|conversation|initiali|reveal|disclose",
+    _r("what_were_you_told", 0.8, "what",
        r"\bwhat (?:were|are|was) you (?:told|instructed|programmed)\b|\bwhat are you not (?:supposed|allowed"
-       r"|permitted) to\b|"
-       r"\bwhat you (?:must|should|are not allowed to|can'?t|cannot) (?:not )?(?:reveal|tell|share|say|discl"
-       r"ose)\b|"
-       r"\b(?:first|last|next) (?:\d+|ten|five|twenty|few) (?:words|lines|sentences) of (?:your|the)\b|"
+       r"|permitted) to\b|\bwhat you (?:must|should|are not allowed to|can'?t|cannot) (?:not )?(?:reveal|tell"
+       r"|share|say|disclose)\b", reach=(5, 90)),
+    _r("first_words_of_prompt", 0.8, "words|lines|sentences",
+       r"\b(?:first|last|next) (?:\d+|ten|five|twenty|few) (?:words|lines|sentences) of (?:your|the)\b",
+       reach=(40, 40)),
+    _r("prompt_echo", 0.8, "instructions|instructed|prompt",
        r"\b(?:my|your) instructions (?:are|were):|\bi was instructed to\b|\bsystem prompt (?:is|was|says|rea"
-       r"ds)\s*:|"
-       r"\bconsole\.log\(\s*system|<\s*system_?prompt\s*>|\brepeat (?:this|the) (?:entire |whole )?conversat"
-       r"ion\b|"
-       r"\boutput initiali[sz]ation\b"),
+       r"ds)\s*:", reach=(30, 40)),
+    _r("prompt_code", 0.8, "console|system",
+       r"console\.log\(\s*system|<\s*system_?prompt\s*>", reach=(20, 40)),
+    _r("repeat_conversation", 0.8, "repeat|output",
+       r"\brepeat (?:this|the) (?:entire |whole )?conversation\b|\boutput initiali[sz]ation\b",
+       reach=(5, 60)),
     _r("verbatim", 0.3, "verbatim|word for word|exact wording|original wording|original phrasing|"
        "exactly as written",
        r"\b(?:verbatim|word for word|exact wording|original (?:wording|phrasing)|exactly as written)\b"
-       r"", needs=_TARGETISH),
+       r"", needs=_TARGETISH, reach=(5, 40)),
     _r("piecemeal", 0.75, "half|halves|sentence|part",
        r"\b(?:first|next) (?:sentence|half|part|line)s? of your\b|\byour (?:instructions|prompt) in (?:two|\d"
        r"+) (?:halves|parts)"),
@@ -617,7 +625,7 @@ DELIMITER_RULES: tuple[Rule, ...] = (
     _r("chat_template_token", 0.85, "im_|endoftext|eot_id|header_id|of_text|system|user|assistant",
        r"<\|(?:im_start|im_end|system|user|assistant|endoftext|eot_id|start_header_id|"
        r"end_header_id|begin_of_text|end_of_text)\|>"),
-    _r("inst_tags", 0.8, "inst|sys", r"\[/?inst\]|<</?sys>>"),
+    _r("inst_tags", 0.8, "inst|sys", r"\[/?inst\]|<</?sys>>", reach=(5, 10)),
     _r("system_tag", 0.7, "system|instruction|instructions|admin|sudo|sys",
        r"</?(?:system|instructions?|admin|sudo)>|\[(?:system|admin|sys)\]"),
     _r("fake_system_turn", 0.6,

@@ -12,7 +12,7 @@ import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 
-__all__ = ["NormalizeReport", "decode_tag_text", "normalize", "normalize_report", "tokens"]
+__all__ = ["NormalizeReport", "decode_tag_text", "normalize", "normalize_report", "plain_ascii", "tokens"]
 
 # C0/C1 controls except \t \n \r.
 _CONTROL = "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
@@ -84,14 +84,16 @@ def _strip(text: str) -> str:
     return _ANY.sub("", text.translate(_LINE_SEPARATORS))
 
 
-def _clean_ascii(text: str) -> bool:
-    """Printable ASCII plus tab and newlines is already normal (NFKC is the identity on ASCII)."""
+@lru_cache(maxsize=32)
+def plain_ascii(text: str) -> bool:
+    """Printable ASCII plus tab and newlines is already normal (NFKC is the identity on ASCII);
+    cached because the abuse and normalisation checks of one request ask about the same text."""
     return text.isascii() and text.translate(_LAYOUT).isprintable()
 
 
 def normalize(text: str) -> str:
     """NFKC with invisible characters removed; `normalize(normalize(x)) == normalize(x)`."""
-    if _clean_ascii(text) or (_ANY.search(text) is None and unicodedata.is_normalized("NFKC", text)):
+    if plain_ascii(text) or (_ANY.search(text) is None and unicodedata.is_normalized("NFKC", text)):
         return text
     current = text
     for _ in range(_MAX_PASSES):
@@ -107,7 +109,7 @@ def normalize(text: str) -> str:
 
 def normalize_report(text: str) -> NormalizeReport:
     """`normalize` plus counts of what was removed, for the obfuscation signal."""
-    if _clean_ascii(text) or (_ANY.search(text) is None and unicodedata.is_normalized("NFKC", text)):
+    if plain_ascii(text) or (_ANY.search(text) is None and unicodedata.is_normalized("NFKC", text)):
         return NormalizeReport(text=text)
     result = normalize(text)
     without_invisible = _strip(text)

@@ -259,6 +259,20 @@ async def test_validate_agent_other_correlation_ids_are_not_duplicates(build: Ca
     assert {"acme/a", "acme/b"} <= set(pipeline.seen.data)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG agents/validate.py _received_at: a producer-set record timestamp past year 9999 makes "
+    "datetime.fromtimestamp raise ValueError, which crashes the validate agent (no guard around it)",
+)
+async def test_validate_agent_survives_an_absurd_record_timestamp(build: Callable[..., Built]) -> None:
+    pipeline, recorder = build()
+    async with pipeline.app.agents["validate"].test_context() as ctx:
+        await ctx.put(request_bytes(), key=b"corr-1", timestamp=1e12)  # seconds: year ~33658
+        await ctx.put(request_bytes(correlation_id="next"), key=b"next")
+        await recorder.wait(published=2)
+    assert all(outcome.forward is not None for outcome, _ in recorder.published)
+
+
 # --- sanitize / route / validate_response ---------------------------------------------------------
 
 
