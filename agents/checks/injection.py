@@ -221,7 +221,7 @@ class _Gate:
         found = words & self.short
         matched = heads & self.heads
         if matched:
-            found.update(key for head in matched for key in self.by_head[head] if key in lowered)
+            found.update(*(self.by_head[head] for head in matched))
         rot13 = bool(heads & self.rot_heads or words & self.rot_short)
         if lowered.isascii():
             found.update(key for key in self.ascii_literals if key in lowered)
@@ -291,11 +291,18 @@ class RuleDetector:
     ) -> list[_Hit]:
         found: list[_Hit] = []
         cache = {} if cache is None else cache
-        candidates = {index for key in present & self.keys for index in self._by_key[key]}
+        live: set[str] = set()
+        for key in present & self.keys:
+            positions = cache.get(key)
+            if positions is None:
+                positions = cache[key] = _positions(lowered, key)
+            if positions:
+                live.add(key)
+        candidates = {index for key in live for index in self._by_key[key]}
         for index in sorted(candidates):
             rule = self.rules[index]
             if rule.local:
-                spans = _windows(lowered, rule.keys & present, cache, rule.reach)
+                spans = _windows(lowered, rule.keys & live, cache, rule.reach)
                 if not spans:
                     continue
             else:
@@ -372,7 +379,8 @@ OVERRIDE_RULES: tuple[Rule, ...] = (
        "suspended|longer",
        rf"\b{_N}\s+(?:are|is|were|have been|has been)\s+(?:now\s+)?(?:false|void|null|invalid|cancel+ed|revo"
        rf"ked|"
-       r"obsolete|overridden|replaced|lifted|suspended|no longer (?:valid|apply|applicable|in effect))", reach=(90, 40)),
+       r"obsolete|overridden|replaced|lifted|suspended|no longer (?:valid|apply|applicable|in effect))",
+       reach=(90, 40)),
     _r("out_of_date", 0.6, "out of date|outdated",
        r"\b(?:other|all other|previous) information is (?:out of date|outdated)"),
     _r("stop_everything", 0.85, "stop everything",
@@ -463,7 +471,8 @@ ROLE_RULES: tuple[Rule, ...] = (
     _r("stay_in_character", 0.45, "character",
        r"\b(?:stay|remain|keep) in character\b|\bbreak(?:ing)? (?:of )?character\b"),
     _r("dual_response", 0.35, "responses|ways|answers|replies|paragraphs",
-       r"\b(?:two|2) (?:different |separate )*(?:responses|ways|answers|replies|paragraphs)\b", reach=(40, 20)),
+       r"\b(?:two|2) (?:different |separate )*(?:responses|ways|answers|replies|paragraphs)\b",
+       reach=(40, 20)),
     _r("persona_tag", 0.5, "gpt|chatgpt|classic|jailbreak|jailbroken|🔓",
        r"\[(?:gpt|chatgpt|classic|jailbreak|jailbroken|🔓[^\]]{0,30})\]|(?:^|\s|\()(?:gpt|chatgpt)\)?\s*:"),
     _r("ai_persona_switch", 0.4, "ai|al|model|bot|chatbot|language|artificial",

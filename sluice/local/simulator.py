@@ -16,7 +16,8 @@ Faults, ``POST /admin/faults`` ``{"model": name | "*", "mode": ..., **params}``:
 ``close: true`` drops the connection); ``slow`` (latency times ``factor``, default 10); ``flaky`` (500/503
 for ``rate`` of calls); ``rate_limited`` (429, Retry-After ``retry_after`` s); ``hallucinate`` (states
 numbers and facts absent from the prompt); ``malformed`` (``kind``: invalid_json | missing_choices |
-bad_content | any); ``timeout`` (hang). ``rate`` defaults to 1.0, 0.5 for flaky. ``"*"`` sets every model
+bad_content | any); ``timeout`` (hang); ``scripted`` (answers ``content`` verbatim, for tests of
+response checks). ``rate`` defaults to 1.0, 0.5 for flaky. ``"*"`` sets every model
 and clears per-model faults; a later per-model fault (even none) wins.
 """
 
@@ -41,7 +42,9 @@ from pydantic.dataclasses import dataclass as validated_dataclass
 
 from sluice.settings import Settings
 
-FaultMode = Literal["none", "down", "slow", "flaky", "rate_limited", "hallucinate", "malformed", "timeout"]
+FaultMode = Literal[
+    "none", "down", "slow", "flaky", "rate_limited", "hallucinate", "malformed", "timeout", "scripted"
+]
 MalformedKind = Literal["any", "invalid_json", "missing_choices", "bad_content"]
 Outcome = Literal["ok", "down", "rate_limited", "timeout", "error", "malformed"]
 DEFAULT_MODELS = ("sim-small", "sim-medium", "sim-large")
@@ -110,6 +113,7 @@ class Fault:
     retry_after: Annotated[float, Field(ge=0.0)] = 1.0
     close: bool = False
     kind: MalformedKind = "any"
+    content: str | None = None
 
     @property
     def effective_rate(self) -> float:
@@ -346,6 +350,8 @@ class Simulator:
                 failure.headers["retry-after-ms"] = str(round(fault.retry_after * 1000))
             return failure
         reply = build_reply(model, body, profile.tokens_per_reply, plan.hallucinate)
+        if fault.mode == "scripted" and fault.content is not None:
+            reply["choices"][0]["message"]["content"] = fault.content
         broken = malformed_body(reply, plan.malformed_kind) if plan.outcome == "malformed" else None
         if body.get("stream") is True:
             options = body.get("stream_options")

@@ -321,12 +321,34 @@ async def test_validate_response_agent_sends_the_final_response(build: Callable[
     await drive_and_wait(
         pipeline, recorder, "validate_response", from_wire(pipeline, INFERRED, encode(done)), published=1
     )
-    outcome, next_topic = only_outcome(recorder)
-    assert next_topic is None
+    outcome, _ = only_outcome(recorder)
+    assert outcome.forward is None
     assert outcome.response is not None
     assert outcome.response.status is Status.OK
     assert outcome.response.content == "Kafka is a log."
     assert outcome.event.summary is not None
+
+
+async def test_validate_response_agent_sends_an_empty_answer_back_to_infer(
+    build: Callable[..., Built],
+) -> None:
+    pipeline, recorder = build()
+    empty = envelope().model_copy(
+        update={
+            "route": RouteDecision(model="sim-small", reason="auto"),
+            "tried_models": ["sim-small"],
+            "inference": Inference(model="sim-small", content="", finish_reason="stop"),
+        }
+    )
+    await drive_and_wait(
+        pipeline, recorder, "validate_response", from_wire(pipeline, INFERRED, encode(empty)), published=1
+    )
+    outcome, next_topic = only_outcome(recorder)
+    assert outcome.response is None
+    assert next_topic is ROUTED  # infer reads the routed topic
+    assert outcome.forward is not None and outcome.forward.route is not None
+    assert outcome.forward.route.model == "sim-large"  # the stronger untried model of this catalog
+    assert outcome.forward.retries == 1
 
 
 async def test_a_stage_bug_becomes_an_internal_failure(

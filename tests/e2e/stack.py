@@ -4,6 +4,7 @@ processes on the session's real broker, each with its own settings passed by env
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -28,7 +29,9 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
     for name, value in settings.model_dump(mode="json").items():
         if value is not None:
-            env[f"SLUICE_{name.upper()}"] = str(value)
+            env[f"SLUICE_{name.upper()}"] = (
+                json.dumps(value) if isinstance(value, dict | list) else str(value)
+            )
     env["SLUICE_CLICKHOUSE_DSN"] = settings.warehouse_dsn
     env.update(extra)
     return env
@@ -52,6 +55,17 @@ class Stack:
         )
         self.processes[name] = process
         return process
+
+    def fault(self, model: str, mode: str, **params: object) -> None:
+        """Switch a simulator fault mode at run time (POST /admin/faults)."""
+        reply = httpx.post(
+            f"{self.simulator_root}/admin/faults", json={"model": model, "mode": mode, **params}
+        )
+        reply.raise_for_status()
+
+    def simulator_calls(self, model: str) -> int:
+        stats = httpx.get(f"{self.simulator_root}/admin/stats").json()
+        return int(stats["models"][model]["calls"])
 
     def wait_worker_ready(self, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
         ready = self.settings.run_dir / f"worker-{process.pid}.ready"

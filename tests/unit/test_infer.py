@@ -216,10 +216,20 @@ async def test_broken_json_content_is_caught_by_validate_response(
     outcome = await infer(routed(response_format={"type": "json_object"}), BUILTIN_CATALOG, client)
     assert outcome.forward is not None and outcome.forward.inference is not None
     assert outcome.forward.inference.error is None  # a well-formed reply whose content is broken
-    final = validate_response(outcome.forward, utcnow())
+    broken = outcome.forward.inference.content
+    # first review: sent back to the model with the validation error (a repair re-ask)
+    repair = validate_response(outcome.forward, utcnow(), catalog=BUILTIN_CATALOG)
+    assert repair.response is None and repair.forward is not None
+    assert repair.forward.repair_attempts == 1
+    assert [m.content for m in repair.forward.followup][:1] == [broken]
+    assert len(chat_payload(repair.forward)["messages"]) == 3  # the request, the bad answer, the re-ask
+    # once the repair budget is spent the client gets response_invalid, never the broken JSON
+    spent = outcome.forward.model_copy(update={"repair_attempts": 1})
+    final = validate_response(spent, utcnow(), catalog=BUILTIN_CATALOG)
     assert final.response is not None and final.response.error is not None
     assert final.response.error.code is ErrorCode.RESPONSE_INVALID
     assert final.response.checks.schema_valid is False
+    assert final.response.content is None
 
 
 async def test_deadline_already_passed_is_a_timeout_without_calling(

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from agents.route import route
 from agents.sanitize import normalize_text, sanitize
 from agents.validate import Decided, Limits, RawRecord, validate_record
-from agents.validate_response import validate_response
+from agents.validate_response import pii_findings, validate_response
 from schemas import (
     Envelope,
     ErrorCode,
@@ -29,6 +29,7 @@ from schemas import (
 )
 from sluice.outcome import Outcome, event_id_for
 from sluice.providers.catalog import BUILTIN_CATALOG, Catalog, ModelEntry
+from sluice.tenants import TenantConfig
 
 NOW = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
 RECEIVED = NOW - timedelta(milliseconds=250)
@@ -71,7 +72,8 @@ def answered(content: str | None, model: str = "sim-small", **request_fields: An
         usage=Usage(prompt_tokens=4, completion_tokens=6, total_tokens=10),
         cost_usd=0.0042,
     )
-    return make_envelope(route_to=model, inference=inference, **request_fields)
+    envelope = make_envelope(route_to=model, inference=inference, **request_fields)
+    return envelope.model_copy(update={"tried_models": [model]})  # as infer leaves it
 
 
 def assert_final(outcome: Outcome, stage: Stage, status: Status, code: ErrorCode | None) -> None:
@@ -109,6 +111,19 @@ def assert_forward(outcome: Outcome, stage: Stage) -> Envelope:
     assert outcome.event.status == "ok"
     assert outcome.event.summary is None
     assert outcome.event.event_id == event_id_for(outcome.forward.request_id, stage)
+    return outcome.forward
+
+
+def assert_forward_attempt(outcome: Outcome, attempt: int) -> Envelope:
+    """validate_response sending the request back to infer: no response yet, a distinct event."""
+    assert outcome.response is None
+    assert outcome.forward is not None
+    assert outcome.event.stage is Stage.VALIDATE_RESPONSE
+    assert outcome.event.status == "ok"
+    assert outcome.event.summary is None
+    assert outcome.forward.attempt == attempt
+    assert outcome.event.event_id == event_id_for("req-1", Stage.VALIDATE_RESPONSE, f"attempt-{attempt}")
+    assert outcome.event.event_id != event_id_for("req-1", Stage.VALIDATE_RESPONSE)
     return outcome.forward
 
 
@@ -229,9 +244,31 @@ def test_unknown_model_is_rejected_naming_the_known_models() -> None:
 
 # --- validate_response ---------------------------------------------------------------------------
 
+TENANT = TenantConfig()
+MAX_RETRIES = TENANT.output.max_retries
+MAX_REPAIRS = TENANT.output.max_repair_attempts
+
+
+def review(envelope: Envelope) -> Outcome:
+    """validate_response as the agent calls it: default tenant, the catalog, the PII detector."""
+    return validate_response(envelope, NOW, tenant=TENANT, catalog=BUILTIN_CATALOG, pii_detector=pii_findings)
+
+
+def retries_spent(envelope: Envelope) -> Envelope:
+    """After the one retry on a stronger model (what infer and a first review leave behind)."""
+    assert envelope.inference is not None
+    return envelope.model_copy(
+        update={
+            "retries": MAX_RETRIES,
+            "route": RouteDecision(model="sim-medium", reason="retry"),
+            "tried_models": ["sim-small", "sim-medium"],
+            "inference": envelope.inference.model_copy(update={"model": "sim-medium"}),
+        }
+    )
+
 
 def test_good_answer_is_ok() -> None:
-    outcome = validate_response(answered("Kafka is a distributed log."), NOW)
+    outcome = review(answered("Kafka is a distributed log."))
     assert_final(outcome, Stage.VALIDATE_RESPONSE, Status.OK, None)
     response = outcome.response
     assert response is not None
@@ -247,8 +284,7 @@ def test_good_answer_is_ok() -> None:
 
 @pytest.mark.parametrize("response_type", ["json_object", "json_schema"])
 def test_valid_json_when_json_was_requested(response_type: str) -> None:
-    envelope = answered('{"answer": 42}', response_format={"type": response_type})
-    outcome = validate_response(envelope, NOW)
+    outcome = review(answered('{"answer": 42}', response_format={"type": response_type}))
     assert_final(outcome, Stage.VALIDATE_RESPONSE, Status.OK, None)
     assert outcome.response is not None
     assert outcome.response.checks.schema_valid is True
@@ -256,8 +292,17 @@ def test_valid_json_when_json_was_requested(response_type: str) -> None:
 
 
 @pytest.mark.parametrize("content", ["", "   \n\t", None])
-def test_empty_content_is_response_invalid(content: str | None) -> None:
-    outcome = validate_response(answered(content), NOW)
+def test_empty_content_is_first_retried_on_a_stronger_model(content: str | None) -> None:
+    outcome = review(answered(content))
+    again = assert_forward_attempt(outcome, attempt=1)
+    assert again.route is not None and again.route.model == "sim-medium"
+    assert again.retries == 1 and again.repair_attempts == 0
+    assert again.inference is None
+
+
+@pytest.mark.parametrize("content", ["", "   \n\t", None])
+def test_empty_content_after_the_retry_is_response_invalid(content: str | None) -> None:
+    outcome = review(retries_spent(answered(content)))
     assert_final(outcome, Stage.VALIDATE_RESPONSE, Status.FAILED, ErrorCode.RESPONSE_INVALID)
     assert outcome.response is not None and outcome.response.error is not None
     assert outcome.response.error.stage is Stage.VALIDATE_RESPONSE
@@ -265,25 +310,50 @@ def test_empty_content_is_response_invalid(content: str | None) -> None:
     assert outcome.response.cost_usd == 0.0042  # the call was still paid for
 
 
-@pytest.mark.parametrize("content", ['{"answer": 4', "Sure! here is JSON: {}", "'single'"])
-def test_invalid_json_when_json_was_requested(content: str) -> None:
-    outcome = validate_response(answered(content, response_format={"type": "json_object"}), NOW)
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG agents/validate_response.py: a RETRY that cannot be carried out (_send_back returns None: "
+    "no untried model of at least the current tier) falls through to the OK branch, because "
+    "review.error_code is only set for BLOCK; an empty answer from sim-large is sent as status ok",
+)
+def test_empty_content_with_no_stronger_model_left_is_response_invalid() -> None:
+    outcome = review(answered("", model="sim-large"))
+    assert_final(outcome, Stage.VALIDATE_RESPONSE, Status.FAILED, ErrorCode.RESPONSE_INVALID)
+
+
+@pytest.mark.parametrize("content", ['{"answer": 4', "Sure! here is JSON: {", "'single'"])
+def test_invalid_json_is_first_sent_back_for_repair(content: str) -> None:
+    outcome = review(answered(content, response_format={"type": "json_object"}))
+    again = assert_forward_attempt(outcome, attempt=1)
+    assert again.repair_attempts == 1 and again.retries == 0
+    assert again.inference is None
+    assert [m.role for m in again.followup] == ["assistant", "user"]
+    assert again.followup[0].content == content
+    assert again.request == answered(content, response_format={"type": "json_object"}).request
+
+
+@pytest.mark.parametrize("content", ['{"answer": 4', "Sure! here is JSON: {", "'single'"])
+def test_invalid_json_after_the_repair_is_response_invalid(content: str) -> None:
+    envelope = answered(content, response_format={"type": "json_object"})
+    outcome = review(envelope.model_copy(update={"repair_attempts": MAX_REPAIRS}))
     assert_final(outcome, Stage.VALIDATE_RESPONSE, Status.FAILED, ErrorCode.RESPONSE_INVALID)
     assert outcome.response is not None
+    assert outcome.response.content is None
     assert outcome.response.checks.schema_valid is False
     assert outcome.event.summary is not None and outcome.event.summary.schema_valid is False
 
 
 def test_text_format_does_not_check_json() -> None:
-    outcome = validate_response(answered("not json {", response_format={"type": "text"}), NOW)
+    outcome = review(answered("not json {", response_format={"type": "text"}))
     assert_final(outcome, Stage.VALIDATE_RESPONSE, Status.OK, None)
+    assert outcome.response is not None and outcome.response.checks.schema_valid is None
 
 
 @pytest.mark.parametrize("code", [ErrorCode.TIMEOUT, ErrorCode.MODEL_UNAVAILABLE])
 def test_inference_error_is_answered_with_its_code_and_stage_infer(code: ErrorCode) -> None:
     inference = Inference(model="sim-small", error=ErrorInfo(code=code, message="boom", stage=Stage.INFER))
     envelope = make_envelope(route_to="sim-small", inference=inference, flags=["pii"])
-    outcome = validate_response(envelope, NOW)
+    outcome = review(envelope)
     assert_final(outcome, Stage.VALIDATE_RESPONSE, Status.FAILED, code)
     assert outcome.response is not None and outcome.response.error is not None
     assert outcome.response.error.stage is Stage.INFER
@@ -293,16 +363,16 @@ def test_inference_error_is_answered_with_its_code_and_stage_infer(code: ErrorCo
 
 
 def test_missing_inference_is_internal() -> None:
-    outcome = validate_response(make_envelope(route_to="sim-small"), NOW)
+    outcome = review(make_envelope(route_to="sim-small"))
     assert_final(outcome, Stage.VALIDATE_RESPONSE, Status.FAILED, ErrorCode.INTERNAL)
 
 
 def test_flags_reach_the_response_checks() -> None:
     envelope = answered("fine").model_copy(update={"flags": ["pii_redacted", "injection_suspected"]})
-    outcome = validate_response(envelope, NOW)
+    outcome = review(envelope)
     assert outcome.response is not None
-    assert outcome.response.checks.flags == ["pii_redacted", "injection_suspected"]
-    assert outcome.event.flags == ["pii_redacted", "injection_suspected"]
+    assert set(outcome.response.checks.flags) == {"pii_redacted", "injection_suspected"}
+    assert set(outcome.event.flags) == {"pii_redacted", "injection_suspected"}
 
 
 # --- rules every stage follows --------------------------------------------------------------------
@@ -314,34 +384,35 @@ FINALS: dict[str, tuple[Callable[[], Outcome], Stage, Status, ErrorCode | None]]
         Status.REJECTED,
         ErrorCode.INVALID_REQUEST,
     ),
-    "vr-ok": (lambda: validate_response(answered("hi"), NOW), Stage.VALIDATE_RESPONSE, Status.OK, None),
+    "vr-ok": (lambda: review(answered("hi")), Stage.VALIDATE_RESPONSE, Status.OK, None),
     "vr-empty": (
-        lambda: validate_response(answered(""), NOW),
+        lambda: review(retries_spent(answered(""))),
         Stage.VALIDATE_RESPONSE,
         Status.FAILED,
         ErrorCode.RESPONSE_INVALID,
     ),
     "vr-json": (
-        lambda: validate_response(answered("{", response_format={"type": "json_object"}), NOW),
+        lambda: review(
+            answered("{", response_format={"type": "json_object"}).model_copy(update={"repair_attempts": 1})
+        ),
         Stage.VALIDATE_RESPONSE,
         Status.FAILED,
         ErrorCode.RESPONSE_INVALID,
     ),
     "vr-infer-error": (
-        lambda: validate_response(
+        lambda: review(
             make_envelope(
                 inference=Inference(
                     model="m", error=ErrorInfo(code=ErrorCode.TIMEOUT, message="t", stage=Stage.INFER)
                 )
             ),
-            NOW,
         ),
         Stage.VALIDATE_RESPONSE,
         Status.FAILED,
         ErrorCode.TIMEOUT,
     ),
     "vr-no-inference": (
-        lambda: validate_response(make_envelope(), NOW),
+        lambda: review(make_envelope()),
         Stage.VALIDATE_RESPONSE,
         Status.FAILED,
         ErrorCode.INTERNAL,
@@ -381,7 +452,7 @@ def test_validate_rejection_is_final_too() -> None:
     [
         (Stage.SANITIZE, lambda env: sanitize(env, NOW)),
         (Stage.ROUTE, lambda env: route(env, BUILTIN_CATALOG, NOW)),
-        (Stage.VALIDATE_RESPONSE, lambda env: validate_response(env, NOW)),
+        (Stage.VALIDATE_RESPONSE, review),
     ],
 )
 def test_event_id_is_deterministic_per_request_and_stage(
