@@ -67,7 +67,8 @@ def register_stages(pipeline: Pipeline) -> None:
             if isinstance(decision, DeadLettered):
                 await pipeline.dead_letter(decision.letter)
                 continue
-            if not decision.duplicate:
+            if decision.outcome.forward is not None:
+                # Only accepted requests are remembered: a client may fix a rejected one and re-send it.
                 pipeline.remember(pipeline.seen, decision.dedupe_key, request_id=decision.request_id)
             await pipeline.publish(decision.outcome, VALIDATED)
 
@@ -84,58 +85,38 @@ def register_stages(pipeline: Pipeline) -> None:
 
         app.agent(pipeline.envelope_topic(source), name=stage.value)(run)
 
-    simple_stage(VALIDATED, SANITIZED, Stage.SANITIZE, lambda env: sanitize(env, utcnow()))
+    simple_stage(
+        VALIDATED,
+        SANITIZED,
+        Stage.SANITIZE,
+        lambda env: sanitize(env, utcnow(), tenant=settings.tenant(env.tenant)),
+    )
     simple_stage(SANITIZED, ROUTED, Stage.ROUTE, lambda env: route(env, catalog, utcnow()))
 
-    @app.agent(pipeline.envelope_topic(ROUTED), name="infer")
-    async def infer_agent(stream: Any) -> None:
-        """Many model calls in flight; each record is acked only when its call has finished,
-        and nothing more is pulled while `infer_max_in_flight` calls are running."""
-        client = ChatClient(settings)
-        semaphore = asyncio.Semaphore(settings.infer_max_in_flight)
-        in_flight: set[asyncio.Task[None]] = set()
-        manual = stream.noack()
-        try:
-            async for event in manual.events():
-                value = event.value
-                if isinstance(value, Poison):
-                    await pipeline.dead_letter_poison(value, Stage.INFER.value)
-                    await manual.ack(event)
-                    continue
-                if pipeline.answered.get(value.request_id) is not None:
-                    await manual.ack(event)  # redelivered after it was answered: do not pay twice
-                    continue
+    client = ChatClient(settings)
 
-                async def call_model(event: Any = event, envelope: Envelope = value) -> None:
-                    try:
-                        outcome = await guarded(
-                            Stage.INFER, envelope, lambda: infer(envelope, catalog, client)
-                        )
-                        await pipeline.publish(outcome, INFERRED)
-                    finally:
-                        await manual.ack(event)
+    async def call_model(envelope: Envelope) -> None:
+        if pipeline.answered.get(envelope.request_id) is not None:
+            return  # redelivered after it was answered: do not pay twice
+        outcome = await guarded(Stage.INFER, envelope, lambda: infer(envelope, catalog, client))
+        await pipeline.publish(outcome, INFERRED)
 
-                await run_bounded(semaphore, in_flight, call_model)
-        finally:
-            if in_flight:
-                await asyncio.gather(*in_flight, return_exceptions=True)
-            await client.close()
+    async def review_answer(envelope: Envelope) -> None:
+        async def compute() -> Outcome:
+            return validate_response(
+                envelope,
+                utcnow(),
+                tenant=settings.tenant(envelope.tenant),
+                catalog=catalog,
+                pii_detector=pii_findings,
+            )
 
-    @app.agent(pipeline.envelope_topic(INFERRED), name="validate_response")
-    async def validate_response_agent(stream: Any) -> None:
-        async for envelope in _envelopes(pipeline, stream, Stage.VALIDATE_RESPONSE):
+        # A retry goes back to infer (the routed topic) with its new model or repair turn.
+        await pipeline.publish(await guarded(Stage.VALIDATE_RESPONSE, envelope, compute), ROUTED)
 
-            async def compute(envelope: Envelope = envelope) -> Outcome:
-                return validate_response(
-                    envelope,
-                    utcnow(),
-                    tenant=settings.tenant(envelope.tenant),
-                    catalog=catalog,
-                    pii_detector=pii_findings,
-                )
-
-            # A retry goes back to infer (the routed topic) with its new model or repair turn.
-            await pipeline.publish(await guarded(Stage.VALIDATE_RESPONSE, envelope, compute), ROUTED)
+    concurrent_stage(pipeline, ROUTED, Stage.INFER, call_model, settings.infer_max_in_flight)
+    concurrent_stage(pipeline, INFERRED, Stage.VALIDATE_RESPONSE, review_answer, settings.infer_max_in_flight)
+    pipeline.on_stop.append(client.close)  # the shared HTTP clients close with the worker
 
     @app.timer(interval=settings.dedupe_sweep_interval_s)
     async def expire_idempotence_entries() -> None:
@@ -143,6 +124,43 @@ def register_stages(pipeline: Pipeline) -> None:
         expired += pipeline.sweep(pipeline.answered, settings.dedupe_window_s)
         if expired:
             log.info("expired %d idempotence entries", expired)
+
+
+def concurrent_stage(
+    pipeline: Pipeline,
+    source: TopicSpec,
+    stage: Stage,
+    handle: Callable[[Envelope], Awaitable[None]],
+    max_in_flight: int,
+) -> None:
+    """An agent whose records are handled concurrently, for stages that wait on I/O (model
+    calls; durable answer marks). Each record is acked only when its handling has finished,
+    and nothing more is pulled while `max_in_flight` are running."""
+
+    async def run(stream: Any) -> None:
+        semaphore = asyncio.Semaphore(max_in_flight)
+        in_flight: set[asyncio.Task[None]] = set()
+        manual = stream.noack()
+        try:
+            async for event in manual.events():
+                value = event.value
+                if isinstance(value, Poison):
+                    await pipeline.dead_letter_poison(value, stage.value)
+                    await manual.ack(event)
+                    continue
+
+                async def work(event: Any = event, envelope: Envelope = value) -> None:
+                    try:
+                        await handle(envelope)
+                    finally:
+                        await manual.ack(event)
+
+                await run_bounded(semaphore, in_flight, work)
+        finally:
+            if in_flight:
+                await asyncio.gather(*in_flight, return_exceptions=True)
+
+    pipeline.app.agent(pipeline.envelope_topic(source), name=stage.value)(run)
 
 
 async def _envelopes(pipeline: Pipeline, stream: Any, stage: Stage) -> AsyncIterator[Envelope]:

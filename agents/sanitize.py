@@ -1,51 +1,103 @@
-"""sanitize: make text safe to pass on. Unicode NFKC normalisation and removal of control and
-zero-width characters, so look-alike and invisible characters cannot smuggle instructions past
-later checks or into the model."""
+"""sanitize: make the prompt safe to pass on. Normalises text (NFKC, no control, zero-width or
+bidi characters), enforces abuse limits, redacts personal data before it can reach a model
+provider, and scores direct and indirect prompt injection: allow, flag (the answer carries the
+flag) or block (`blocked`, `prompt_injection`). Decisions are recorded in the stage event as
+scores and counts, never as text (unless the tenant opts in to storing redacted text)."""
 
 from __future__ import annotations
 
-import re
+import hashlib
 import time
-import unicodedata
 from datetime import datetime
+from typing import Any
 
-from schemas import Envelope, Stage
-from sluice.outcome import Outcome, forward
+from agents.checks.sanitizer import Action, SanitizeOutcome, SanitizePolicy, sanitize_request
+from schemas import ChatMessage, ContextPassage, Envelope, ErrorCode, Stage, Status
+from sluice.outcome import Outcome, fail, forward
+from sluice.tenants import TenantConfig
 
 STAGE = Stage.SANITIZE
+STORED_TEXT_LIMIT = 2000
 
-# C0/C1 controls except \t \n \r; zero-width and bidi formatting characters.
-_INVISIBLE = re.compile(
-    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
-)
+_POLICIES: dict[str, SanitizePolicy] = {}
 
 
-def normalize_text(text: str) -> str:
-    """NFKC, then strip invisible characters; idempotent."""
-    return _INVISIBLE.sub("", unicodedata.normalize("NFKC", text))
+def sanitize_policy(tenant: TenantConfig) -> SanitizePolicy:
+    """The sanitizer policy for a tenant (built once per distinct configuration)."""
+    key = tenant.input.model_dump_json()
+    policy = _POLICIES.get(key)
+    if policy is None:
+        policy = _POLICIES[key] = SanitizePolicy().override(tenant.input.policy)
+    return policy
 
 
-def sanitize(envelope: Envelope, now: datetime) -> Outcome:
+def sanitize(envelope: Envelope, now: datetime, *, tenant: TenantConfig | None = None) -> Outcome:
     started = time.perf_counter()
+    tenant = tenant or TenantConfig()
     request = envelope.request
-    removed = 0
-    messages = []
-    for message in request.messages:
-        clean = normalize_text(message.content)
-        removed += len(message.content) - len(clean)
-        messages.append(message.model_copy(update={"content": clean}))
-    passages = []
-    for passage in request.context:
-        clean = normalize_text(passage.text)
-        removed += len(passage.text) - len(clean)
-        passages.append(passage.model_copy(update={"text": clean}))
+    result = sanitize_request(
+        [(m.role, m.content) for m in request.messages],
+        [(p.id, p.text) for p in request.context],
+        sanitize_policy(tenant),
+    )
+    attributes = event_attributes(result, tenant)
+    if result.decision.action is Action.BLOCK:
+        code = ErrorCode(result.decision.code or ErrorCode.PROMPT_INJECTION.value)
+        status = Status.REJECTED if code is ErrorCode.PAYLOAD_TOO_LARGE else Status.BLOCKED
+        blocked = envelope.model_copy(update={"flags": sorted({*envelope.flags, *result.flags})})
+        return fail(
+            blocked,
+            STAGE,
+            status,
+            code,
+            result.decision.reason,
+            now=now,
+            duration_ms=_elapsed(started),
+            attributes=attributes,
+        )
+    messages = [ChatMessage(role=_role(role), content=content) for role, content in result.messages]
+    context = [ContextPassage(id=pid, text=text) for pid, text in result.context]
     cleaned = envelope.model_copy(
-        update={"request": request.model_copy(update={"messages": messages, "context": passages})}
+        update={
+            "request": request.model_copy(
+                update={"messages": messages or request.messages[:0], "context": context}
+            ),
+            "flags": sorted({*envelope.flags, *result.flags}),
+            "redactions": result.mapping.as_dict() if tenant.input.restore_pii else {},
+        }
     )
-    return forward(
-        cleaned,
-        STAGE,
-        now=now,
-        duration_ms=(time.perf_counter() - started) * 1000,
-        attributes={"chars_removed": str(removed)},
-    )
+    return forward(cleaned, STAGE, now=now, duration_ms=_elapsed(started), attributes=attributes)
+
+
+def event_attributes(result: SanitizeOutcome, tenant: TenantConfig) -> dict[str, str]:
+    """Scores, counts and hashes for the event; text only when the tenant asked for it."""
+    analytics: dict[str, Any] = result.analytics()
+    attributes = {
+        "decision": str(analytics["decision"]),
+        "reason": str(analytics["reason"])[:200],
+        "risk_score": f"{result.risk_score:.3f}",
+        "context_risk": f"{result.context_risk:.3f}",
+        "techniques": ",".join(result.techniques),
+        "abuse": ",".join(analytics["abuse"]),
+        "prompt_chars": str(sum(len(content) for _, content in result.messages)),
+        "prompt_sha256": hashlib.sha256(
+            "\n".join(content for _, content in result.messages).encode("utf-8", "surrogatepass")
+        ).hexdigest(),
+    }
+    attributes.update({f"score.{name}": f"{score:.3f}" for name, score in result.detector_scores.items()})
+    attributes.update({f"redacted.{kind}": str(count) for kind, count in result.redaction_counts.items()})
+    for passage in result.passages:
+        attributes[f"passage.{passage.id}"] = f"{passage.action.value}:{passage.risk:.3f}"
+    if tenant.input.store_redacted_text:
+        attributes["prompt_redacted"] = "\n".join(content for _, content in result.messages)[
+            :STORED_TEXT_LIMIT
+        ]
+    return attributes
+
+
+def _role(role: str) -> Any:
+    return role if role in {"system", "user", "assistant"} else "user"
+
+
+def _elapsed(started: float) -> float:
+    return (time.perf_counter() - started) * 1000

@@ -185,7 +185,10 @@ def _safe_reply_to(value: object, limits: Limits) -> str:
 def _received_at(record: RawRecord, now: datetime) -> datetime:
     if record.timestamp_ms is None or record.timestamp_ms <= 0:
         return now
-    stamped = datetime.fromtimestamp(record.timestamp_ms / 1000, UTC)
+    try:
+        stamped = datetime.fromtimestamp(record.timestamp_ms / 1000, UTC)
+    except (ValueError, OverflowError, OSError):
+        return now  # a producer's absurd timestamp must not crash the stage
     return min(stamped, now)
 
 

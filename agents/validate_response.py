@@ -18,6 +18,7 @@ from sluice.tenants import TenantConfig
 
 STAGE = Stage.VALIDATE_RESPONSE
 TIER_ORDER = {"small": 0, "medium": 1, "large": 2}
+UNUSABLE = {"empty", "schema_invalid"}  # checks whose failure leaves no answer worth sending
 
 
 _POLICIES: dict[str, ResponsePolicy] = {}
@@ -139,8 +140,11 @@ def validate_response(
                 attributes={**attributes, "retry": (again.followup and "repair") or "stronger_model"},
                 flags=flags,
             )
-    if review.decision is Action.BLOCK or (review.decision is Action.RETRY and review.error_code):
-        code = ErrorCode(review.error_code) if review.error_code else ErrorCode.POLICY_VIOLATION
+    unusable = review.decision is Action.RETRY and bool(UNUSABLE & set(review.reasons))
+    if review.decision is Action.BLOCK or unusable:
+        # A retry that could not happen (nothing left to try) leaves an unusable answer unusable.
+        default = ErrorCode.RESPONSE_INVALID if unusable else ErrorCode.POLICY_VIOLATION
+        code = ErrorCode(review.error_code) if review.error_code else default
         status = Status.FAILED if code is ErrorCode.RESPONSE_INVALID else Status.BLOCKED
         message = review.safe_message or "the answer did not pass the tenant's output policy"
         return finish(

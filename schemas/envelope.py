@@ -47,6 +47,11 @@ class Envelope(WireModel):
     retries: int = Field(default=0, ge=0, description="Answers sent back to another model so far")
     repair_attempts: int = Field(default=0, ge=0, description="Re-asks with a validation error so far")
     tried_models: list[str] = Field(default_factory=list)
+    redactions: dict[str, str] = Field(
+        default_factory=dict,
+        description="Placeholder -> original, only when the tenant restores PII in answers; "
+        "it travels inside this request's envelope and nowhere else",
+    )
     followup: list[ChatMessage] = Field(
         default_factory=list, description="Turns appended to the request for a repair re-ask"
     )

@@ -7,7 +7,7 @@ import asyncio
 import base64
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import faust
@@ -116,6 +116,7 @@ class Pipeline:
         self.answered = app.Table(
             "answered", default=None, schema=_table_schema(), partitions=REQUESTS.partitions
         )
+        self.on_stop: list[Callable[[], Awaitable[None]]] = []
         self.sent_responses = 0
         self.duplicates_dropped = 0
 
@@ -136,16 +137,30 @@ class Pipeline:
         Faust still flushes this producer before it commits offsets."""
         await self.app.producer.send(topic, key, encode(value), None, None, headers)
 
+    async def claim_answer(self, request_id: str) -> bool:
+        """True exactly once per request_id. The mark is durable in the changelog before the
+        caller sends the response, so a worker killed right after sending cannot answer again
+        after restart (check and set happen with no await between them)."""
+        if self.answered.data.get(request_id) is not None:
+            return False
+        event = faust.current_event()
+        partition = event.message.partition if event is not None else 0
+        mark = {"at": time.time(), "p": partition}
+        self.answered.data[request_id] = mark
+        await self.answered.send_changelog(partition, request_id, mark)
+        return True
+
     async def publish(self, outcome: Outcome, next_topic: TopicSpec | None = None) -> None:
         """Send what a stage decided. A final response is sent at most once per request_id."""
         key = outcome.event.correlation_id.encode()
         if outcome.response is not None:
-            request_id = outcome.response.request_id
-            if self.answered.get(request_id) is not None:
+            if not await self.claim_answer(outcome.response.request_id):
                 self.duplicates_dropped += 1
-                log.info("request %s was already answered; dropping redelivered outcome", request_id)
+                log.info(
+                    "request %s was already answered; dropping redelivered outcome",
+                    outcome.response.request_id,
+                )
                 return
-            self.remember(self.answered, request_id)
             reply_to = outcome.reply_to or self.default_reply_to
             await self.send(reply_to, key, outcome.response, [("correlation_id", key)])
             self.sent_responses += 1

@@ -16,7 +16,7 @@ import orjson
 from faust.serializers import codecs
 from faust.types import AppT
 from faust.types.tuples import Message
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
 CODEC_NAME = "sluice-json"
 
@@ -27,7 +27,14 @@ def encode(value: Any) -> bytes:
     """orjson bytes of a model (or plain data); api keys are SecretStr and never leak."""
     if isinstance(value, BaseModel):
         value = value.model_dump(mode="python", exclude_none=False)
-    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS, default=_masked)
+
+
+def _masked(value: Any) -> Any:
+    """Secrets serialise as their mask, never their value; anything else unknown is an error."""
+    if isinstance(value, SecretStr):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def decode(raw: bytes) -> Any:

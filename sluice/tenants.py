@@ -4,7 +4,7 @@ A tenant without an entry gets the defaults, so the embedded `demo` tenant works
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,9 +32,27 @@ class OutputRules(BaseModel):
     max_repair_attempts: int = Field(default=1, ge=0, le=3)
 
 
+class InputRules(BaseModel):
+    """What the sanitize stage does with this tenant's prompts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    policy: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Overrides of the sanitizer policy, e.g. "
+        '{"injection": {"block_threshold": 0.95}, "pii": {"actions": {"CARD": "block"}}}',
+    )
+    restore_pii: bool = Field(default=False, description="Put redacted values back into the answer")
+    store_redacted_text: bool = Field(
+        default=False,
+        description="Keep the redacted prompt in ClickHouse (default: sizes, hashes, scores only)",
+    )
+
+
 class TenantConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    input: InputRules = Field(default_factory=InputRules)
     output: OutputRules = Field(default_factory=OutputRules)
 
 

@@ -59,6 +59,8 @@ class SluiceWorker(faust.Worker):  # type: ignore[misc]
 
     async def on_stop(self) -> None:
         ready_file(self.sluice_settings).unlink(missing_ok=True)
+        for close in self.pipeline.on_stop:
+            await close()
         await super().on_stop()
 
 

@@ -12,7 +12,7 @@ import ipaddress
 import itertools
 import operator
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
@@ -72,21 +72,6 @@ class PiiMatch:
     end: int
     value: str
 
-
-# Higher wins when two candidates overlap (a JWT contains base64 that looks like other things).
-_PRIORITY = {
-    PiiType.PRIVATE_KEY: 10,
-    PiiType.JWT: 9,
-    PiiType.AWS_KEY: 8,
-    PiiType.API_KEY: 7,
-    PiiType.EMAIL: 6,
-    PiiType.IBAN: 5,
-    PiiType.CARD: 4,
-    PiiType.SSN: 3,
-    PiiType.IPV6: 2,
-    PiiType.IPV4: 2,
-    PiiType.PHONE: 1,
-}
 
 # Patterns open with a consuming character class (lookbehinds come after it) so the regex
 # engine can skip non-candidate positions quickly; literal prefilters in `find_pii` skip whole
@@ -240,18 +225,24 @@ def _card_ok(candidate: str) -> bool:
 def _shrunk(
     text: str, pattern: re.Pattern[str], pii_type: PiiType, valid: Callable[[str], bool], shortest: int
 ) -> Iterable[PiiMatch]:
-    """Greedy candidates that fail their checksum may still start with a valid value
+    """Greedy candidates that fail their check may still start with a valid value
     ("DE89...3000 0100" is an IBAN and another number): retry shorter prefixes that end on a
-    token boundary, so what is found does not depend on what follows."""
-    for match in pattern.finditer(text):
-        value = match.group()
+    token boundary, then resume right after what was taken (or one character further), so what
+    is found does not depend on what follows or on what a neighbour was replaced with."""
+    position = 0
+    while (match := pattern.search(text, position)) is not None:
+        value, start = match.group(), match.start()
         if valid(value):
-            yield PiiMatch(pii_type, match.start(), match.end(), value)
+            yield PiiMatch(pii_type, start, match.end(), value)
+            position = match.end()
             continue
         for end in range(len(value) - 1, shortest - 1, -1):
             if not value[end].isalnum() and value[end - 1].isalnum() and valid(value[:end]):
-                yield PiiMatch(pii_type, match.start(), match.start() + end, value[:end])
+                yield PiiMatch(pii_type, start, start + end, value[:end])
+                position = start + end
                 break
+        else:
+            position = start + 1
 
 
 def _phones(text: str) -> Iterable[PiiMatch]:
@@ -337,52 +328,66 @@ def _scan(pattern: re.Pattern[str], text: str, pii_type: PiiType) -> Iterable[Pi
             yield PiiMatch(pii_type, match.start(), match.end(), match.group())
 
 
+def _mask(text: str, matches: Sequence[PiiMatch]) -> str:
+    """Cover taken spans with same-length `[xxx]`: lower-priority patterns then see the same
+    boundaries they will see once the spans are placeholders, and cannot reach into them."""
+    pieces: list[str] = []
+    cursor = 0
+    for match in sorted(matches, key=lambda m: m.start):
+        pieces.append(text[cursor : match.start])
+        pieces.append("[" + "x" * (match.end - match.start - 2) + "]")
+        cursor = match.end
+    pieces.append(text[cursor:])
+    return "".join(pieces)
+
+
 def find_pii(text: str) -> list[PiiMatch]:
-    """All PII spans, non-overlapping, in text order (higher-priority types win overlaps)."""
-    return _find_pii(text)[0]
-
-
-def _find_pii(text: str) -> tuple[list[PiiMatch], bool]:
-    """Matches plus whether an overlapping candidate lost to a higher-priority one (it may
-    match differently once the winner is replaced, so `redact` then scans again)."""
+    """All PII spans, non-overlapping, in text order. Types run in priority order (keys and
+    tokens, e-mail, IBAN, card, SSN, IP, phone) and each one's spans are masked before the
+    next runs, so a candidate's extent never depends on a neighbour that redaction replaces."""
     found: list[PiiMatch] = []
+    masked = text
+
+    def take(matches: Iterable[PiiMatch]) -> None:
+        nonlocal masked
+        taken = [PiiMatch(m.type, m.start, m.end, text[m.start : m.end]) for m in matches]
+        if taken:
+            found.extend(taken)
+            masked = _mask(masked, taken)
+
     # Keys, tokens and JWTs are long unbroken tokens: look for their prefixes in those only.
     words = tokens(text)
     long_words = " ".join(itertools.compress(words, map(operator.ge, map(len, words), itertools.repeat(16))))
     if "-----BEGIN" in text:
-        found.extend(_scan(_PEM, text, PiiType.PRIVATE_KEY))
+        take(_scan(_PEM, masked, PiiType.PRIVATE_KEY))
     if long_words:
         if "eyJ" in long_words:
-            found.extend(_scan(_JWT, text, PiiType.JWT))
+            take(_scan(_JWT, masked, PiiType.JWT))
         if any(prefix in long_words for prefix in _AWS_PREFIXES) or "aws" in long_words.lower():
-            found.extend(_scan(_AWS, text, PiiType.AWS_KEY))
+            take(_scan(_AWS, masked, PiiType.AWS_KEY))
         if any(hint in long_words for hint in _API_HINTS):
-            found.extend(_scan(_API_KEY, text, PiiType.API_KEY))
+            take(_scan(_API_KEY, masked, PiiType.API_KEY))
     if "@" in text:
-        found.extend(_emails(text))
+        take(_emails(masked))
     digits = sum(map(text.count, "0123456789")) if _DIGIT.search(text) else 0
-    if digits >= 4 and text.count(".") >= 3:
-        found.extend(m for m in _scan(_IPV4, text, PiiType.IPV4) if _ipv4_ok(m.value))
-    if digits >= 1 and ("::" in text or text.count(":") >= 5):
-        found.extend(m for m in _scan(_IPV6, text, PiiType.IPV6) if _ipv6_ok(m.value))
     if digits >= 7:
-        found.extend(_shrunk(text, _IBAN, PiiType.IBAN, iban_valid, 15))
-        found.extend(m for m in _scan(_SSN, text, PiiType.SSN) if _ssn_ok(m.value))
-        found.extend(_phones(text))
+        take(_shrunk(masked, _IBAN, PiiType.IBAN, iban_valid, 15))
     if digits >= 12:
-        found.extend(
+        take(
             m
-            for m in _shrunk(text, _CARD, PiiType.CARD, _card_ok, 12)
-            if not _IBAN_HEAD.search(text, 0, m.start)
+            for m in _shrunk(masked, _CARD, PiiType.CARD, _card_ok, 12)
+            if not _IBAN_HEAD.search(masked, 0, m.start)
         )
-    if len(found) < 2:
-        return found, False
-    chosen: list[PiiMatch] = []
-    for candidate in sorted(found, key=lambda m: (-_PRIORITY[m.type], m.start, -(m.end - m.start))):
-        if all(candidate.end <= kept.start or candidate.start >= kept.end for kept in chosen):
-            chosen.append(candidate)
-    chosen.sort(key=lambda m: m.start)
-    return chosen, len(chosen) < len(found)
+    if digits >= 7:
+        take(m for m in _scan(_SSN, masked, PiiType.SSN) if _ssn_ok(m.value))
+    if digits >= 1 and ("::" in text or text.count(":") >= 5):
+        take(m for m in _scan(_IPV6, masked, PiiType.IPV6) if _ipv6_ok(m.value))
+    if digits >= 4 and text.count(".") >= 3:
+        take(m for m in _scan(_IPV4, masked, PiiType.IPV4) if _ipv4_ok(m.value))
+    if digits >= 7:
+        take(_phones(masked))
+    found.sort(key=lambda m: m.start)
+    return found
 
 
 @dataclass(slots=True)
@@ -463,13 +468,13 @@ def redact(
     blocked: list[PiiType] = []
     current = text
     for round_number in range(_MAX_ROUNDS):
-        matches, conflicted = _find_pii(current)
+        matches = find_pii(current)
         if round_number and matches:
             taken = [m.span() for m in _PLACEHOLDER.finditer(current) if m.group() in mapping.placeholders]
             matches = [m for m in matches if all(m.end <= a or m.start >= b for a, b in taken)]
         pieces: list[str] = []
         cursor = 0
-        glued = conflicted
+        glued = False
         for match in matches:
             action = policy.action(match.type)
             if action is PiiAction.ALLOW:

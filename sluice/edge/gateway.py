@@ -1,20 +1,15 @@
-"""The OpenAI-compatible HTTP front door: `POST /v1/chat/completions`, `GET /v1/models`,
-`POST /v1/feedback`, served next to `/healthz` on SLUICE_HTTP_PORT.
+"""The OpenAI-compatible HTTP front door (/v1/chat/completions, /v1/models, /v1/feedback).
 
-Each chat completion becomes one Request on Kafka, published through the gateway's one shared
-`SluiceClient` and answered by correlation_id, so any OpenAI SDK can talk to the pipeline.
-Bodies are parsed and checked here (size, nesting, types, unsupported fields) so malformed
-input costs a 400/413 and never reaches Kafka; everything that depends on tenant state
-(keys, limits, budgets) is still decided by the pipeline and mapped back to HTTP statuses.
-
-Streaming (`stream: true`) is real SSE in OpenAI's chunk format, but coarse for now: the
-pipeline only releases an answer after validate_response has checked all of it, so the whole
-content arrives as one chunk once the answer is ready (role chunk, content chunk, finish chunk,
-`data: [DONE]`). Errors on a stream request are therefore plain JSON errors with their status.
-"""
+Each completion becomes one Request on Kafka, sent through the gateway's one shared SluiceClient
+and awaited by correlation_id. Bodies are checked here, so malformed input costs a 400/413 and
+never reaches Kafka; what depends on tenant state is decided by the pipeline and mapped back.
+Streaming is real SSE in OpenAI's chunk format but coarse for now: the pipeline releases an
+answer only once validate_response has checked all of it, so the whole content arrives as ONE
+chunk, and errors on a stream request are plain JSON errors with their status."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -38,9 +33,11 @@ log = logging.getLogger("sluice.gateway")
 MAX_CORRELATION_ID = 128
 MAX_API_KEY = 1024
 MAX_FEEDBACK_BYTES = 16 * 1024
+BODY_SLACK = 2  # raw body limit = BODY_SLACK x the Request's: room for OpenAI-only fields, escapes
+MAX_DEPTH = 32  # JSON nesting; orjson parses 1024 levels but serializes only 255
 CHAT_ID_PREFIX = "chatcmpl-"
 
-# Contract: error code -> (HTTP status, OpenAI error type).
+# The contract's error code -> (HTTP status, OpenAI error type).
 ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.INVALID_REQUEST: (400, "invalid_request_error"),
     ErrorCode.PAYLOAD_TOO_LARGE: (413, "invalid_request_error"),
@@ -54,47 +51,32 @@ ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.TIMEOUT: (504, "timeout_error"),
     ErrorCode.INTERNAL: (500, "server_error"),
 }
-# Seconds a client should wait before retrying; the pipeline gives no finer hint yet.
+# Retry-After seconds; the pipeline gives no finer hint (yet).
 RETRY_AFTER_S: dict[ErrorCode, int] = {ErrorCode.RATE_LIMITED: 1, ErrorCode.BUDGET_EXCEEDED: 60}
 
-_MAPPED = frozenset(
-    {"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "response_format"}
-    | {"stream", "stream_options", "context", "metadata", "deadline_ms"}
-)
-# OpenAI fields that change nothing Sluice promises: accepted (type-checked) and ignored.
-_IGNORED: dict[str, tuple[type, ...]] = {
-    "top_p": (int, float),
-    "user": (str,),
-    "seed": (int,),
-    "store": (bool,),
-}
-# Accepted only at their default value, since any other value asks for something Sluice does not do.
+_MAPPED = frozenset({"model", "messages", "max_tokens", "max_completion_tokens", "temperature"})
+_MAPPED |= {"response_format", "stream", "stream_options", "context", "metadata", "deadline_ms"}
+_IGNORED = frozenset({"top_p", "user", "seed", "store"})  # they change nothing Sluice promises
+# Accepted at their default only: any other value asks for something Sluice does not do.
 _ONLY_DEFAULT: dict[str, object] = {"n": 1, "logprobs": False, "presence_penalty": 0, "frequency_penalty": 0}
+_SLUICE_FIELDS = {"request_id", "status", "cost_usd", "cached", "latency_ms", "checks"}
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
 
 class GatewayError(Exception):
-    """An answer that is an error: the Sluice error code decides the HTTP status and type.
-    `resolve_tenant` callables raise it (code unauthorized) to refuse a key."""
+    """An error answer; its code decides HTTP status and type. `resolve_tenant` raises it too."""
 
     def __init__(self, code: ErrorCode, message: str, param: str | None = None) -> None:
         super().__init__(message)
         self.code, self.message, self.param = code, message, param
 
 
-def error_status(code: ErrorCode) -> int:
-    return ERROR_STATUS[code][0]
-
-
-def error_body(error: GatewayError) -> dict[str, Any]:
-    """OpenAI's error shape, so SDKs raise their typed exceptions with our message."""
-    kind = ERROR_STATUS[error.code][1]
-    return {"error": {"message": error.message, "type": kind, "code": error.code.value, "param": error.param}}
-
-
-def error_headers(code: ErrorCode) -> dict[str, str]:
-    retry_after = RETRY_AFTER_S.get(code)
-    return {} if retry_after is None else {"Retry-After": str(retry_after)}
+def error_reply(error: GatewayError) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """(status, OpenAI error body, headers): the body makes SDKs raise their typed errors."""
+    status, kind = ERROR_STATUS[error.code]
+    body = {"error": {"message": error.message, "type": kind, "code": error.code.value, "param": error.param}}
+    retry_after = RETRY_AFTER_S.get(error.code)
+    return status, body, {} if retry_after is None else {"Retry-After": str(retry_after)}
 
 
 def _invalid(message: str, param: str | None = None) -> GatewayError:
@@ -102,119 +84,83 @@ def _invalid(message: str, param: str | None = None) -> GatewayError:
 
 
 @dataclass(frozen=True)
-class BodyLimits:
-    """`max_body_bytes` bounds the raw HTTP body before parsing (with slack for OpenAI-only
-    fields and escapes); `max_request_bytes` is the validate stage's limit on the Request."""
-
-    max_body_bytes: int
-    max_request_bytes: int
-    min_deadline_ms: int
-    max_deadline_ms: int
-    max_depth: int = 32
-
-    @classmethod
-    def from_settings(cls, settings: Settings, max_body_bytes: int | None = None) -> BodyLimits:
-        return cls(
-            max_body_bytes=max_body_bytes or 2 * settings.max_request_bytes,
-            max_request_bytes=settings.max_request_bytes,
-            min_deadline_ms=settings.min_deadline_ms,
-            max_deadline_ms=settings.max_deadline_ms,
-        )
-
-
-@dataclass(frozen=True)
 class ChatCall:
-    """A parsed chat completion: `request` is a Request-shaped dict ready for Kafka."""
+    """A parsed chat completion: `request` is a Request-shaped dict, ready for Kafka."""
 
     request: dict[str, Any]
     stream: bool = False
     include_usage: bool = False
-    model: str = "auto"
     deadline_ms: int = 30_000
 
 
-# --- request side (pure) --------------------------------------------------------------------
-
-
 def bearer_key(header: str | None) -> str | None:
-    """The API key from `Authorization: Bearer <key>`; None without the header."""
+    """The API key of `Authorization: Bearer <key>`, None without the header; raises 401."""
     if header is None:
         return None
     scheme, _, key = header.strip().partition(" ")
-    key = key.strip()
-    if scheme.lower() != "bearer" or not key or len(key) > MAX_API_KEY or not _printable_ascii(key):
+    if scheme.lower() != "bearer" or not 0 < len(key := key.strip()) <= MAX_API_KEY or not _clean(key):
         raise GatewayError(ErrorCode.UNAUTHORIZED, "Authorization header must be 'Bearer <api_key>'")
     return key
 
 
 def correlation_id_from(header: str | None) -> str:
-    """`X-Request-Id` when the client chose one (1-128 printable ASCII chars), else a new uuid."""
+    """`X-Request-Id` when the client chose one, else a new uuid; raises 400 when unusable."""
     if header is None:
         return uuid.uuid4().hex
-    if not 1 <= len(header) <= MAX_CORRELATION_ID or not _printable_ascii(header):
+    if not 0 < len(header) <= MAX_CORRELATION_ID or not _clean(header):
         raise _invalid("X-Request-Id: must be 1-128 printable ASCII characters", "X-Request-Id")
     return header
 
 
-def _printable_ascii(text: str) -> bool:
+def _clean(text: str) -> bool:
+    """Kafka keys and orjson need clean text; aiohttp passes undecodable header bytes as surrogates."""
     return text.isascii() and text.isprintable()
 
 
 def parse_chat_request(
-    raw: bytes, *, correlation_id: str, tenant: str, api_key: str | None, limits: BodyLimits
+    raw: bytes, *, correlation_id: str, tenant: str, api_key: str | None, settings: Settings
 ) -> ChatCall | GatewayError:
-    """OpenAI chat body -> Request-shaped dict, or the 400/413 error to answer. Never raises."""
-    body = _load_object(raw, limits.max_body_bytes)
+    """OpenAI chat body -> Request-shaped dict, or the 400/413 error to answer. Never raises.
+    The encoded Request must fit the validate stage's limits, checked here to spare Kafka."""
+    body = _load_object(raw, BODY_SLACK * settings.max_request_bytes)
     if isinstance(body, GatewayError):
         return body
-    if _too_deep(body, limits.max_depth):
-        return _invalid(f"body is nested deeper than {limits.max_depth} levels")
+    if _too_deep(body, MAX_DEPTH):
+        return _invalid(f"body is nested deeper than {MAX_DEPTH} levels")
     if (problem := _unsupported_field(body)) is not None:
         return problem
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         return _invalid("messages: must be a non-empty list", "messages")
-    converted: list[dict[str, str]] = []
-    for index, message in enumerate(messages):
-        mapped = _message(index, message)
-        if isinstance(mapped, GatewayError):
-            return mapped
-        converted.append(mapped)
-    stream = body.get("stream")
+    converted = [_message(index, message) for index, message in enumerate(messages)]
+    if bad := [item for item in converted if isinstance(item, GatewayError)]:
+        return bad[0]
+    stream, options = body.get("stream"), body.get("stream_options")
     if stream is not None and not isinstance(stream, bool):
         return _invalid("stream: must be a boolean", "stream")
-    options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         return _invalid("stream_options: must be an object", "stream_options")
-    max_tokens = body.get("max_completion_tokens")
-    legacy = body.get("max_tokens")
+    max_tokens, legacy = body.get("max_completion_tokens"), body.get("max_tokens")
     if max_tokens is not None and legacy is not None and max_tokens != legacy:
         return _invalid("max_tokens and max_completion_tokens disagree; send one", "max_tokens")
     request: dict[str, Any] = {"correlation_id": correlation_id, "tenant": tenant, "messages": converted}
-    if api_key is not None:
-        request["api_key"] = api_key
-    fields = {"max_tokens": max_tokens if max_tokens is not None else legacy}
-    for name in ("model", "temperature", "response_format", "context", "metadata", "deadline_ms"):
-        fields[name] = body.get(name)
+    fields = {"api_key": api_key, "max_tokens": legacy if max_tokens is None else max_tokens}
+    fields.update({name: body.get(name) for name in ("model", "temperature", "response_format")})
+    fields.update({name: body.get(name) for name in ("context", "metadata", "deadline_ms")})
     request.update({name: value for name, value in fields.items() if value is not None})
     try:
         Request.model_validate(request, strict=True)
     except ValidationError as exc:
         return _invalid(*_describe(exc))
-    if (
-        not limits.min_deadline_ms
-        <= request.get("deadline_ms", limits.min_deadline_ms)
-        <= limits.max_deadline_ms
-    ):
-        return _invalid(
-            f"deadline_ms: must be {limits.min_deadline_ms}-{limits.max_deadline_ms}", "deadline_ms"
-        )
-    if (size := len(orjson.dumps(request))) > limits.max_request_bytes:
-        message = f"request is {size} bytes; the limit is {limits.max_request_bytes} bytes"
-        return GatewayError(ErrorCode.PAYLOAD_TOO_LARGE, message, "messages")
-    include_usage = bool(stream) and options is not None and options.get("include_usage") is True
     deadline_ms = request.get("deadline_ms", 30_000)
-    return ChatCall(request, bool(stream), include_usage, request.get("model", "auto"), deadline_ms)
+    if not settings.min_deadline_ms <= deadline_ms <= settings.max_deadline_ms:
+        bounds = f"{settings.min_deadline_ms}-{settings.max_deadline_ms}"
+        return _invalid(f"deadline_ms: must be {bounds}", "deadline_ms")
+    if (size := len(orjson.dumps(request))) > settings.max_request_bytes:
+        message = f"request is {size} bytes; the limit is {settings.max_request_bytes} bytes"
+        return GatewayError(ErrorCode.PAYLOAD_TOO_LARGE, message, "messages")
+    usage = bool(stream) and options is not None and options.get("include_usage") is True
+    return ChatCall(request, bool(stream), usage, deadline_ms)
 
 
 def _load_object(raw: bytes, limit: int) -> dict[str, Any] | GatewayError:
@@ -224,34 +170,22 @@ def _load_object(raw: bytes, limit: int) -> dict[str, Any] | GatewayError:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         return _invalid(f"body is not valid JSON: {exc}")
-    return (
-        body if isinstance(body, dict) else _invalid(f"body must be a JSON object, not {type(body).__name__}")
-    )
+    if not isinstance(body, dict):
+        return _invalid(f"body must be a JSON object, not {type(body).__name__}")
+    return body
 
 
 def _unsupported_field(body: dict[str, Any]) -> GatewayError | None:
     for key, value in body.items():
         if key in _MAPPED or value is None:  # null means "not used", as in OpenAI's API
             continue
-        if key in _IGNORED:
-            if not _is_type(value, _IGNORED[key]):
-                return _invalid(f"{key}: wrong type", key)
-        elif key in _ONLY_DEFAULT:
-            if not _same(value, _ONLY_DEFAULT[key]):
-                return _invalid(f"{key}: only {_ONLY_DEFAULT[key]!r} is supported", key)
-        else:  # tools, stop, logit_bias, ... and typos alike
+        if key in _ONLY_DEFAULT:
+            default = _ONLY_DEFAULT[key]
+            if value != default or isinstance(value, bool) != isinstance(default, bool):
+                return _invalid(f"{key}: only {default!r} is supported", key)
+        elif key not in _IGNORED:  # tools, stop, logit_bias, ... and typos alike
             return _invalid(f"{key}: not supported by Sluice", key)
     return None
-
-
-def _is_type(value: object, kinds: tuple[type, ...]) -> bool:
-    return isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool))
-
-
-def _same(value: object, default: object) -> bool:
-    if isinstance(default, bool):
-        return value is default
-    return _is_type(value, (int, float)) and value == default
 
 
 def _message(index: int, value: object) -> dict[str, str] | GatewayError:
@@ -265,10 +199,8 @@ def _message(index: int, value: object) -> dict[str, str] | GatewayError:
     if role is None:
         return _invalid(f"{where}.role: must be one of {', '.join(_ROLES)}", f"{where}.role")
     content = value.get("content")
-    if isinstance(content, list):
-        texts = [
-            part.get("text") for part in content if isinstance(part, dict) and part.get("type") == "text"
-        ]
+    if isinstance(content, list):  # content parts: text only
+        texts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
         if len(texts) != len(content) or not all(isinstance(text, str) for text in texts):
             return _invalid(f"{where}.content: only text parts are supported", f"{where}.content")
         content = "\n".join(str(text) for text in texts)
@@ -278,8 +210,7 @@ def _message(index: int, value: object) -> dict[str, str] | GatewayError:
 
 
 def _too_deep(value: object, limit: int) -> bool:
-    """Iterative, so a hostile body cannot exhaust the stack; orjson caps parsing at 1024 levels
-    but serializes only 255, so anything deeper than `limit` is refused up front."""
+    """Iterative, so hostile nesting cannot exhaust the stack."""
     stack: list[tuple[object, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -290,26 +221,25 @@ def _too_deep(value: object, limit: int) -> bool:
     return False
 
 
-def _describe(exc: ValidationError) -> tuple[str, str | None]:
+def _describe(exc: ValidationError) -> tuple[str, str]:
     """Name the offending fields without echoing their values (they may hold secrets)."""
     errors = exc.errors()
-    locations = [".".join(str(part) for part in error["loc"]) or "body" for error in errors]
-    text = "; ".join(f"{where}: {error['msg']}" for where, error in zip(locations, errors[:3], strict=False))
-    return text + (f"; and {len(errors) - 3} more" if len(errors) > 3 else ""), locations[0]
+    places = [".".join(str(part) for part in error["loc"]) or "body" for error in errors]
+    text = "; ".join(f"{place}: {error['msg']}" for place, error in zip(places[:3], errors, strict=False))
+    return text + (f"; and {len(errors) - 3} more" if len(errors) > 3 else ""), places[0]
 
 
 def parse_feedback(raw: bytes, *, tenant: str) -> Feedback | GatewayError:
-    """The Feedback message; its tenant defaults to (and must equal) the key's tenant, and the
-    `chatcmpl-` prefix of a completion id is accepted as the request_id. Never raises."""
+    """The Feedback message; its tenant defaults to (and must equal) the key's tenant, and a
+    completion id (`chatcmpl-<request_id>`) is accepted as the request_id. Never raises."""
     body = _load_object(raw, MAX_FEEDBACK_BYTES)
     if isinstance(body, GatewayError):
         return body
     if body.setdefault("tenant", tenant) != tenant:
         return GatewayError(ErrorCode.UNAUTHORIZED, "tenant does not match the API key", "tenant")
-    if type(body.get("rating")) is not int:
+    if type(body.get("rating")) is not int:  # pydantic's Literal[1] would take True
         return _invalid("rating: must be -1, 0 or 1", "rating")
-    request_id = body.get("request_id")
-    if isinstance(request_id, str) and request_id.startswith(CHAT_ID_PREFIX):
+    if isinstance(request_id := body.get("request_id"), str):
         body["request_id"] = request_id.removeprefix(CHAT_ID_PREFIX)
     try:
         return Feedback.model_validate(body, strict=True)
@@ -317,16 +247,13 @@ def parse_feedback(raw: bytes, *, tenant: str) -> Feedback | GatewayError:
         return _invalid(*_describe(exc))
 
 
-# --- response side (pure) -------------------------------------------------------------------
-
-
 def response_error(response: Response) -> GatewayError | None:
     """The error to answer with, or None when the response is a completion."""
     if response.status is Status.OK:
         return None
-    if response.error is None:
-        return GatewayError(ErrorCode.INTERNAL, f"request ended with status {response.status.value}")
-    return GatewayError(response.error.code, response.error.message)
+    if (error := response.error) is not None:
+        return GatewayError(error.code, error.message)
+    return GatewayError(ErrorCode.INTERNAL, f"request ended with status {response.status.value}")
 
 
 def finish_reason(response: Response) -> str:
@@ -334,24 +261,12 @@ def finish_reason(response: Response) -> str:
 
 
 def sluice_object(response: Response) -> dict[str, Any]:
-    return {
-        "request_id": response.request_id,
-        "status": response.status.value,
-        "cost_usd": response.cost_usd,
-        "cached": response.cached,
-        "latency_ms": response.latency_ms,
-        "checks": response.checks.model_dump(mode="json"),
-    }
+    return response.model_dump(mode="json", include=_SLUICE_FIELDS)
 
 
 def _head(response: Response, kind: str, requested_model: str, created: int) -> dict[str, Any]:
-    model = response.model or requested_model
-    return {
-        "id": f"{CHAT_ID_PREFIX}{response.request_id}",
-        "object": kind,
-        "created": created,
-        "model": model,
-    }
+    head = {"id": f"{CHAT_ID_PREFIX}{response.request_id}", "object": kind, "created": created}
+    return {**head, "model": response.model or requested_model}
 
 
 def completion_body(response: Response, *, requested_model: str, created: int) -> dict[str, Any]:
@@ -366,22 +281,24 @@ def completion_body(response: Response, *, requested_model: str, created: int) -
 
 
 def stream_chunks(
-    response: Response, *, requested_model: str, created: int, include_usage: bool = False
+    response: Response, *, requested_model: str, created: int, usage: bool
 ) -> list[dict[str, Any]]:
-    """The whole answer as OpenAI chunks: role, all content at once, finish (with `sluice`)."""
-    base = _head(response, "chat.completion.chunk", requested_model, created)
-
-    def chunk(delta: dict[str, str], reason: str | None = None) -> dict[str, Any]:
-        return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": reason, "logprobs": None}]}
-
-    chunks = [
-        chunk({"role": "assistant", "content": ""}),
-        chunk({"content": response.content or ""}),
-        {**chunk({}, finish_reason(response)), "sluice": sluice_object(response)},
-    ]
-    if include_usage:
-        chunks.append({**base, "choices": [], "usage": response.usage.model_dump(mode="json")})
+    """The whole answer as OpenAI chunks: role, all the content at once, finish (plus `sluice`)."""
+    head = _head(response, "chat.completion.chunk", requested_model, created)
+    deltas = [{"role": "assistant", "content": ""}, {"content": response.content or ""}, {}]
+    reasons = [None, None, finish_reason(response)]
+    steps = zip(deltas, reasons, strict=True)
+    choices = [{"index": 0, "delta": d, "finish_reason": r, "logprobs": None} for d, r in steps]
+    chunks = [{**head, "choices": [choice]} for choice in choices]
+    chunks[-1]["sluice"] = sluice_object(response)
+    if usage:  # OpenAI's stream_options.include_usage: one last chunk, no choices
+        chunks.append({**head, "choices": [], "usage": response.usage.model_dump(mode="json")})
     return chunks
+
+
+def sse_body(chunks: list[dict[str, Any]]) -> bytes:
+    """Server-sent events as OpenAI sends them, ending with `data: [DONE]`."""
+    return b"".join(b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in chunks) + b"data: [DONE]\n\n"
 
 
 def models_body(catalog: Catalog, *, created: int) -> dict[str, Any]:
@@ -390,21 +307,19 @@ def models_body(catalog: Catalog, *, created: int) -> dict[str, Any]:
     return {"object": "list", "data": data}
 
 
-# --- the server -----------------------------------------------------------------------------
-
 TenantResolver = Callable[[str | None], str]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+def json_response(data: Any, status: int = 200, extra: dict[str, str] | None = None) -> web.Response:
     return web.Response(
-        body=orjson.dumps(data), status=status, headers=headers, content_type="application/json"
+        body=orjson.dumps(data), status=status, headers=extra, content_type="application/json"
     )
 
 
 def error_response(error: GatewayError, headers: dict[str, str] | None = None) -> web.Response:
-    extra = {**error_headers(error.code), **(headers or {})}
-    return json_response(error_body(error), error_status(error.code), extra)
+    status, body, extra = error_reply(error)
+    return json_response(body, status, {**extra, **(headers or {})})
 
 
 def _guarded(handler: Handler) -> Handler:
@@ -423,22 +338,17 @@ def _guarded(handler: Handler) -> Handler:
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
-    """Read at most `limit` bytes; refuse (413) larger bodies without buffering them."""
-    too_large = GatewayError(ErrorCode.PAYLOAD_TOO_LARGE, f"body is larger than {limit} bytes")
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
+    """At most `limit` bytes; a larger body is refused (413) without being buffered."""
+    try:
+        await request.content.readexactly(limit + 1)
+    except asyncio.IncompleteReadError as short:  # the normal case: the body ended first
+        return short.partial
+    raise GatewayError(ErrorCode.PAYLOAD_TOO_LARGE, f"body is larger than {limit} bytes")
 
 
 class Gateway:
-    """The front door's routes plus the one SluiceClient they share (started by `start`)."""
+    """The front door's routes and the one SluiceClient they share (`start` connects it).
+    `resolve_tenant(api_key)` maps a key (None without a header) to its tenant."""
 
     def __init__(
         self,
@@ -447,13 +357,11 @@ class Gateway:
         default_tenant: str = "demo",
         resolve_tenant: TenantResolver | None = None,
         grace_s: float = 5.0,
-        max_body_bytes: int | None = None,
     ) -> None:
         self.settings = settings
         self.default_tenant = default_tenant
         self.resolve_tenant: TenantResolver = resolve_tenant or (lambda _key: self.default_tenant)
-        self.grace_s = grace_s
-        self.limits = BodyLimits.from_settings(settings, max_body_bytes)
+        self.grace_s = grace_s  # waited beyond the request's deadline for the pipeline's own answer
         self.catalog = load_catalog(settings)
         self.created = int(time.time())
         self._client: SluiceClient | None = None
@@ -477,8 +385,7 @@ class Gateway:
         app.router.add_get("/v1/models", _guarded(self._models))
         app.router.add_post("/v1/feedback", _guarded(self._feedback))
 
-    @property
-    def client(self) -> SluiceClient:
+    def _connected(self) -> SluiceClient:
         if self._client is None:
             raise GatewayError(ErrorCode.MODEL_UNAVAILABLE, "the gateway is not connected to Kafka")
         return self._client
@@ -487,51 +394,30 @@ class Gateway:
         tenant = self.resolve_tenant(api_key := bearer_key(request.headers.get("Authorization")))
         correlation_id = correlation_id_from(request.headers.get("X-Request-Id"))
         echo = {"X-Request-Id": correlation_id}
-        raw = await read_body(request, self.limits.max_body_bytes)
+        raw = await read_body(request, BODY_SLACK * self.settings.max_request_bytes)
         call = parse_chat_request(
-            raw, correlation_id=correlation_id, tenant=tenant, api_key=api_key, limits=self.limits
+            raw, correlation_id=correlation_id, tenant=tenant, api_key=api_key, settings=self.settings
         )
         if isinstance(call, GatewayError):
             return error_response(call, echo)
-        if correlation_id in self._in_flight:
+        if correlation_id in self._in_flight:  # one reply future per id: a twin would steal it
             return error_response(_invalid("X-Request-Id: a request with this id is in flight"), echo)
-        options = {k: v for k, v in call.request.items() if k not in ("correlation_id", "tenant", "messages")}
         self._in_flight.add(correlation_id)
         try:
-            response = await self.client.request(
-                call.request["messages"],
-                tenant,
-                correlation_id=correlation_id,
-                timeout_s=call.deadline_ms / 1000 + self.grace_s,
-                **options,
-            )
+            timeout_s = call.deadline_ms / 1000 + self.grace_s
+            response = await self._connected().request(**call.request, timeout_s=timeout_s)
         except SluiceTimeout as exc:
             return error_response(GatewayError(ErrorCode.TIMEOUT, str(exc)), echo)
         finally:
             self._in_flight.discard(correlation_id)
-        error = response_error(response)
-        if error is not None:
+        if (error := response_error(response)) is not None:
             return error_response(error, echo)
-        created = int(time.time())
+        model, created = call.request.get("model", "auto"), int(time.time())
         if not call.stream:
-            return json_response(
-                completion_body(response, requested_model=call.model, created=created), 200, echo
-            )
-        chunks = stream_chunks(
-            response, requested_model=call.model, created=created, include_usage=call.include_usage
-        )
-        stream = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **echo}
-        )
-        await stream.prepare(request)
-        try:
-            for chunk in chunks:
-                await stream.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
-            await stream.write(b"data: [DONE]\n\n")
-            await stream.write_eof()
-        except ConnectionResetError:
-            log.info("client %s went away mid-stream", correlation_id)
-        return stream
+            return json_response(completion_body(response, requested_model=model, created=created), 200, echo)
+        chunks = stream_chunks(response, requested_model=model, created=created, usage=call.include_usage)
+        headers = {"Cache-Control": "no-cache", **echo}
+        return web.Response(body=sse_body(chunks), headers=headers, content_type="text/event-stream")
 
     async def _models(self, _: web.Request) -> web.StreamResponse:
         return json_response(models_body(self.catalog, created=self.created))
@@ -541,29 +427,23 @@ class Gateway:
         feedback = parse_feedback(await read_body(request, MAX_FEEDBACK_BYTES), tenant=tenant)
         if isinstance(feedback, GatewayError):
             return error_response(feedback)
-        await self.client.feedback(feedback)
+        await self._connected().feedback(feedback)
         return json_response({"accepted": True}, 202)
 
 
 @asynccontextmanager
 async def serve_gateway(
-    settings: Settings,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    readiness: ReadinessProbe | None = None,
-    **options: Any,
+    settings: Settings, host: str, port: int, readiness: ReadinessProbe | None = None, **options: Any
 ) -> AsyncIterator[Gateway]:
-    """Run the gateway (with /healthz) on host:port until the block exits; `options` go to
-    `Gateway` (default_tenant, resolve_tenant, grace_s, max_body_bytes)."""
+    """Serve the gateway (and /healthz) on host:port for the duration of the block; `options`
+    go to `Gateway` (default_tenant, resolve_tenant, grace_s)."""
     gateway = Gateway(settings, **options)
     await gateway.start()
+    runner = web.AppRunner(build_http_app(readiness or gateway.readiness, gateway=gateway))
     try:
-        runner = web.AppRunner(build_http_app(readiness or gateway.readiness, gateway=gateway))
         await runner.setup()
-        try:
-            await web.TCPSite(runner, host, port).start()
-            yield gateway
-        finally:
-            await runner.cleanup()
+        await web.TCPSite(runner, host, port).start()
+        yield gateway
     finally:
+        await runner.cleanup()
         await gateway.stop()

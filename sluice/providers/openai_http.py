@@ -6,6 +6,7 @@ flight; every call is bounded by the request's own deadline as well as the clien
 
 from __future__ import annotations
 
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -50,8 +51,10 @@ class ChatClient:
         self._settings = settings
         shards = max(1, -(-settings.infer_max_in_flight // self.SHARD_CONNECTIONS))
         per_shard = min(settings.infer_max_in_flight, self.SHARD_CONNECTIONS)
+        tls = ssl.create_default_context()  # one CA bundle load, not one per shard
         self._shards = [
             httpx.AsyncClient(
+                verify=tls,
                 timeout=httpx.Timeout(
                     connect=settings.infer_connect_timeout_s,
                     read=settings.infer_read_timeout_s,
@@ -119,9 +122,11 @@ def parse_completion(model: str, raw: bytes, latency_ms: float) -> Completion:
         choice = data["choices"][0]
         content = choice["message"]["content"]
         usage = data.get("usage") or {}
+        if not isinstance(usage, dict):
+            raise TypeError(f"usage is a {type(usage).__name__}, not an object")
         prompt_tokens = int(usage.get("prompt_tokens", 0))
         completion_tokens = int(usage.get("completion_tokens", 0))
-    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as exc:
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
         raise ProviderError(ErrorCode.MODEL_UNAVAILABLE, f"{model}: malformed reply ({exc!r})") from exc
     if not isinstance(content, str):
         content = "" if content is None else str(content)

@@ -34,7 +34,7 @@ LIMITS = Limits(
     dedupe_window_s=3600.0,
 )
 REJECTION_CODES = {ErrorCode.INVALID_REQUEST, ErrorCode.PAYLOAD_TOO_LARGE}
-FUZZ = settings(max_examples=75, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # --- strategies ----------------------------------------------------------------------------------
 
@@ -47,7 +47,7 @@ json_values = st.recursive(
     lambda children: (
         st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=12), children, max_size=5)
     ),
-    max_leaves=25,
+    max_leaves=15,
 )
 
 

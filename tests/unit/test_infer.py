@@ -192,7 +192,7 @@ async def test_hanging_model_is_a_timeout_within_the_deadline(
     client: ChatClient, simulator: SimulatorServer
 ) -> None:
     await set_fault(simulator, mode="timeout")
-    outcome = await infer(routed(deadline_s=0.3), BUILTIN_CATALOG, client)
+    outcome = await infer(routed(deadline_s=0.5), BUILTIN_CATALOG, client)
     assert_failed(outcome, ErrorCode.TIMEOUT)
     assert await total_calls(simulator) == 1
 
@@ -356,11 +356,6 @@ def test_parse_completion_off_protocol_is_model_unavailable(raw: bytes) -> None:
     assert "sim-x" in caught.value.message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG sluice/providers/openai_http.py parse_completion: a non-object `usage` (list/str/number) "
-    "raises AttributeError ('.get'), which escapes as an `internal` failure instead of model_unavailable",
-)
 @pytest.mark.parametrize("usage", [[1, 2], "lots", 7])
 def test_parse_completion_non_object_usage_is_model_unavailable(usage: Any) -> None:
     with pytest.raises(ProviderError) as caught:

@@ -203,11 +203,6 @@ def test_api_key_is_a_secret_str_hidden_from_repr_and_dumps() -> None:
     assert SECRET not in str(request.model_dump())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG sluice/codec.py encode(): model_dump(mode='python') keeps the SecretStr object and "
-    "orjson raises TypeError('Type is not JSON serializable: SecretStr') instead of encoding it masked",
-)
 def test_encode_request_never_contains_the_api_key() -> None:
     encoded = encode(_request(api_key=SECRET))
     assert SECRET.encode() not in encoded

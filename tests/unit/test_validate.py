@@ -151,11 +151,6 @@ def test_received_at_comes_from_the_record_timestamp_but_never_after_now(limits:
     assert later.outcome.forward is not None and later.outcome.forward.received_at == NOW
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG agents/validate.py _received_at: datetime.fromtimestamp() raises ValueError for a "
-    "producer-set Kafka timestamp past year 9999; validate_record raises and the validate agent crashes",
-)
 def test_absurd_record_timestamp_does_not_crash_validate(limits: Limits) -> None:
     result = run(body(), limits, timestamp_ms=10**15)  # a CreateTime any producer may set
     assert isinstance(result, Decided)
