@@ -96,7 +96,7 @@ def register_stages(pipeline: Pipeline) -> None:
     client = ChatClient(settings)
 
     async def call_model(envelope: Envelope) -> None:
-        if pipeline.answered.get(envelope.request_id) is not None:
+        if pipeline.already_answered(envelope.correlation_id, envelope.request_id):
             return  # redelivered after it was answered: do not pay twice
         outcome = await guarded(Stage.INFER, envelope, lambda: infer(envelope, catalog, client))
         await pipeline.publish(outcome, INFERRED)
@@ -122,6 +122,7 @@ def register_stages(pipeline: Pipeline) -> None:
     async def expire_idempotence_entries() -> None:
         expired = pipeline.sweep(pipeline.seen, settings.dedupe_window_s)
         expired += pipeline.sweep(pipeline.answered, settings.dedupe_window_s)
+        expired += pipeline.sweep(pipeline.replies, settings.dedupe_window_s, tombstones=False)
         if expired:
             log.info("expired %d idempotence entries", expired)
 

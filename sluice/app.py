@@ -112,7 +112,20 @@ class Pipeline:
         self.default_reply_to = RESPONSES.name(prefix)
         # (tenant/correlation_id) -> {"request_id", "at", "p"}: client retries are not answered twice.
         self.seen = app.Table("seen", default=None, schema=_table_schema(), partitions=REQUESTS.partitions)
-        # request_id -> {"at", "p"}: a redelivered stage message never produces a second response.
+        # correlation_id -> the Response sent on the default reply topic. That topic IS this table's
+        # changelog, so the response and the record that it was sent are one write: a worker
+        # killed at any point can neither lose the answer nor send it twice after recovery.
+        self.replies = app.Table(
+            "replies",
+            default=None,
+            schema=_table_schema(),
+            partitions=RESPONSES.partitions,
+            changelog_topic=app.topic(
+                self.default_reply_to, schema=_table_schema(), partitions=RESPONSES.partitions
+            ),
+        )
+        # request_id -> {"at", "p"} for answers sent to a client's own reply_to topic; marked right
+        # after sending, so a crash in between can at worst repeat such an answer, never lose it.
         self.answered = app.Table(
             "answered", default=None, schema=_table_schema(), partitions=REQUESTS.partitions
         )
@@ -125,9 +138,7 @@ class Pipeline:
 
     def remember(self, table: Any, key: str, **fields: Any) -> None:
         """Write a table entry, noting its partition so the expiry sweep can tombstone it."""
-        event = faust.current_event()
-        partition = event.message.partition if event is not None else 0
-        table[key] = {"at": time.time(), "p": partition, **fields}
+        table[key] = {"at": time.time(), "p": _current_partition(), **fields}
 
     async def send(
         self, topic: str, key: bytes, value: Any, headers: list[tuple[str, bytes]] | None = None
@@ -137,32 +148,35 @@ class Pipeline:
         Faust still flushes this producer before it commits offsets."""
         await self.app.producer.send(topic, key, encode(value), None, None, headers)
 
-    async def claim_answer(self, request_id: str) -> bool:
-        """True exactly once per request_id. The mark is durable in the changelog before the
-        caller sends the response, so a worker killed right after sending cannot answer again
-        after restart (check and set happen with no await between them)."""
-        if self.answered.data.get(request_id) is not None:
-            return False
-        event = faust.current_event()
-        partition = event.message.partition if event is not None else 0
-        mark = {"at": time.time(), "p": partition}
-        self.answered.data[request_id] = mark
-        await self.answered.send_changelog(partition, request_id, mark)
-        return True
+    def already_answered(self, correlation_id: str, request_id: str) -> bool:
+        reply = self.replies.data.get(correlation_id)
+        if isinstance(reply, Mapping) and reply.get("request_id") == request_id:
+            return True
+        return self.answered.data.get(request_id) is not None
 
     async def publish(self, outcome: Outcome, next_topic: TopicSpec | None = None) -> None:
         """Send what a stage decided. A final response is sent at most once per request_id."""
         key = outcome.event.correlation_id.encode()
-        if outcome.response is not None:
-            if not await self.claim_answer(outcome.response.request_id):
+        response = outcome.response
+        if response is not None:
+            if self.already_answered(response.correlation_id, response.request_id):
                 self.duplicates_dropped += 1
-                log.info(
-                    "request %s was already answered; dropping redelivered outcome",
-                    outcome.response.request_id,
-                )
+                log.info("request %s was already answered; dropping redelivered outcome", response.request_id)
                 return
             reply_to = outcome.reply_to or self.default_reply_to
-            await self.send(reply_to, key, outcome.response, [("correlation_id", key)])
+            headers = [("correlation_id", key)]
+            if reply_to == self.default_reply_to:
+                # Claimed before the first await, so concurrent copies cannot both send.
+                self.replies.data[response.correlation_id] = {
+                    "request_id": response.request_id,
+                    "at": time.time(),
+                }
+                await self.send(reply_to, key, response, headers)
+            else:
+                mark = {"at": time.time(), "p": _current_partition()}
+                self.answered.data[response.request_id] = mark
+                await self.send(reply_to, key, response, headers)
+                self.answered.send_changelog(mark["p"], response.request_id, mark)
             self.sent_responses += 1
         elif outcome.forward is not None:
             if next_topic is None:
@@ -192,16 +206,25 @@ class Pipeline:
             )
         )
 
-    def sweep(self, table: Any, window_s: float) -> int:
-        """Forget entries older than the window (tombstones keep the changelog small too)."""
-        cutoff = time.time() - window_s
-        expired = [
-            (k, v) for k, v in list(table.data.items()) if isinstance(v, Mapping) and v.get("at", 0) < cutoff
-        ]
+    def sweep(self, table: Any, window_s: float, *, tombstones: bool = True) -> int:
+        """Forget entries older than the window. Tombstones keep a changelog small too; the
+        replies table must not write them (its changelog is the clients' reply topic, which
+        its own retention bounds)."""
+        now = time.time()
+        expired = []
+        for key, value in list(table.data.items()):
+            if isinstance(value, dict) and value.setdefault("at", now) < now - window_s:
+                expired.append((key, value))
         for key, value in expired:
             table.data.pop(key, None)
-            table.send_changelog(int(value.get("p", 0)), key, None)
+            if tombstones:
+                table.send_changelog(int(value.get("p", 0)), key, None)
         return len(expired)
+
+
+def _current_partition() -> int:
+    event = faust.current_event()
+    return int(event.message.partition) if event is not None else 0
 
 
 StageRegistrar = Callable[[Pipeline], None]

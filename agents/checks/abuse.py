@@ -55,7 +55,7 @@ class AbusePolicy:
     max_token_repeats: int = 40
     max_token_chars: int = 2000
     min_unique_ratio: float = 0.05
-    min_words_for_diversity: int = 300
+    min_words_for_diversity: int = 500
     max_control_ratio: float = 0.1
     min_control_chars: int = 16
     actions: Mapping[AbuseKind, AbuseAction] = field(default_factory=lambda: _DEFAULT_ACTIONS)
