@@ -63,7 +63,7 @@ def register_stages(pipeline: Pipeline) -> None:
                 offset=message.offset,
                 timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
             )
-            decision = validate_record(record, limits, pipeline.seen, utcnow())
+            decision = validate_record(record, limits, pipeline.seen, utcnow(), settings.tenant)
             if isinstance(decision, DeadLettered):
                 await pipeline.dead_letter(decision.letter)
                 continue

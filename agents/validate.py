@@ -5,8 +5,9 @@ a typed `rejected` response. Bytes it cannot even attribute go to the dead-lette
 from __future__ import annotations
 
 import base64
+import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,9 +18,14 @@ from pydantic import ValidationError
 from schemas import DeadLetter, Envelope, ErrorCode, ErrorInfo, Request, Stage, Status
 from sluice.outcome import Identity, Outcome, finish, forward, make_event, request_id_for
 from sluice.settings import Settings
+from sluice.tenants import DEFAULT_TENANT, TenantConfig
 
 STAGE = Stage.VALIDATE
 MAX_CORRELATION_ID = 128
+MAX_TOPIC_NAME = 249
+TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]+")  # what Kafka accepts in a topic name
+
+TenantLookup = Callable[[str], TenantConfig]
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,13 @@ class Limits:
     min_deadline_ms: int
     max_deadline_ms: int
     dedupe_window_s: float
+    max_messages: int = 256
+    max_tokens: int = 32_768
+    max_context_passages: int = 32
+    max_context_bytes: int = 48 * 1024
+    max_metadata_keys: int = 32
+    max_metadata_key_chars: int = 64
+    max_metadata_value_chars: int = 512
 
     @classmethod
     def from_settings(cls, settings: Settings, default_reply_to: str) -> Limits:
@@ -51,6 +64,13 @@ class Limits:
             min_deadline_ms=settings.min_deadline_ms,
             max_deadline_ms=settings.max_deadline_ms,
             dedupe_window_s=settings.dedupe_window_s,
+            max_messages=settings.max_messages,
+            max_tokens=settings.max_tokens_limit,
+            max_context_passages=settings.max_context_passages,
+            max_context_bytes=settings.max_context_bytes,
+            max_metadata_keys=settings.max_metadata_keys,
+            max_metadata_key_chars=settings.max_metadata_key_chars,
+            max_metadata_value_chars=settings.max_metadata_value_chars,
         )
 
 
@@ -74,9 +94,18 @@ def dedupe_key(tenant: str, correlation_id: str) -> str:
     return f"{tenant}/{correlation_id}"
 
 
+def _unconfigured(_tenant: str) -> TenantConfig:
+    return DEFAULT_TENANT
+
+
 def validate_record(
-    record: RawRecord, limits: Limits, seen: Mapping[str, Any], now: datetime
+    record: RawRecord,
+    limits: Limits,
+    seen: Mapping[str, Any],
+    now: datetime,
+    tenants: TenantLookup = _unconfigured,
 ) -> DeadLettered | Decided:
+    """`tenants(tenant_id)` gives a tenant's configuration (access rules: keys, models, sizes)."""
     started = time.perf_counter()
     raw = record.value or b""
     try:
@@ -136,13 +165,12 @@ def validate_record(
         request = Request.model_validate(data)
     except ValidationError as exc:
         return reject(ErrorCode.INVALID_REQUEST, describe_validation_error(exc))
-    if request.reply_to is not None and not request.reply_to.startswith(limits.reply_prefix):
-        return reject(ErrorCode.INVALID_REQUEST, f"reply_to: must start with {limits.reply_prefix!r}")
-    if not limits.min_deadline_ms <= request.deadline_ms <= limits.max_deadline_ms:
-        return reject(
-            ErrorCode.INVALID_REQUEST,
-            f"deadline_ms: must be between {limits.min_deadline_ms} and {limits.max_deadline_ms}",
-        )
+    tenant_config = tenants(request.tenant)
+    problem = check_access(request, request.tenant, tenant_config) or check_request(
+        request, limits, tenant_config
+    )
+    if problem is not None:
+        return reject(*problem)
 
     envelope = Envelope(
         request_id=request_id,
@@ -163,6 +191,60 @@ def validate_record(
     return Decided(outcome, key, request_id)
 
 
+def check_access(request: Request, tenant_id: str, tenant: TenantConfig) -> tuple[ErrorCode, str] | None:
+    """The tenant's API key check; the messages never contain the key."""
+    if tenant.accepts(None):
+        return None
+    if request.api_key is None:
+        return ErrorCode.UNAUTHORIZED, f"api_key: tenant {tenant_id!r} requires an API key"
+    if not tenant.accepts(request.api_key.get_secret_value()):
+        return ErrorCode.UNAUTHORIZED, f"api_key: not valid for tenant {tenant_id!r}"
+    return None
+
+
+def check_request(request: Request, limits: Limits, tenant: TenantConfig) -> tuple[ErrorCode, str] | None:
+    """Limits beyond the schema's types: the first one broken, naming its field."""
+    invalid = ErrorCode.INVALID_REQUEST
+    if request.reply_to is not None:
+        if not request.reply_to.startswith(limits.reply_prefix):
+            return invalid, f"reply_to: must start with {limits.reply_prefix!r}"
+        if not TOPIC_NAME.fullmatch(request.reply_to):
+            return invalid, "reply_to: a topic name may only contain a-z, A-Z, 0-9, '.', '_' and '-'"
+    if not limits.min_deadline_ms <= request.deadline_ms <= limits.max_deadline_ms:
+        return invalid, f"deadline_ms: must be between {limits.min_deadline_ms} and {limits.max_deadline_ms}"
+    if len(request.messages) > limits.max_messages:
+        return invalid, f"messages: at most {limits.max_messages} messages"
+    if not any(message.role == "user" for message in request.messages):
+        return invalid, "messages: must include at least one message with role 'user'"
+    if not 1 <= request.max_tokens <= limits.max_tokens:
+        return invalid, f"max_tokens: must be between 1 and {limits.max_tokens}"
+    allowed = tenant.access.allowed_models
+    if allowed and request.model not in allowed:
+        return invalid, f"model: not allowed for this tenant; allowed: {', '.join(allowed)}"
+    prompt_bytes = sum(len(message.content.encode("utf-8", "surrogatepass")) for message in request.messages)
+    if tenant.access.max_prompt_bytes is not None and prompt_bytes > tenant.access.max_prompt_bytes:
+        return (
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            f"messages: the prompt is {prompt_bytes} bytes; "
+            f"this tenant's limit is {tenant.access.max_prompt_bytes} bytes",
+        )
+    if len(request.context) > limits.max_context_passages:
+        return invalid, f"context: at most {limits.max_context_passages} passages"
+    context_bytes = sum(len(passage.text.encode("utf-8", "surrogatepass")) for passage in request.context)
+    if context_bytes > limits.max_context_bytes:
+        return (
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            f"context: passages total {context_bytes} bytes; the limit is {limits.max_context_bytes} bytes",
+        )
+    if len(request.metadata) > limits.max_metadata_keys:
+        return invalid, f"metadata: at most {limits.max_metadata_keys} keys"
+    if any(len(key) > limits.max_metadata_key_chars for key in request.metadata):
+        return invalid, f"metadata: keys must be at most {limits.max_metadata_key_chars} characters"
+    if any(len(value) > limits.max_metadata_value_chars for value in request.metadata.values()):
+        return invalid, f"metadata: values must be at most {limits.max_metadata_value_chars} characters"
+    return None
+
+
 def describe_validation_error(exc: ValidationError, limit: int = 3) -> str:
     """Name the offending fields without echoing their values (they may hold secrets)."""
     parts = []
@@ -177,7 +259,12 @@ def describe_validation_error(exc: ValidationError, limit: int = 3) -> str:
 
 def _safe_reply_to(value: object, limits: Limits) -> str:
     """Only ever answer on an allowed topic, even when rejecting the request for its reply_to."""
-    if isinstance(value, str) and value.startswith(limits.reply_prefix) and len(value) <= 249:
+    if (
+        isinstance(value, str)
+        and value.startswith(limits.reply_prefix)
+        and len(value) <= MAX_TOPIC_NAME
+        and TOPIC_NAME.fullmatch(value)
+    ):
         return value
     return limits.default_reply_to
 

@@ -48,6 +48,13 @@ class Settings(BaseSettings):
     )
     min_deadline_ms: int = 100
     max_deadline_ms: int = 600_000
+    max_messages: int = 256
+    max_tokens_limit: int = Field(default=32_768, description="Upper bound of a request's max_tokens")
+    max_context_passages: int = 32
+    max_context_bytes: int = 48 * 1024
+    max_metadata_keys: int = 32
+    max_metadata_key_chars: int = 64
+    max_metadata_value_chars: int = 512
     dedupe_window_s: float = 24 * 3600.0
     dedupe_sweep_interval_s: float = 60.0
 

@@ -4,9 +4,16 @@ A tenant without an entry gets the defaults, so the embedded `demo` tenant works
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from schemas import ErrorCode
 
 ActionName = Literal["pass", "flag", "retry", "block"]
 
@@ -49,11 +56,96 @@ class InputRules(BaseModel):
     )
 
 
+API_KEY_PREFIX = "sk-sluice-"
+DEFAULT_TENANT_ID = "demo"
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+def hash_key(api_key: str) -> str:
+    """The hex SHA-256 of an API key: the only form in which keys are ever stored."""
+    return hashlib.sha256(api_key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def new_api_key() -> str:
+    """A fresh random API key (shown once to its owner; only its hash is kept)."""
+    return API_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def _matches(digest: str, hashes: tuple[str, ...]) -> bool:
+    """Constant-time membership: every stored hash is compared, whatever matched first."""
+    found = False
+    for stored in hashes:
+        found |= hmac.compare_digest(digest, stored)
+    return found
+
+
+class AccessRules(BaseModel):
+    """Who may use this tenant, and for what (checked by the validate stage)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    api_key_sha256: tuple[str, ...] = Field(
+        default=(), description="Hex SHA-256 of each accepted API key; empty: no key needed"
+    )
+    allowed_models: tuple[str, ...] = Field(
+        default=(), description="Model names (or 'auto') this tenant may ask for; empty: all"
+    )
+    max_prompt_bytes: int | None = Field(
+        default=None, ge=1, description="Limit on the UTF-8 bytes of all message contents"
+    )
+
+    @field_validator("api_key_sha256")
+    @classmethod
+    def _hex_digests(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        digests = tuple(item.strip().lower() for item in value)
+        if not all(_SHA256_HEX.match(item) for item in digests):
+            raise ValueError("each entry must be a hex SHA-256 digest (64 hex characters)")
+        return digests
+
+
 class TenantConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     input: InputRules = Field(default_factory=InputRules)
     output: OutputRules = Field(default_factory=OutputRules)
+    access: AccessRules = Field(default_factory=AccessRules)
+
+    @property
+    def requires_key(self) -> bool:
+        return bool(self.access.api_key_sha256)
+
+    def accepts(self, api_key: str | None) -> bool:
+        """Whether a request with this key (None: no key) may use the tenant."""
+        if not self.requires_key:
+            return True
+        if api_key is None:
+            return False
+        return _matches(hash_key(api_key), self.access.api_key_sha256)
 
 
 DEFAULT_TENANT = TenantConfig()
+
+
+def tenant_resolver(
+    tenants: Mapping[str, TenantConfig], default_tenant: str = DEFAULT_TENANT_ID
+) -> Callable[[str | None], str]:
+    """The HTTP front door's key -> tenant mapping: a key whose hash a tenant lists -> that
+    tenant; no key -> `default_tenant`; any other key -> GatewayError(unauthorized). While no
+    tenant has keys configured at all, every request is `default_tenant`'s (the contract's
+    "demo when no keys are configured"; SDKs insist on sending some key)."""
+    owners = [(tenant_id, config.access.api_key_sha256) for tenant_id, config in tenants.items()]
+    any_keys = any(hashes for _, hashes in owners)
+
+    def resolve(api_key: str | None) -> str:
+        if api_key is None or not any_keys:
+            return default_tenant
+        digest = hash_key(api_key)
+        matched = [tenant_id for tenant_id, hashes in owners if _matches(digest, hashes)]
+        if len(matched) == 1:
+            return matched[0]
+        from sluice.edge.gateway import GatewayError  # here: the gateway imports this module's users
+
+        reason = "API key is not valid" if not matched else "API key is configured for several tenants"
+        raise GatewayError(ErrorCode.UNAUTHORIZED, reason)
+
+    return resolve

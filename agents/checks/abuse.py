@@ -10,13 +10,13 @@ from __future__ import annotations
 import itertools
 import operator
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
 from types import MappingProxyType
 
-from agents.checks.normalize import plain_ascii
+from agents.checks.normalize import plain_ascii, token_stats
 from agents.checks.normalize import tokens as split_tokens
 
 __all__ = ["AbuseAction", "AbuseFinding", "AbuseKind", "AbusePolicy", "check_abuse"]
@@ -99,7 +99,7 @@ def _char_flood(text: str, limit: int) -> bool:
     return False
 
 
-def _longest_repeat(tokens: list[str]) -> int:
+def _longest_repeat(tokens: Sequence[str]) -> int:
     longest = current = 1
     for previous, token in itertools.pairwise(tokens):
         current = current + 1 if token == previous else 1
@@ -120,8 +120,8 @@ def check_abuse(text: str, policy: AbusePolicy | None = None, where: str = "") -
     length = len(text)
     if length > policy.max_char_run and _char_flood(text, policy.max_char_run):
         add(AbuseKind.CHAR_FLOOD, f"a character repeated more than {policy.max_char_run} times in a row")
-    tokens = list(split_tokens(text))
-    longest = max(map(len, tokens), default=0)
+    tokens = split_tokens(text)
+    longest = token_stats(text).longest
     if longest > policy.max_token_chars:
         add(AbuseKind.LONG_TOKEN, f"a {longest}-character token (limit {policy.max_token_chars})")
     if len(tokens) > policy.max_token_repeats:

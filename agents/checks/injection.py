@@ -15,7 +15,6 @@ import base64
 import binascii
 import dataclasses
 import html
-import itertools
 import operator
 import re
 import urllib.parse
@@ -23,8 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from agents.checks.normalize import NormalizeReport, normalize, normalize_report
-from agents.checks.normalize import tokens as split_tokens
+from agents.checks.normalize import NormalizeReport, normalize, normalize_report, token_stats
 
 __all__ = [
     "DEFAULT_SCANNER",
@@ -776,10 +774,10 @@ def _printable_text(raw: bytes) -> str | None:
     return decoded if good >= 0.9 * len(decoded) and letters >= 0.4 * len(decoded) else None
 
 
-def _decoded_payloads(text: str, tokens: Sequence[str], lengths: Sequence[int]) -> list[tuple[str, str]]:
+def _decoded_payloads(text: str, long_tokens: Sequence[str]) -> list[tuple[str, str]]:
     """Plain text hidden in encoded tokens (base64, hex) or escapes; bounded in count and size."""
     found: list[tuple[str, str]] = []
-    for raw_token in itertools.compress(tokens, map(operator.ge, lengths, itertools.repeat(16))):
+    for raw_token in long_tokens:
         if len(found) >= MAX_CANDIDATES:
             break
         token = raw_token.strip(_TOKEN_EDGES)[:MAX_DECODED_CHARS]
@@ -820,22 +818,21 @@ def _views(text: str, depth: int = 0, technique: str = "plain") -> list[tuple[st
     lowered = _BLANKS.sub(" ", raw_lower) if "  " in raw_lower else raw_lower
     prefix = "" if technique == "plain" else technique + "+"
     views = [(technique, lowered)]
-    tokens = split_tokens(text)
-    lengths = list(map(len, tokens))
+    stats = token_stats(text)
     if "rot13" in lowered or "rot-13" in lowered or "caesar" in lowered:
         views.append((prefix + "rot13", lowered.translate(_ROT13)))
     if sum(map(lowered.count, "013457")) >= 3 and len(_LEET_HINT.findall(lowered)) >= 2:
         views.append((prefix + "leetspeak", lowered.translate(_LEET)))
-    singles = lengths.count(1)
-    if singles >= 6 and singles * 4 >= len(lengths) and _SPACED.search(raw_lower):
+    singles = stats.singles
+    if singles >= 6 and singles * 4 >= stats.count and _SPACED.search(raw_lower):
         collapsed = _SPACED.sub(lambda m: _SPACED_SEP.sub("", m.group()), raw_lower)
         views.append((prefix + "spaced_letters", _BLANKS.sub(" ", collapsed)))
     if not lowered.isascii() and _MIXED_SCRIPT.search(lowered):
         views.append((prefix + "homoglyphs", lowered.translate(_CONFUSABLES)))
     if any(word in lowered for word in _REVERSED_WORDS):
         views.append((prefix + "reversed", lowered[::-1]))
-    if depth < MAX_DECODE_DEPTH and (max(lengths, default=0) >= 16 or any(m in text for m in _ENCODED_MARKS)):
-        for name, decoded in _decoded_payloads(text, tokens, lengths):
+    if depth < MAX_DECODE_DEPTH and (stats.long_tokens or any(m in text for m in _ENCODED_MARKS)):
+        for name, decoded in _decoded_payloads(text, stats.long_tokens):
             views.extend(_views(normalize(decoded), depth + 1, prefix + name))
     return views
 

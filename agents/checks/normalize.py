@@ -7,12 +7,23 @@ the sanitizer relies on to be idempotent itself.
 
 from __future__ import annotations
 
+import itertools
+import operator
 import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 
-__all__ = ["NormalizeReport", "decode_tag_text", "normalize", "normalize_report", "plain_ascii", "tokens"]
+__all__ = [
+    "NormalizeReport",
+    "TokenStats",
+    "decode_tag_text",
+    "normalize",
+    "normalize_report",
+    "plain_ascii",
+    "token_stats",
+    "tokens",
+]
 
 # C0/C1 controls except \t \n \r.
 _CONTROL = "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
@@ -130,3 +141,24 @@ def tokens(text: str) -> tuple[str, ...]:
     """Whitespace tokens of a text; cached because the abuse, PII and injection checks of one
     request all split the same strings."""
     return tuple(text.split())
+
+
+@dataclass(frozen=True, slots=True)
+class TokenStats:
+    """Token-length facts several checks need: computed once per text instead of once per check."""
+
+    count: int
+    longest: int
+    singles: int
+    long_tokens: tuple[str, ...]  # tokens of LONG_TOKEN characters or more: keys, encoded payloads
+
+
+LONG_TOKEN = 16
+
+
+@lru_cache(maxsize=32)
+def token_stats(text: str) -> TokenStats:
+    words = tokens(text)
+    lengths = list(map(len, words))
+    long_tokens = tuple(itertools.compress(words, map(operator.ge, lengths, itertools.repeat(LONG_TOKEN))))
+    return TokenStats(len(words), max(lengths, default=0), lengths.count(1), long_tokens)

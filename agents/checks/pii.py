@@ -9,15 +9,13 @@ checksum-validated (Luhn, mod-97) so ordinary numbers are not redacted.
 from __future__ import annotations
 
 import ipaddress
-import itertools
-import operator
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 
-from agents.checks.normalize import tokens
+from agents.checks.normalize import token_stats
 
 __all__ = [
     "PiiAction",
@@ -149,6 +147,10 @@ _PHONE = re.compile(
     _A,
 )
 _DIGIT = re.compile(r"[0-9]")
+_DENSE = re.compile(r"[0-9](?:[ ().\-/]*+[0-9]){6,}", _A)
+_RUN_LEAD = frozenset(" ().-/+")
+_EXT_BEFORE = re.compile(r"(?:x|ext\.?|#) ?$")
+_HEX = frozenset("0123456789abcdefABCDEF")
 _CARD_SEPARATOR = re.compile(r"[ \-]")
 _IBAN_HEAD = re.compile(r"[A-Z]{2}[0-9]{2} ?$")  # digits after "DE89 " belong to an IBAN, valid or not
 _NOT_PHONE_SHAPES = re.compile(r"[0-9]{3}([- ])[0-9]{2}\1[0-9]{4}|[0-9]{1,3}(?:\.[0-9]{1,3}){3}")  # SSN, IPv4
@@ -223,30 +225,35 @@ def _card_ok(candidate: str) -> bool:
 
 
 def _shrunk(
-    text: str, pattern: re.Pattern[str], pii_type: PiiType, valid: Callable[[str], bool], shortest: int
+    text: str,
+    pattern: re.Pattern[str],
+    pii_type: PiiType,
+    valid: Callable[[str], bool],
+    shortest: int,
+    regions: Sequence[tuple[int, int]] | None = None,
 ) -> Iterable[PiiMatch]:
     """Greedy candidates that fail their check may still start with a valid value
     ("DE89...3000 0100" is an IBAN and another number): retry shorter prefixes that end on a
     token boundary, then resume right after what was taken (or one character further), so what
     is found does not depend on what follows or on what a neighbour was replaced with."""
-    position = 0
-    while (match := pattern.search(text, position)) is not None:
-        value, start = match.group(), match.start()
-        if valid(value):
-            yield PiiMatch(pii_type, start, match.end(), value)
-            position = match.end()
-            continue
-        for end in range(len(value) - 1, shortest - 1, -1):
-            if not value[end].isalnum() and value[end - 1].isalnum() and valid(value[:end]):
-                yield PiiMatch(pii_type, start, start + end, value[:end])
-                position = start + end
-                break
-        else:
-            position = start + 1
+    for position, limit in regions if regions is not None else ((0, len(text)),):
+        while (match := pattern.search(text, position, limit)) is not None:
+            value, start = match.group(), match.start()
+            if valid(value):
+                yield PiiMatch(pii_type, start, match.end(), value)
+                position = match.end()
+                continue
+            for end in range(len(value) - 1, shortest - 1, -1):
+                if not value[end].isalnum() and value[end - 1].isalnum() and valid(value[:end]):
+                    yield PiiMatch(pii_type, start, start + end, value[:end])
+                    position = start + end
+                    break
+            else:
+                position = start + 1
 
 
-def _phones(text: str) -> Iterable[PiiMatch]:
-    for match in _PHONE.finditer(text):
+def _phones(text: str, regions: Sequence[tuple[int, int]] | None = None) -> Iterable[PiiMatch]:
+    for match in _finditer(_PHONE, text, regions):
         start, value = match.start(), match.group()
         while value.startswith("(") and value.count("(") > value.count(")"):
             start, value = start + 1, value[1:]
@@ -320,8 +327,66 @@ def _ipv6_ok(candidate: str) -> bool:
     return int(parsed) != 0 and (address.count(":") >= 4 or sum(ch.isalnum() for ch in address) >= 4)
 
 
-def _scan(pattern: re.Pattern[str], text: str, pii_type: PiiType) -> Iterable[PiiMatch]:
-    for match in pattern.finditer(text):
+def _finditer(
+    pattern: re.Pattern[str], text: str, regions: Sequence[tuple[int, int]] | None
+) -> Iterable[re.Match[str]]:
+    if regions is None:
+        yield from pattern.finditer(text)
+    else:
+        for start, end in regions:
+            yield from pattern.finditer(text, start, end)
+
+
+def _dense_runs(text: str) -> list[tuple[int, int]]:
+    """Spans of seven or more digits joined only by separators: every card, SSN and phone
+    number lies inside one, so those patterns need to search only there."""
+    return [match.span() for match in _DENSE.finditer(text)]
+
+
+def _regions(
+    text: str, runs: Sequence[tuple[int, int]], tail: int, lead: int = 0
+) -> list[tuple[int, int]] | None:
+    """Search windows around `runs`: `lead` more separator characters before (a phone's `+(`),
+    `tail` after (an extension, and what the closing lookahead reads). Windows that touch merge,
+    so a search resumes where a full scan would. None (scan everything) when a run follows an
+    extension marker, whose digits a full scan would read as the previous number's."""
+    size = len(text)
+    regions: list[tuple[int, int]] = []
+    for start, end in runs:
+        floor = max(start - lead, 0)
+        while start > floor and text[start - 1] in _RUN_LEAD:
+            start -= 1
+        if lead and _EXT_BEFORE.search(text, max(start - 6, 0), start) is not None:
+            return None
+        end = min(end + tail, size)
+        if regions and start <= regions[-1][1]:
+            regions[-1] = (regions[-1][0], max(end, regions[-1][1]))
+        else:
+            regions.append((start, end))
+    return regions
+
+
+def _ipv6_hint(text: str) -> bool:
+    """A colon between hex digits (or `::`): prose colons ("Note: ...") never qualify."""
+    if "::" in text:
+        return True
+    colons = text.count(":")
+    if colons < 5:
+        return False
+    if colons > 64:
+        return True
+    position = text.find(":")
+    while position != -1:
+        if 0 < position < len(text) - 1 and text[position - 1] in _HEX and text[position + 1] in _HEX:
+            return True
+        position = text.find(":", position + 1)
+    return False
+
+
+def _scan(
+    pattern: re.Pattern[str], text: str, pii_type: PiiType, regions: Sequence[tuple[int, int]] | None = None
+) -> Iterable[PiiMatch]:
+    for match in _finditer(pattern, text, regions):
         if match.lastgroup == "secret":
             yield PiiMatch(pii_type, match.start("secret"), match.end("secret"), match.group("secret"))
         else:
@@ -356,8 +421,7 @@ def find_pii(text: str) -> list[PiiMatch]:
             masked = _mask(masked, taken)
 
     # Keys, tokens and JWTs are long unbroken tokens: look for their prefixes in those only.
-    words = tokens(text)
-    long_words = " ".join(itertools.compress(words, map(operator.ge, map(len, words), itertools.repeat(16))))
+    long_words = " ".join(token_stats(text).long_tokens)
     if "-----BEGIN" in text:
         take(_scan(_PEM, masked, PiiType.PRIVATE_KEY))
     if long_words:
@@ -372,20 +436,23 @@ def find_pii(text: str) -> list[PiiMatch]:
     digits = sum(map(text.count, "0123456789")) if _DIGIT.search(text) else 0
     if digits >= 7:
         take(_shrunk(masked, _IBAN, PiiType.IBAN, iban_valid, 15))
-    if digits >= 12:
-        take(
-            m
-            for m in _shrunk(masked, _CARD, PiiType.CARD, _card_ok, 12)
-            if not _IBAN_HEAD.search(masked, 0, m.start)
-        )
-    if digits >= 7:
-        take(m for m in _scan(_SSN, masked, PiiType.SSN) if _ssn_ok(m.value))
-    if digits >= 1 and ("::" in text or text.count(":") >= 5):
+    # Masking only ever breaks runs, so runs found in the original text cover every candidate.
+    runs = _dense_runs(text) if digits >= 7 else []
+    if runs:
+        near = _regions(text, runs, 2)
+        if digits >= 12:
+            take(
+                m
+                for m in _shrunk(masked, _CARD, PiiType.CARD, _card_ok, 12, near)
+                if not _IBAN_HEAD.search(masked, 0, m.start)
+            )
+        take(m for m in _scan(_SSN, masked, PiiType.SSN, near) if _ssn_ok(m.value))
+    if digits >= 1 and _ipv6_hint(text):
         take(m for m in _scan(_IPV6, masked, PiiType.IPV6) if _ipv6_ok(m.value))
     if digits >= 4 and text.count(".") >= 3:
         take(m for m in _scan(_IPV4, masked, PiiType.IPV4) if _ipv4_ok(m.value))
-    if digits >= 7:
-        take(_phones(masked))
+    if runs:
+        take(_phones(masked, _regions(text, runs, 16, 24)))
     found.sort(key=lambda m: m.start)
     return found
 

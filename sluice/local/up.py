@@ -21,6 +21,7 @@ import httpx
 from aiohttp import web
 
 from sluice.bus import ensure_topics
+from sluice.edge.gateway import Gateway
 from sluice.edge.http import build_http_app
 from sluice.local.broker import EmbeddedBroker, die_with_parent, port_open, start_broker
 from sluice.providers.catalog import load_catalog
@@ -123,10 +124,17 @@ def run_up(settings: Settings) -> int:
         print(f"sink       ClickHouse {where}", flush=True)
         supervisor.spawn("worker")
         print("worker     stages validate -> sanitize -> route -> infer -> validate_response", flush=True)
-        runner = web.AppRunner(build_http_app(supervisor.readiness))
+        gateway = Gateway(settings)  # its SluiceClient needs the topics created above
+        await gateway.start()
+
+        async def readiness() -> dict[str, bool]:
+            return {**await supervisor.readiness(), **await gateway.readiness()}
+
+        runner = web.AppRunner(build_http_app(readiness, gateway=gateway))
         await runner.setup()
         await web.TCPSite(runner, settings.http_host, settings.http_port).start()
-        print(f"http       http://{settings.http_host}:{settings.http_port}/healthz", flush=True)
+        base = f"http://{settings.http_host}:{settings.http_port}"
+        print(f"http       {base}/v1 (OpenAI-compatible), {base}/healthz", flush=True)
         print(f"logs       {settings.home / 'logs'}", flush=True)
         announced = False
         try:
@@ -139,7 +147,7 @@ def run_up(settings: Settings) -> int:
                             flush=True,
                         )
                         return 1
-                if not announced and all((await supervisor.readiness()).values()):
+                if not announced and all((await readiness()).values()):
                     announced = True
                     print('ready      try: sluice send "hello"   (Ctrl-C stops everything)', flush=True)
                 try:
@@ -149,6 +157,7 @@ def run_up(settings: Settings) -> int:
             return 0
         finally:
             await runner.cleanup()
+            await gateway.stop()
 
     try:
         return asyncio.run(main())
