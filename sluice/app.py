@@ -130,8 +130,6 @@ class Pipeline:
             "answered", default=None, schema=_table_schema(), partitions=REQUESTS.partitions
         )
         self.on_stop: list[Callable[[], Awaitable[None]]] = []
-        self.sent_responses = 0
-        self.duplicates_dropped = 0
 
     def envelope_topic(self, spec: TopicSpec) -> TopicT:
         return self.envelopes[spec]
@@ -160,7 +158,6 @@ class Pipeline:
         response = outcome.response
         if response is not None:
             if self.already_answered(response.correlation_id, response.request_id):
-                self.duplicates_dropped += 1
                 log.info("request %s was already answered; dropping redelivered outcome", response.request_id)
                 return
             reply_to = outcome.reply_to or self.default_reply_to
@@ -177,7 +174,6 @@ class Pipeline:
                 self.answered.data[response.request_id] = mark
                 await self.send(reply_to, key, response, headers)
                 self.answered.send_changelog(mark["p"], response.request_id, mark)
-            self.sent_responses += 1
         elif outcome.forward is not None:
             if next_topic is None:
                 raise ValueError("a forwarding outcome needs the next stage's topic")

@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import re
 import sys
+import tomllib
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from sluice.settings import Settings
@@ -124,6 +128,76 @@ def _cmd_dashboard(settings: Settings, args: argparse.Namespace) -> int:
     return render_dashboard(settings, minutes=args.minutes)
 
 
+TENANT_ID = re.compile(r"[a-z0-9_-]{1,64}")
+
+
+def add_key_to_config(path: Path, tenant: str) -> str:
+    """Generate an API key for `tenant`, append its SHA-256 to `[tenants.<tenant>.access]
+    api_key_sha256` in the TOML file `path` (created when missing; everything else is kept,
+    comments excepted) and return the key. The key itself is never written anywhere."""
+    import tomli_w
+
+    from sluice.tenants import TenantConfig, hash_key, new_api_key
+
+    if not TENANT_ID.fullmatch(tenant):
+        raise ValueError(f"tenant id must match [a-z0-9_-]{{1,64}}, not {tenant!r}")
+    document: dict[str, Any] = tomllib.loads(path.read_text("utf-8")) if path.exists() else {}
+    tenants = document.setdefault("tenants", {})
+    config = tenants.setdefault(tenant, {})
+    access = config.setdefault("access", {})
+    if not all(isinstance(part, dict) for part in (tenants, config, access)):
+        raise ValueError(f"{path}: tenants.{tenant}.access is not a table")
+    key = new_api_key()
+    access["api_key_sha256"] = [*access.get("api_key_sha256", []), hash_key(key)]
+    TenantConfig.model_validate(config)  # refuse to write a file the settings could not load
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_bytes(tomli_w.dumps(document).encode("utf-8"))
+    if path.exists():
+        os.chmod(temporary, path.stat().st_mode & 0o777)
+    os.replace(temporary, path)
+    return key
+
+
+def _cmd_tenant_add_key(_: Settings, args: argparse.Namespace) -> int:
+    path = Path(args.config)
+    try:
+        key = add_key_to_config(path, args.tenant)
+    except (ValueError, OSError, tomllib.TOMLDecodeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(key)
+    print(
+        f"New API key for tenant {args.tenant!r} (its SHA-256 was added to {path}).\n"
+        "Store it now: it is shown only this once and Sluice keeps only its hash.\n"
+        "Processes already running load the new key when restarted.",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _cmd_tenant_list(settings: Settings, args: argparse.Namespace) -> int:
+    from sluice.tenants import TenantConfig
+
+    if args.config is not None:
+        try:
+            document = tomllib.loads(Path(args.config).read_text("utf-8"))
+            raw = document.get("tenants", {})
+            tenants = {name: TenantConfig.model_validate(config) for name, config in raw.items()}
+        except (ValueError, OSError, AttributeError) as exc:  # pydantic's errors are ValueErrors
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    else:
+        tenants = dict(settings.tenants)
+    if not tenants:
+        print("no tenants configured: every tenant (e.g. demo) has the defaults and needs no key")
+        return 0
+    for name in sorted(tenants):
+        access = tenants[name].access
+        models = ", ".join(access.allowed_models) or "all"
+        print(f"{name:<24} keys={len(access.api_key_sha256):<3} models={models}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sluice", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -156,6 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard = sub.add_parser("dashboard", help="cost, latency and error figures from ClickHouse")
     dashboard.add_argument("--minutes", type=int, default=60)
     dashboard.set_defaults(run=_cmd_dashboard)
+    tenant = sub.add_parser("tenant", help="tenant API keys").add_subparsers(dest="action", required=True)
+    add_key = tenant.add_parser("add-key", help="generate an API key; print it once, store its hash")
+    add_key.add_argument("tenant")
+    add_key.add_argument("--config", default="sluice.toml", help="TOML file to write (default: %(default)s)")
+    add_key.set_defaults(run=_cmd_tenant_add_key)
+    listing = tenant.add_parser("list", help="configured tenants and how many keys each has")
+    listing.add_argument("--config", default=None, help="read this TOML file (default: the settings)")
+    listing.set_defaults(run=_cmd_tenant_list)
     return parser
 
 

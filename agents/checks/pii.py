@@ -147,7 +147,8 @@ _PHONE = re.compile(
     _A,
 )
 _DIGIT = re.compile(r"[0-9]")
-_DENSE = re.compile(r"[0-9](?:[ ().\-/]*+[0-9]){6,}", _A)
+_NUMERIC = re.compile(r"[0-9](?:[ ().\-/]*+[0-9]){3,}", _A)
+_SEPARATORS = " ().-/"
 _RUN_LEAD = frozenset(" ().-/+")
 _EXT_BEFORE = re.compile(r"(?:x|ext\.?|#) ?$")
 _HEX = frozenset("0123456789abcdefABCDEF")
@@ -337,10 +338,16 @@ def _finditer(
             yield from pattern.finditer(text, start, end)
 
 
-def _dense_runs(text: str) -> list[tuple[int, int]]:
-    """Spans of seven or more digits joined only by separators: every card, SSN and phone
-    number lies inside one, so those patterns need to search only there."""
-    return [match.span() for match in _DENSE.finditer(text)]
+def _numeric_runs(text: str) -> list[tuple[int, int, int, int]]:
+    """(start, end, digits, dots) of every run of four or more digits joined only by
+    separators. Each card, SSN and phone number lies inside a run of seven digits or more, and
+    each IPv4 address inside one with three dots, so those patterns search only there."""
+    runs: list[tuple[int, int, int, int]] = []
+    for match in _NUMERIC.finditer(text):
+        run = match.group()
+        separators = sum(map(run.count, _SEPARATORS))
+        runs.append((match.start(), match.end(), len(run) - separators, run.count(".")))
+    return runs
 
 
 def _regions(
@@ -413,12 +420,13 @@ def find_pii(text: str) -> list[PiiMatch]:
     found: list[PiiMatch] = []
     masked = text
 
-    def take(matches: Iterable[PiiMatch]) -> None:
+    def take(matches: Iterable[PiiMatch], last: bool = False) -> None:
         nonlocal masked
         taken = [PiiMatch(m.type, m.start, m.end, text[m.start : m.end]) for m in matches]
         if taken:
             found.extend(taken)
-            masked = _mask(masked, taken)
+            if not last:
+                masked = _mask(masked, taken)
 
     # Keys, tokens and JWTs are long unbroken tokens: look for their prefixes in those only.
     long_words = " ".join(token_stats(text).long_tokens)
@@ -437,10 +445,11 @@ def find_pii(text: str) -> list[PiiMatch]:
     if digits >= 7:
         take(_shrunk(masked, _IBAN, PiiType.IBAN, iban_valid, 15))
     # Masking only ever breaks runs, so runs found in the original text cover every candidate.
-    runs = _dense_runs(text) if digits >= 7 else []
-    if runs:
-        near = _regions(text, runs, 2)
-        if digits >= 12:
+    runs = _numeric_runs(text) if digits >= 4 else []
+    dense = [(start, end) for start, end, count, _ in runs if count >= 7]
+    if dense:
+        near = _regions(text, dense, 2)
+        if max(count for _, _, count, _ in runs) >= 12:
             take(
                 m
                 for m in _shrunk(masked, _CARD, PiiType.CARD, _card_ok, 12, near)
@@ -449,10 +458,12 @@ def find_pii(text: str) -> list[PiiMatch]:
         take(m for m in _scan(_SSN, masked, PiiType.SSN, near) if _ssn_ok(m.value))
     if digits >= 1 and _ipv6_hint(text):
         take(m for m in _scan(_IPV6, masked, PiiType.IPV6) if _ipv6_ok(m.value))
-    if digits >= 4 and text.count(".") >= 3:
-        take(m for m in _scan(_IPV4, masked, PiiType.IPV4) if _ipv4_ok(m.value))
-    if runs:
-        take(_phones(masked, _regions(text, runs, 16, 24)))
+    dotted = [(start, end) for start, end, _, dots in runs if dots >= 3]
+    if dotted:
+        ips = _scan(_IPV4, masked, PiiType.IPV4, _regions(text, dotted, 2))
+        take((m for m in ips if _ipv4_ok(m.value)), last=not dense)
+    if dense:
+        take(_phones(masked, _regions(text, dense, 16, 24)), last=True)
     found.sort(key=lambda m: m.start)
     return found
 

@@ -29,8 +29,6 @@ class LoadReport:
     sent: int = 0
     statuses: Counter[str] = field(default_factory=Counter)
     latencies_ms: list[float] = field(default_factory=list)
-    pipeline_latencies_ms: list[float] = field(default_factory=list)
-    model_latency_hint_ms: float = 0.0
     duration_s: float = 0.0
 
     @property

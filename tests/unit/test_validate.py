@@ -22,6 +22,7 @@ from schemas import Envelope, ErrorCode, Stage, Status
 from sluice.codec import encode
 from sluice.outcome import event_id_for, request_id_for
 from sluice.settings import Settings
+from sluice.tenants import DEFAULT_TENANT, AccessRules, TenantConfig, hash_key
 
 TOPIC = "sluice.requests"
 DEFAULT_REPLY = "sluice.responses"
@@ -400,3 +401,184 @@ def test_same_correlation_id_for_another_tenant_is_not_a_duplicate(limits: Limit
     assert other.duplicate is False
     assert other.dedupe_key == "globex/corr-1"
     assert other.outcome.forward is not None
+
+
+# --- complete validation: counts, sizes, ranges --------------------------------------------------
+
+
+def _messages(count: int) -> list[dict[str, str]]:
+    return [{"role": "user", "content": f"m{i}"} for i in range(count)]
+
+
+def _context(count: int, size: int = 1) -> list[dict[str, str]]:
+    return [{"id": f"doc-{i}", "text": "x" * size} for i in range(count)]
+
+
+@pytest.fixture()
+def roomy(limits: Limits) -> Limits:
+    """Limits whose request size never gets in the way of the limit under test."""
+    return dataclasses.replace(limits, max_request_bytes=10**7)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "code"),
+    [
+        ({"messages": _messages(257)}, "messages", ErrorCode.INVALID_REQUEST),
+        (
+            {"messages": [{"role": "system", "content": "only a system prompt"}]},
+            "messages",
+            ErrorCode.INVALID_REQUEST,
+        ),
+        (
+            {"messages": [{"role": "system", "content": "s"}, {"role": "assistant", "content": "a"}]},
+            "messages",
+            ErrorCode.INVALID_REQUEST,
+        ),
+        ({"max_tokens": 32_769}, "max_tokens", ErrorCode.INVALID_REQUEST),
+        ({"max_tokens": 10**12}, "max_tokens", ErrorCode.INVALID_REQUEST),
+        ({"context": _context(33)}, "context", ErrorCode.INVALID_REQUEST),
+        ({"context": _context(2, 24 * 1024 + 1)}, "context", ErrorCode.PAYLOAD_TOO_LARGE),
+        ({"metadata": {f"k{i}": "v" for i in range(33)}}, "metadata", ErrorCode.INVALID_REQUEST),
+        ({"metadata": {"k" * 65: "v"}}, "metadata", ErrorCode.INVALID_REQUEST),
+        ({"metadata": {"k": "v" * 513}}, "metadata", ErrorCode.INVALID_REQUEST),
+        ({"reply_to": "sluice.responses/../x"}, "reply_to", ErrorCode.INVALID_REQUEST),
+        ({"reply_to": "sluice.responses me"}, "reply_to", ErrorCode.INVALID_REQUEST),
+        ({"reply_to": "sluice.responses.é"}, "reply_to", ErrorCode.INVALID_REQUEST),
+        ({"reply_to": "sluice.responses\n"}, "reply_to", ErrorCode.INVALID_REQUEST),
+    ],
+)
+def test_limits_beyond_the_types_are_rejected_naming_the_field(
+    changes: dict[str, Any], field: str, code: ErrorCode, roomy: Limits
+) -> None:
+    decision = rejected(run(body(**changes), roomy), code)
+    message = error_message(decision)
+    assert message.startswith(field), message
+    assert SECRET not in message
+    assert decision.outcome.reply_to == DEFAULT_REPLY  # a bad reply_to is never answered on
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"messages": _messages(256)},
+        {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]},
+        {"messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "u"}]},
+        {"max_tokens": 1},
+        {"max_tokens": 32_768},
+        {"context": _context(32)},
+        {"context": _context(2, 24 * 1024)},
+        {"metadata": {f"k{i}": "v" * 512 for i in range(32)}},
+        {"metadata": {"k" * 64: "v"}},
+        {"reply_to": "sluice.responses.Team_A-1.x"},
+    ],
+)
+def test_limits_are_inclusive(changes: dict[str, Any], roomy: Limits) -> None:
+    assert decided(run(body(**changes), roomy)).outcome.forward is not None
+
+
+def test_new_limits_come_from_settings(settings: Settings) -> None:
+    tight = settings.with_overrides(
+        max_messages=2,
+        max_tokens_limit=300,
+        max_context_passages=1,
+        max_context_bytes=5,
+        max_metadata_keys=1,
+        max_metadata_key_chars=2,
+        max_metadata_value_chars=3,
+    )
+    limits = Limits.from_settings(tight, DEFAULT_REPLY)
+    assert (limits.max_messages, limits.max_tokens, limits.max_context_passages) == (2, 300, 1)
+    assert (limits.max_context_bytes, limits.max_metadata_keys) == (5, 1)
+    assert (limits.max_metadata_key_chars, limits.max_metadata_value_chars) == (2, 3)
+    assert decided(run(body(messages=_messages(2), max_tokens=300), limits)).outcome.forward is not None
+    rejected(run(body(messages=_messages(3)), limits), ErrorCode.INVALID_REQUEST)
+    rejected(run(body(max_tokens=301), limits), ErrorCode.INVALID_REQUEST)
+    rejected(run(body(context=_context(2)), limits), ErrorCode.INVALID_REQUEST)
+    rejected(run(body(context=_context(1, 6)), limits), ErrorCode.PAYLOAD_TOO_LARGE)
+    rejected(run(body(metadata={"a": "1", "b": "2"}), limits), ErrorCode.INVALID_REQUEST)
+    rejected(run(body(metadata={"abc": "1"}), limits), ErrorCode.INVALID_REQUEST)
+    rejected(run(body(metadata={"a": "1234"}), limits), ErrorCode.INVALID_REQUEST)
+
+
+# --- tenant access: keys, models, prompt size ----------------------------------------------------
+
+KEYED = {
+    "acme": TenantConfig(access=AccessRules(api_key_sha256=(hash_key(SECRET), hash_key("sk-second")))),
+    "modest": TenantConfig(access=AccessRules(allowed_models=("auto", "sim-small"), max_prompt_bytes=10)),
+}
+
+
+def lookup(tenant: str) -> TenantConfig:
+    return KEYED.get(tenant, DEFAULT_TENANT)
+
+
+def run_as(document: dict[str, Any], limits: Limits) -> DeadLettered | Decided:
+    return validate_record(record(orjson.dumps(document)), limits, {}, NOW, lookup)
+
+
+def test_right_key_is_accepted_and_removed(limits: Limits) -> None:
+    for key in (SECRET, "sk-second"):
+        outcome = decided(run_as(body(api_key=key), limits)).outcome
+        assert outcome.forward is not None and outcome.forward.request.api_key is None
+        assert key.encode() not in encode(outcome.forward) and key.encode() not in encode(outcome.event)
+
+
+@pytest.mark.parametrize("api_key", [_DROP, None, "sk-wrong", SECRET + " ", SECRET.upper(), hash_key(SECRET)])
+def test_missing_or_wrong_key_is_unauthorized(api_key: object, limits: Limits) -> None:
+    decision = rejected(run_as(body(api_key=api_key), limits), ErrorCode.UNAUTHORIZED)
+    message = error_message(decision)
+    assert message.startswith("api_key")
+    if isinstance(api_key, str):
+        assert api_key not in message
+        assert api_key.encode() not in encode(decision.outcome.response)  # type: ignore[arg-type]
+        assert api_key.encode() not in encode(decision.outcome.event)
+
+
+def test_unauthorized_comes_before_what_the_tenant_allows(limits: Limits) -> None:
+    rejected(run_as(body(api_key="sk-wrong", max_tokens=10**6), limits), ErrorCode.UNAUTHORIZED)
+
+
+def test_unconfigured_tenants_need_no_key(limits: Limits) -> None:
+    for tenant in ("demo", "globex"):
+        for api_key in (_DROP, "anything"):
+            decision = decided(run_as(body(tenant=tenant, api_key=api_key), limits))
+            assert decision.outcome.forward is not None
+            assert decision.outcome.forward.request.api_key is None
+
+
+def test_default_lookup_treats_every_tenant_as_unconfigured(limits: Limits) -> None:
+    assert decided(run(body(api_key=_DROP), limits)).outcome.forward is not None
+
+
+def test_settings_tenant_lookup_enforces_keys(settings: Settings, limits: Limits) -> None:
+    configured = settings.with_overrides(tenants={"acme": {"access": {"api_key_sha256": [hash_key(SECRET)]}}})
+    raw = orjson.dumps(body(api_key="sk-nope"))
+    refused = validate_record(record(raw), limits, {}, NOW, configured.tenant)
+    rejected(refused, ErrorCode.UNAUTHORIZED)
+    allowed = validate_record(record(orjson.dumps(body())), limits, {}, NOW, configured.tenant)
+    assert decided(allowed).outcome.forward is not None
+
+
+@pytest.mark.parametrize(("model", "ok"), [("auto", True), ("sim-small", True), ("sim-large", False)])
+def test_model_must_be_allowed_for_the_tenant(model: str, ok: bool, limits: Limits) -> None:
+    document = body(tenant="modest", model=model, messages=[{"role": "user", "content": "hi"}])
+    if ok:
+        assert decided(run_as(document, limits)).outcome.forward is not None
+    else:
+        message = error_message(rejected(run_as(document, limits), ErrorCode.INVALID_REQUEST))
+        assert message.startswith("model")
+    # a tenant without a list may use any model
+    assert decided(run_as(body(model="sim-large"), limits)).outcome.forward is not None
+
+
+def test_prompt_size_is_limited_per_tenant(limits: Limits) -> None:
+    def prompt(*contents: str) -> dict[str, Any]:
+        return body(tenant="modest", messages=[{"role": "user", "content": c} for c in contents])
+
+    assert decided(run_as(prompt("12345", "67890"), limits)).outcome.forward is not None
+    assert decided(run_as(prompt("ééééé"), limits)).outcome.forward is not None  # 10 bytes
+    message = error_message(rejected(run_as(prompt("12345", "678901"), limits), ErrorCode.PAYLOAD_TOO_LARGE))
+    assert message.startswith("messages") and "10 bytes" in message
+    rejected(run_as(prompt("éééééé"), limits), ErrorCode.PAYLOAD_TOO_LARGE)  # 6 chars, 12 bytes
+    # other tenants have no prompt limit beyond the request's
+    assert decided(run_as(body(messages=_messages(1) * 20), limits)).outcome.forward is not None
