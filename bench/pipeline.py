@@ -56,6 +56,7 @@ async def model_latency_by_request(settings: Settings) -> dict[str, float]:
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
         found: dict[str, float] = {}
+
         async def behind() -> bool:
             return any([await consumer.position(tp) < ends[tp] for tp in tps])
 

@@ -8,6 +8,7 @@ checksum-validated (Luhn, mod-97) so ordinary numbers are not redacted.
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -171,6 +172,8 @@ _DATE = re.compile(
 _THOUSANDS = re.compile(r"^\d{1,3}(?:\.\d{3})+$|^\d{1,2}(?: \d{3})+$|^\d+\.\d+$")
 _MAX_ROUNDS = 4
 _PLACEHOLDER = re.compile(r"\[(" + "|".join(t.value for t in PiiType) + r")_(\d{1,6})\]")
+_BLANK = re.compile(r"\[(?:x+|(?:" + "|".join(t.value for t in PiiType) + r")_\d{1,6})\]")
+_CONTEXT_CHARS = 40
 
 _MAESTRO_12 = ("50", "56", "57", "58", "6304", "6759", "676", "0604", "6390")
 
@@ -253,15 +256,35 @@ def _shrunk(
                 position = start + 1
 
 
+def _before(text: str, start: int, blanks: Sequence[tuple[int, int]]) -> str:
+    """The `_CONTEXT_CHARS` characters before `start`, each blank span counted as one space."""
+    pieces: list[str] = []
+    size, cursor = 0, start
+    index = bisect.bisect_right(blanks, (start, start)) - 1
+    while size < _CONTEXT_CHARS:
+        floor = max(cursor - (_CONTEXT_CHARS - size), 0)
+        if index < 0 or blanks[index][1] <= floor:
+            pieces.append(text[floor:cursor])
+            break
+        begin, end = blanks[index]
+        pieces.append(text[end:cursor])
+        pieces.append(" ")
+        size += cursor - end + 1
+        cursor, index = begin, index - 1
+    return "".join(reversed(pieces))[-_CONTEXT_CHARS:]
+
+
 def _phones(text: str, regions: Sequence[tuple[int, int]] | None = None) -> Iterable[PiiMatch]:
+    """Phone candidates that pass `_phone_ok`. The words before a bare number decide whether it
+    is a phone; masked values, placeholders and phones already taken read as one space there,
+    so the decision is the same before and after redaction."""
+    blanks = [match.span() for match in _BLANK.finditer(text)] if "[" in text else []
     for match in _finditer(_PHONE, text, regions):
         start, value = match.start(), match.group()
         while value.startswith("(") and value.count("(") > value.count(")"):
             start, value = start + 1, value[1:]
-        before = text[max(start - 40, 0) : start]
-        if "[" in before:  # a placeholder such as [PHONE_1] is not a word that announces a phone
-            before = _PLACEHOLDER.sub(" ", before)
-        if _phone_ok(value, before):
+        if _phone_ok(value, _before(text, start, blanks)):
+            bisect.insort(blanks, (start, match.end()))
             yield PiiMatch(PiiType.PHONE, start, match.end(), value)
 
 
@@ -524,6 +547,8 @@ _SAFE_AFTER = frozenset(",;!?\"'“”‘’«»)]}>")
 def _glued(text: str, start: int, end: int) -> bool:
     """Whether a replaced value touches a character another candidate may start or end with."""
     before = text[start - 1] if start else " "
+    if before in ".," and text[start : start + 1].isdigit():
+        return True  # "6789,4111": the digit after the comma kept the number before from matching
     after = text[end] if end < len(text) else " "
     if after == "." and (end + 1 >= len(text) or text[end + 1].isspace()):
         after = " "
