@@ -10,16 +10,19 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from sluice.local.broker import free_port
 from sluice.settings import Settings
 from sluice.warehouse.queries import running_sink_url
 
@@ -132,6 +135,27 @@ class Stack:
         rows = reply.json()["rows"]
         assert isinstance(rows, list)
         return rows
+
+
+def stack_settings(bootstrap: str, root: Path, tag: str, **overrides: Any) -> Settings:
+    """Settings for one e2e module: its own topic prefix, app id, sink group, chdb path and
+    simulator port on the shared broker, with short group timeouts so workers join fast."""
+    unique = uuid.uuid4().hex[:8]
+    values: dict[str, Any] = {
+        "home": root / "home",
+        "kafka_bootstrap": bootstrap,
+        "topic_prefix": f"{tag}{unique}.",
+        "app_id": f"sluice-{tag}-{unique}",
+        "sink_group": f"sink-{unique}",
+        "clickhouse_dsn": f"chdb://{root / 'clickhouse'}",
+        "simulator_port": free_port(),
+        "simulator_seed": 7,
+        "broker_session_timeout_s": 3.0,
+        "broker_rebalance_timeout_s": 3.0,
+        "broker_heartbeat_interval_s": 0.5,
+        "sink_batch_seconds": 0.2,
+    }
+    return Settings(**{**values, **overrides})
 
 
 @contextmanager

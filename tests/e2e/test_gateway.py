@@ -3,7 +3,6 @@ on a real stack (broker, simulator, sink and worker processes)."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -13,8 +12,7 @@ import pytest
 
 from sluice.edge.gateway import serve_gateway
 from sluice.local.broker import EmbeddedBroker, free_port
-from sluice.settings import Settings
-from tests.e2e.stack import Stack, read_topic, running_stack
+from tests.e2e.stack import Stack, read_topic, running_stack, stack_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -24,20 +22,11 @@ HELLO = [{"role": "user", "content": "Say hello to the gateway."}]
 @pytest.fixture(scope="module")
 def stack(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("gateway")
-    unique = uuid.uuid4().hex[:8]
-    settings = Settings(
-        home=root / "home",
-        kafka_bootstrap=broker.bootstrap,
-        topic_prefix=f"g{unique}.",
-        app_id=f"sluice-gw-{unique}",
-        sink_group=f"sink-{unique}",
-        clickhouse_dsn=f"chdb://{root / 'clickhouse'}",
-        simulator_port=free_port(),
+    settings = stack_settings(
+        broker.bootstrap,
+        root,
+        "g",
         simulator_seed=11,
-        broker_session_timeout_s=3.0,
-        broker_rebalance_timeout_s=3.0,
-        broker_heartbeat_interval_s=0.5,
-        sink_batch_seconds=0.2,
     )
     with running_stack(settings, root / "logs") as running:
         yield running

@@ -13,8 +13,7 @@ import orjson
 import pytest
 
 from sluice.edge.client import SluiceClient
-from sluice.local.broker import EmbeddedBroker, free_port
-from sluice.settings import Settings
+from sluice.local.broker import EmbeddedBroker
 from tests.e2e.stack import (
     Stack,
     eventually,
@@ -22,6 +21,7 @@ from tests.e2e.stack import (
     read_topic,
     responses_by_correlation,
     running_stack,
+    stack_settings,
 )
 
 pytestmark = pytest.mark.e2e
@@ -32,20 +32,11 @@ REJECTED_AT_VALIDATE = ("bad-missing", "bad-types", "bad-big")
 @pytest.fixture(scope="module")
 def stack(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("pipeline")
-    unique = uuid.uuid4().hex[:8]
-    settings = Settings(
-        home=root / "home",
-        kafka_bootstrap=broker.bootstrap,
-        topic_prefix=f"e{unique}.",
-        app_id=f"sluice-e2e-{unique}",
-        sink_group=f"sink-{unique}",
-        clickhouse_dsn=f"chdb://{root / 'clickhouse'}",
-        simulator_port=free_port(),
+    settings = stack_settings(
+        broker.bootstrap,
+        root,
+        "e",
         simulator_seed=7,
-        broker_session_timeout_s=3.0,
-        broker_rebalance_timeout_s=3.0,
-        broker_heartbeat_interval_s=0.5,
-        sink_batch_seconds=0.2,
     )
     with running_stack(settings, root / "logs") as running:
         yield running

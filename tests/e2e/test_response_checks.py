@@ -4,7 +4,6 @@ the hallucination count per model."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import orjson
@@ -12,10 +11,9 @@ import pytest
 
 from schemas import Response
 from sluice.edge.client import SluiceClient
-from sluice.local.broker import EmbeddedBroker, free_port
-from sluice.settings import Settings
+from sluice.local.broker import EmbeddedBroker
 from sluice.tenants import OutputRules, TenantConfig
-from tests.e2e.stack import Stack, eventually, running_stack
+from tests.e2e.stack import Stack, eventually, running_stack, stack_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -32,20 +30,11 @@ SAFE = "Sorry, I can only help with your parcels and deliveries."
 @pytest.fixture(scope="module")
 def stack(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("checks")
-    unique = uuid.uuid4().hex[:8]
-    settings = Settings(
-        home=root / "home",
-        kafka_bootstrap=broker.bootstrap,
-        topic_prefix=f"c{unique}.",
-        app_id=f"sluice-checks-{unique}",
-        sink_group=f"sink-{unique}",
-        clickhouse_dsn=f"chdb://{root / 'clickhouse'}",
-        simulator_port=free_port(),
+    settings = stack_settings(
+        broker.bootstrap,
+        root,
+        "c",
         simulator_seed=3,
-        broker_session_timeout_s=3.0,
-        broker_rebalance_timeout_s=3.0,
-        broker_heartbeat_interval_s=0.5,
-        sink_batch_seconds=0.2,
         tenants={
             "careful": TenantConfig(output=OutputRules(actions={"hallucination": "retry"})),
             "parcel": TenantConfig(

@@ -9,7 +9,6 @@ import json
 import logging
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from sluice.edge.gateway import serve_gateway
 from sluice.local.broker import EmbeddedBroker, free_port
 from sluice.settings import Settings
 from sluice.tenants import AccessRules, TenantConfig, hash_key, new_api_key, tenant_resolver
-from tests.e2e.stack import Stack, eventually, read_topic, running_stack, settings_env
+from tests.e2e.stack import Stack, eventually, read_topic, running_stack, settings_env, stack_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -35,20 +34,11 @@ HELLO = [{"role": "user", "content": "Say hello, securely."}]
 @pytest.fixture(scope="module")
 def stack(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("secrets")
-    unique = uuid.uuid4().hex[:8]
-    settings = Settings(
-        home=root / "home",
-        kafka_bootstrap=broker.bootstrap,
-        topic_prefix=f"s{unique}.",
-        app_id=f"sluice-sec-{unique}",
-        sink_group=f"sink-{unique}",
-        clickhouse_dsn=f"chdb://{root / 'clickhouse'}",
-        simulator_port=free_port(),
+    settings = stack_settings(
+        broker.bootstrap,
+        root,
+        "s",
         simulator_seed=5,
-        broker_session_timeout_s=3.0,
-        broker_rebalance_timeout_s=3.0,
-        broker_heartbeat_interval_s=0.5,
-        sink_batch_seconds=0.2,
         tenants={"acme": TenantConfig(access=AccessRules(api_key_sha256=(hash_key(KEY),)))},
     )
     assert KEY not in json.dumps(settings_env(settings)), "the processes are given the hash only"

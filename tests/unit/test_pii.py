@@ -6,6 +6,7 @@ from types import MappingProxyType
 
 import pytest
 
+from agents.checks import pii
 from agents.checks.pii import (
     PiiAction,
     PiiPolicy,
@@ -177,3 +178,30 @@ def test_policy_allow_keeps_and_block_reports() -> None:
 def test_overlaps_resolve_to_the_more_specific_type() -> None:
     # the email's local part is digits; it must not also become a phone number
     assert types_in("reach 5551234567@example.com now") == [PiiType.EMAIL]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "123-45-6789,4111 1111 1111 1111fe80::1",  # "6789,4" hid the SSN until the phone went
+        "call 4111 1111 1111 111101234",  # the phone before read as context only once redacted
+        "call jane@example.com 123456789",
+    ],
+)
+def test_redaction_is_a_fixed_point_next_to_other_values(text: str) -> None:
+    once = redact(text)
+    assert redact(once.text, mapping=once.mapping).text == once.text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Ring +49 (0) 30 901820 x12 or (020) 7946 0958 ext. 3, SSN 123-45-6789, card 4111 1111 1111 1111.",
+        "ids 1 2 3 4 x 5 (030) 1234567 and 10.0.0.1 / 192.168.0.1.",
+        "fax 0301234567 # 12 345 6789",
+    ],
+)
+def test_windowed_number_search_matches_a_full_scan(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    windowed = find_pii(text)
+    monkeypatch.setattr(pii, "_regions", lambda *args, **kwargs: None)
+    assert find_pii(text) == windowed
