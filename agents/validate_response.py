@@ -9,7 +9,7 @@ import time
 from datetime import datetime
 
 from agents.checks.output_policy import OutputPolicy, PiiDetector
-from agents.checks.pii import find_pii
+from agents.checks.pii import find_pii, restore
 from agents.checks.review import Action, ResponsePolicy, ReviewInput, ReviewOutcome, review_response
 from schemas import ChatMessage, Checks, Envelope, ErrorCode, ErrorInfo, RouteDecision, Stage, Status
 from sluice.outcome import Identity, Outcome, fail, finish, forward
@@ -163,6 +163,9 @@ def validate_response(
             checks=checks,
             attributes=attributes,
         )
+    content = inference.content or ""
+    if envelope.redactions:  # the tenant asked for its redacted values back in the answer
+        content = restore(content, envelope.redactions)
     return finish(
         who,
         STAGE,
@@ -172,7 +175,7 @@ def validate_response(
         now=now,
         duration_ms=_elapsed(started),
         model=inference.model,
-        content=inference.content or "",
+        content=content,
         usage=inference.usage,
         cost_usd=inference.cost_usd,
         checks=checks,
