@@ -208,6 +208,18 @@ async def read_topic(
         await consumer.stop()
 
 
+async def responses_of(settings: Settings, correlation_id: str) -> list[dict[str, object]]:
+    """Every response on the default reply topic for one correlation_id (for failure messages)."""
+    found = []
+    for _, value, partition, offset in await read_topic(
+        settings.bootstrap, f"{settings.topic_prefix}responses"
+    ):
+        body = orjson.loads(value or b"{}")
+        if body.get("correlation_id") == correlation_id:
+            found.append({"partition": partition, "offset": offset, "request_id": body.get("request_id")})
+    return found
+
+
 async def responses_by_correlation(settings: Settings) -> Counter[str]:
     """How many responses each correlation_id got on the default reply topic."""
     counts: Counter[str] = Counter()

@@ -20,6 +20,7 @@ from tests.e2e.stack import (
     publish_raw,
     read_topic,
     responses_by_correlation,
+    responses_of,
     running_stack,
     stack_settings,
 )
@@ -177,4 +178,5 @@ async def test_sigkill_mid_load_loses_no_request(stack: Stack, tmp_path: Path) -
     counts = await responses_by_correlation(settings)
     missing = [cid for cid in ids if counts[cid] == 0]
     doubled = [cid for cid in ids if counts[cid] > 1]
-    assert not missing and not doubled, f"missing={missing[:5]} doubled={doubled[:5]}"
+    details = [await responses_of(settings, cid) for cid in doubled[:3]]
+    assert not missing and not doubled, f"missing={missing[:5]} doubled={doubled[:5]} {details}"
