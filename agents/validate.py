@@ -120,7 +120,7 @@ def validate_record(
 
     raw_tenant = data.get("tenant")
     tenant = raw_tenant[:64] if isinstance(raw_tenant, str) else ""
-    request_id = request_id_for(record.topic, record.partition, record.offset)
+    request_id = request_id_for(record.topic, record.partition, record.offset, record.timestamp_ms)
     who = Identity(request_id, correlation_id, tenant)
     key = dedupe_key(tenant, correlation_id)
     received_at = _received_at(record, now)

@@ -149,7 +149,9 @@ def check(result: DeadLettered | Decided, record: RawRecord, *, expect_duplicate
         assert letter.stage == Stage.VALIDATE.value
         return
     outcome = result.outcome
-    assert result.request_id == request_id_for(record.topic, record.partition, record.offset)
+    assert result.request_id == request_id_for(
+        record.topic, record.partition, record.offset, record.timestamp_ms
+    )
     assert outcome.event.request_id == result.request_id
     assert outcome.event.stage is Stage.VALIDATE
     if result.duplicate:
