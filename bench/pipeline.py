@@ -34,15 +34,6 @@ from sluice.settings import Settings
 RESULTS = Path(__file__).resolve().parent / "results" / "pipeline.json"
 
 
-def child_env(settings: Settings, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
-    for name, value in settings.model_dump(mode="json").items():
-        if value is not None:
-            env[f"SLUICE_{name.upper()}"] = str(value)
-    env.update(extra)
-    return env
-
-
 async def model_latency_by_request(settings: Settings) -> dict[str, float]:
     """request_id -> model latency (ms) from the infer events."""
     topic = f"{settings.topic_prefix}events"
@@ -137,7 +128,7 @@ def run_case(model_latency_ms: float, args: argparse.Namespace) -> dict[str, Any
         broker_rebalance_timeout_s=3,
         broker_heartbeat_interval_s=0.5,
     )
-    env = child_env(settings)
+    env = settings.child_env(os.environ)
     logs = home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     sim = subprocess.Popen(

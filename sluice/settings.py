@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -140,6 +142,19 @@ class Settings(BaseSettings):
     @property
     def simulator_url(self) -> str:
         return f"http://{self.simulator_host}:{self.simulator_port}/v1"
+
+    def child_env(self, base: Mapping[str, str], **extra: str) -> dict[str, str]:
+        """The environment that makes a child process load exactly these settings (secrets
+        included, which is why it is only ever handed to our own child processes)."""
+        env = {k: v for k, v in base.items() if not k.startswith("SLUICE_")}
+        for name, value in self.model_dump(mode="json").items():
+            if value is not None:
+                env[f"SLUICE_{name.upper()}"] = (
+                    json.dumps(value) if isinstance(value, dict | list) else str(value)
+                )
+        env["SLUICE_CLICKHOUSE_DSN"] = self.warehouse_dsn
+        env.update(extra)
+        return env
 
     def tenant(self, tenant_id: str) -> TenantConfig:
         return self.tenants.get(tenant_id, DEFAULT_TENANT)

@@ -8,7 +8,6 @@ orphan is left behind even if the supervisor is killed."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -175,11 +174,3 @@ def _public_dsn(dsn: str) -> str:
     """The DSN without credentials, for printing."""
     scheme, _, rest = dsn.partition("://")
     return f"{scheme}://{rest.rpartition('@')[2]}"
-
-
-def read_json(path: Path) -> dict[str, object] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None

@@ -4,7 +4,6 @@ processes on the session's real broker, each with its own settings passed by env
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -29,15 +28,7 @@ from sluice.warehouse.queries import running_sink_url
 
 def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment that makes a child process load exactly these settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
-    for name, value in settings.model_dump(mode="json").items():
-        if value is not None:
-            env[f"SLUICE_{name.upper()}"] = (
-                json.dumps(value) if isinstance(value, dict | list) else str(value)
-            )
-    env["SLUICE_CLICKHOUSE_DSN"] = settings.warehouse_dsn
-    env.update(extra)
-    return env
+    return settings.child_env(os.environ, **extra)
 
 
 @dataclass
