@@ -12,7 +12,7 @@ from agents.checks.output_policy import OutputPolicy, PiiDetector
 from agents.checks.pii import find_pii, restore
 from agents.checks.review import Action, ResponsePolicy, ReviewInput, ReviewOutcome, review_response
 from schemas import ChatMessage, Checks, Envelope, ErrorCode, ErrorInfo, RouteDecision, Stage, Status
-from sluice.outcome import Identity, Outcome, fail, finish, forward
+from sluice.outcome import Identity, Outcome, Spend, fail, finish, forward
 from sluice.providers.catalog import Catalog, ModelEntry
 from sluice.tenants import TenantConfig
 
@@ -103,6 +103,7 @@ def validate_response(
             error=inference.error,
             model=inference.model,
             checks=Checks(flags=list(envelope.flags)),
+            spend=Spend.of(envelope),
         )
     request = envelope.request
     response_format = request.response_format
@@ -162,6 +163,7 @@ def validate_response(
             cost_usd=inference.cost_usd,
             checks=checks,
             attributes=attributes,
+            spend=Spend.of(envelope),
         )
     content = inference.content or ""
     if envelope.redactions:  # the tenant asked for its redacted values back in the answer
@@ -180,6 +182,7 @@ def validate_response(
         cost_usd=inference.cost_usd,
         checks=checks,
         attributes={**attributes, "finish_reason": inference.finish_reason or ""},
+        spend=Spend.of(envelope),
     )
 
 

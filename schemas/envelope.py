@@ -18,6 +18,14 @@ class RouteDecision(WireModel):
     model: str
     reason: str
     provider_kind: str = "openai"
+    route: str = Field(default="", description="Name of the routing rule or tier that chose the model")
+    tier: str | None = None
+    fallbacks: list[str] = Field(default_factory=list, description="Models to try in order if `model` fails")
+    arm: str | None = Field(default=None, description="Experiment arm that served it: control | challenger")
+    estimated_prompt_tokens: int = Field(default=0, ge=0)
+    baseline_model: str | None = Field(
+        default=None, description="The route's priciest candidate, the base of routing savings"
+    )
 
 
 class Inference(WireModel):
@@ -31,6 +39,9 @@ class Inference(WireModel):
     model_latency_ms: float = 0.0
     attempts: int = 1
     error: ErrorInfo | None = None
+    cached: bool = False
+    cache_savings_usd: float = Field(default=0.0, ge=0, description="What a cache hit would have cost")
+    routing_savings_usd: float = Field(default=0.0, description="Baseline model's cost minus the actual cost")
 
 
 class Envelope(WireModel):

@@ -19,6 +19,8 @@ class RequestSummary(WireModel):
     groundedness: float | None = None
     hallucination: bool | None = None
     schema_valid: bool | None = None
+    route: str = ""
+    arm: str = ""
 
 
 class Event(WireModel):
@@ -35,6 +37,8 @@ class Event(WireModel):
     completion_tokens: int = 0
     cost_usd: float = 0.0
     cached: bool = False
+    cache_savings_usd: float = 0.0
+    routing_savings_usd: float = 0.0
     error_code: ErrorCode | None = None
     flags: list[str] = Field(default_factory=list)
     attributes: dict[str, str] = Field(default_factory=dict)

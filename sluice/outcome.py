@@ -72,6 +72,28 @@ class Identity:
         return cls(envelope.request_id, envelope.correlation_id, envelope.tenant)
 
 
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """How a request's money was (not) spent: cache hit, savings, and the route that chose."""
+
+    cached: bool = False
+    cache_savings_usd: float = 0.0
+    routing_savings_usd: float = 0.0
+    route: str = ""
+    arm: str = ""
+
+    @classmethod
+    def of(cls, envelope: Envelope) -> Spend:
+        inference, decision = envelope.inference, envelope.route
+        return cls(
+            cached=inference.cached if inference else False,
+            cache_savings_usd=inference.cache_savings_usd if inference else 0.0,
+            routing_savings_usd=inference.routing_savings_usd if inference else 0.0,
+            route=decision.route if decision else "",
+            arm=(decision.arm or "") if decision else "",
+        )
+
+
 def make_event(
     who: Identity,
     stage: Stage,
@@ -87,8 +109,10 @@ def make_event(
     attributes: dict[str, str] | None = None,
     summary: RequestSummary | None = None,
     variant: str = "",
+    spend: Spend | None = None,
 ) -> Event:
     usage = usage or Usage()
+    spend = spend or Spend()
     return Event(
         event_id=event_id_for(who.request_id, stage, variant),
         request_id=who.request_id,
@@ -102,6 +126,9 @@ def make_event(
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
         cost_usd=cost_usd,
+        cached=spend.cached,
+        cache_savings_usd=spend.cache_savings_usd,
+        routing_savings_usd=spend.routing_savings_usd,
         error_code=error_code,
         flags=list(flags or []),
         attributes=dict(attributes or {}),
@@ -157,9 +184,11 @@ def finish(
     cost_usd: float = 0.0,
     checks: Checks | None = None,
     attributes: dict[str, str] | None = None,
+    spend: Spend | None = None,
 ) -> Outcome:
     """End the request: its one response, and the final event that becomes its ClickHouse row."""
     usage = usage or Usage()
+    spend = spend or Spend()
     checks = checks or Checks()
     latency_ms = ms_between(received_at, now)
     response = Response(
@@ -171,6 +200,7 @@ def finish(
         content=content,
         usage=usage,
         cost_usd=cost_usd,
+        cached=spend.cached,
         latency_ms=latency_ms,
         checks=checks,
         error=error,
@@ -183,6 +213,8 @@ def finish(
         groundedness=checks.groundedness,
         hallucination=checks.hallucination,
         schema_valid=checks.schema_valid,
+        route=spend.route,
+        arm=spend.arm,
     )
     event = make_event(
         who,
@@ -197,6 +229,7 @@ def finish(
         flags=checks.flags,
         attributes=attributes,
         summary=summary,
+        spend=spend,
     )
     return Outcome(event=event, response=response, reply_to=reply_to)
 

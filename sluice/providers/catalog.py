@@ -28,7 +28,9 @@ class ModelEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1, max_length=128)
-    kind: Literal["openai"] = "openai"
+    kind: Literal["openai", "anthropic"] = Field(
+        default="openai", description="openai: OpenAI-compatible chat completions; anthropic: messages API"
+    )
     base_url: str = Field(description="OpenAI-compatible base URL ending in /v1, or 'simulator'")
     upstream_model: str | None = Field(default=None, description="Name the server knows it by")
     api_key_env: str | None = None
@@ -37,6 +39,8 @@ class ModelEntry(BaseModel):
     context_window: int = Field(default=8192, ge=1)
     tier: Literal["small", "medium", "large"] = "medium"
     timeout_s: float | None = Field(default=None, gt=0)
+    capabilities: frozenset[Literal["json_mode", "tools", "long_context"]] = frozenset({"json_mode"})
+    max_concurrency: int = Field(default=256, ge=1, description="Calls in flight to this model per worker")
 
     @property
     def served_name(self) -> str:

@@ -40,11 +40,13 @@ REASON_MAX = 1000
 EVENT_COLUMNS = (
     "event_id", "request_id", "correlation_id", "tenant", "stage", "status", "ts", "duration_ms", "model",
     "prompt_tokens", "completion_tokens", "cost_usd", "cached", "error_code", "flags", "attributes",
+    "cache_savings_usd", "routing_savings_usd",
 )  # fmt: skip
 REQUEST_COLUMNS = (
     "request_id", "correlation_id", "tenant", "received_at", "finished_at", "status", "model",
     "prompt_tokens", "completion_tokens", "cost_usd", "cached", "latency_ms", "groundedness",
     "hallucination", "schema_valid", "error_code", "flags", "stage", "event_id",
+    "cache_savings_usd", "routing_savings_usd", "route", "arm",
 )  # fmt: skip
 FEEDBACK_COLUMNS = ("feedback_id", "request_id", "tenant", "rating", "label", "comment", "ts")
 DEADLETTER_COLUMNS = ("reason", "source_topic", "partition", "offset", "stage", "ts", "raw_base64")
@@ -88,6 +90,7 @@ def event_row(event: Event) -> Row:
         event.status, _utc(event.ts), event.duration_ms, event.model or "",
         _clamp(event.prompt_tokens, 0, UINT32_MAX), _clamp(event.completion_tokens, 0, UINT32_MAX),
         event.cost_usd, event.cached, error_code, list(event.flags), dict(event.attributes),
+        event.cache_savings_usd, event.routing_savings_usd,
     )  # fmt: skip
 
 
@@ -104,6 +107,7 @@ def request_row(event: Event) -> Row | None:
         _clamp(event.prompt_tokens, 0, UINT32_MAX), _clamp(event.completion_tokens, 0, UINT32_MAX),
         event.cost_usd, event.cached, summary.latency_ms, summary.groundedness, summary.hallucination,
         summary.schema_valid, error_code, list(event.flags), event.stage.value, event.event_id,
+        event.cache_savings_usd, event.routing_savings_usd, summary.route, summary.arm,
     )  # fmt: skip
 
 
