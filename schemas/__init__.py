@@ -1,5 +1,6 @@
 """Wire contracts: the pydantic form of ../shared/contract.md. Nothing here does I/O."""
 
+from schemas.advice import RouteAdvice
 from schemas.common import (
     ChatMessage,
     Checks,
@@ -27,6 +28,7 @@ WIRE_MESSAGES: dict[str, type[WireModel]] = {
     "event": Event,
     "feedback": Feedback,
     "deadletter": DeadLetter,
+    "route_advice": RouteAdvice,
 }
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "RequestSummary",
     "Response",
     "ResponseFormat",
+    "RouteAdvice",
     "RouteDecision",
     "Stage",
     "Status",

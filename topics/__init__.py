@@ -36,6 +36,8 @@ EVENTS = TopicSpec("events", retention_ms=3 * DAY_MS)
 FEEDBACK = TopicSpec("feedback", retention_ms=30 * DAY_MS)
 DEADLETTER = TopicSpec("deadletter", partitions=1, retention_ms=30 * DAY_MS)
 ALERTS = TopicSpec("alerts", partitions=1, retention_ms=30 * DAY_MS)
+# Internal: the feedback loop's advice to the router, one live record per (route, model).
+ROUTE_ADVICE = TopicSpec("route-advice", partitions=1, retention_ms=30 * DAY_MS, compacted=True)
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     REQUESTS,
@@ -48,6 +50,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     FEEDBACK,
     DEADLETTER,
     ALERTS,
+    ROUTE_ADVICE,
 )
 
 # Stage topics must share one partition count: a correlation_id then lands on the same
