@@ -105,6 +105,15 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "stage": "validate",
         "ts": NOW.isoformat(),
     },
+    "route_advice": {
+        "route": "simple",
+        "model": "sim-small",
+        "demote": True,
+        "satisfaction": -0.6,
+        "samples": 40,
+        "reason": "rated -0.60 over 40 ratings",
+        "ts": NOW.isoformat(),
+    },
 }
 
 # Every nested wire model with one valid document, so `extra="forbid"` is checked at each level.
