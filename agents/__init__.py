@@ -13,16 +13,17 @@ from typing import Any
 
 from agents.infer import infer
 from agents.route import route
+from agents.routing.advice import AdviceBook
 from agents.sanitize import sanitize
 from agents.validate import DeadLettered, Limits, RawRecord, validate_record
 from agents.validate_response import pii_findings, validate_response
-from schemas import Envelope, ErrorCode, Stage, Status
+from schemas import Envelope, ErrorCode, RouteAdvice, Stage, Status
 from sluice.app import Pipeline, run_bounded
-from sluice.codec import Poison
+from sluice.codec import Poison, WireSchema
 from sluice.outcome import Outcome, fail, utcnow
 from sluice.providers.catalog import load_catalog
 from sluice.providers.openai_http import ChatClient
-from topics import INFERRED, ROUTED, SANITIZED, VALIDATED, TopicSpec
+from topics import INFERRED, ROUTE_ADVICE, ROUTED, SANITIZED, VALIDATED, TopicSpec
 
 log = logging.getLogger("sluice.agents")
 
@@ -91,7 +92,13 @@ def register_stages(pipeline: Pipeline) -> None:
         Stage.SANITIZE,
         lambda env: sanitize(env, utcnow(), tenant=settings.tenant(env.tenant)),
     )
-    simple_stage(SANITIZED, ROUTED, Stage.ROUTE, lambda env: route(env, catalog, utcnow()))
+    advice = register_route_advice(pipeline)
+    simple_stage(
+        SANITIZED,
+        ROUTED,
+        Stage.ROUTE,
+        lambda env: route(env, catalog, utcnow(), tenant=settings.tenant(env.tenant), advice=advice),
+    )
 
     client = ChatClient(settings)
 
@@ -125,6 +132,34 @@ def register_stages(pipeline: Pipeline) -> None:
         expired += pipeline.sweep(pipeline.replies, settings.dedupe_window_s, tombstones=False)
         if expired:
             log.info("expired %d idempotence entries", expired)
+
+
+# --- Feedback loop -> router ------------------------------------------------------------------
+# The feedback evaluator publishes RouteAdvice on the compacted route-advice topic (1 partition,
+# key `route|model`). This agent keeps the newest advice per (route, model) in memory; the route
+# stage reads it for every `auto` request. Advice is small and re-published by the evaluator on
+# each evaluation, so a restarted worker catches up at the evaluator's next run.
+
+
+def register_route_advice(pipeline: Pipeline) -> AdviceBook:
+    """Define the agent that feeds the feedback loop's advice into an AdviceBook, and return it."""
+    book = AdviceBook()
+    topic = pipeline.app.topic(
+        ROUTE_ADVICE.name(pipeline.settings.topic_prefix),
+        schema=WireSchema(RouteAdvice),
+        partitions=ROUTE_ADVICE.partitions,
+    )
+
+    async def keep_newest_advice(stream: Any) -> None:
+        async for value in stream:
+            if isinstance(value, Poison):
+                await pipeline.dead_letter_poison(value, "route_advice")
+                continue
+            if book.update(value):
+                log.info("route advice: %s on route %r: %s", value.model, value.route, value.reason)
+
+    pipeline.app.agent(topic, name="route_advice")(keep_newest_advice)
+    return book
 
 
 def concurrent_stage(
