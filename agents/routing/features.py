@@ -10,13 +10,14 @@ from dataclasses import dataclass
 
 from schemas import Request
 from sluice.providers.catalog import TIER_RANK, RoutingConfig, Tier
-from sluice.tokens import estimate_prompt_tokens
+from sluice.tokens import estimate_prompt_tokens, estimate_tokens
 
-LENGTH_CAP_TOKENS = 4_000
+LENGTH_CAP_TOKENS = 1_000
 TURNS_CAP = 5
 CONSTRAINTS_CAP = 4
 REASONING_CAP = 2
-SIMPLE_MAX_CHARS = 300
+SIMPLE_MAX_CHARS = 160
+ASKS_CAP = 4
 
 _CODE = re.compile(
     r"```|\bdef \w+\s*\(|\bfunction\s*\w*\s*\(|\bclass \w+[:(]|=>|\breturn\b|#include|\bimport \w+|"
@@ -29,16 +30,33 @@ _CODE = re.compile(
 _MATH_WORDS = re.compile(
     r"\b(equation|solve|integral|derivative|probability|prove|proof|theorem|factorial|prime|matrix|"
     r"polynomial|logarithm|expected value|percent|percentage|ratio|average|remainder|divisible|"
-    r"how many|how much|how long|how far|how old|total cost|per hour|per day|per week|profit)\b|%|\$\d",
+    r"how many|how much|how long|how far|how old|how fast|speed|rate|total cost|per hour|per day|"
+    r"per week|profit|calculate|compute)\b|%|\$\d",
     re.IGNORECASE,
 )
 _FORMULA = re.compile(r"\d\s*[-+*/^=\u00d7\u00f7]\s*\d|\b[xyzn]\s*[\^=]\s*\d|\b\d+[xyz]\b")
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
+_NUMBER = re.compile(
+    r"\d+(?:[.,]\d+)?|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|hundred|"
+    r"thousand|half|halves|third|thirds|quarter|twice|thrice|double|triple|dozen)\b",
+    re.IGNORECASE,
+)
 _REASONING = re.compile(
     r"\b(step[- ]by[- ]step|explain why|why (?:does|do|is|are|did|would)|compare|contrast|analy[sz]e|"
     r"analysis|trade-?offs?|pros and cons|evaluate|justify|derive|design|architecture|plan|strategy|"
     r"critique|in detail|detailed|essay|reason(?:ing)?|implications?|argue|assess|recommend|propose|"
-    r"outline|walk me through|think through|consequences|hypothes[ie]s)\b",
+    r"outline|walk me through|think through|consequences|hypothes[ie]s|explain|why|"
+    # the same asks in the other languages the language detector knows
+    r"paso a paso|explica|analiza|compara|eval[uú]a|argumenta|justifica|por qu[eé]|"
+    r"[eé]tape par [eé]tape|explique|analyse[rz]?|compare[rz]|[eé]value[rz]?|justifie[rz]?|pourquoi|"
+    r"schritt f[uü]r schritt|erkl[aä]re|analysiere|vergleiche|bewerte|begr[uü]nde|warum|"
+    r"passo a passo|explique|analise|avalie|perch[eé]|spiega|analizza|confronta|valuta)\b|"
+    r"説明|分析|詳しく|比較|理由|解释|分析|比较|为什么",
+    re.IGNORECASE,
+)
+_ASK = re.compile(
+    r"\b(explain|compare|describe|write|design|evaluate|analy[sz]e|propose|recommend|discuss|justify|"
+    r"identify|estimate|derive|prove|implement|list|summari[sz]e|assess|outline|plan|draft|critique|"
+    r"calculate|create|build|show|suggest|give)\b|\?",
     re.IGNORECASE,
 )
 _CONSTRAINT = re.compile(
@@ -74,12 +92,14 @@ class Features:
     """The request as the router sees it; each field is a feature's raw value."""
 
     prompt_tokens: int
+    ask_tokens: int
     earlier_turns: int
+    asks: int
     has_context: bool
     code: bool
     math: bool
     reasoning_cues: int
-    json_requested: bool
+    json_requested: int
     language: str
     constraints: int
     simple_cue: bool
@@ -87,8 +107,9 @@ class Features:
     def values(self) -> dict[str, float]:
         """Feature name -> value that its weight multiplies (names as in FeatureWeights)."""
         return {
-            "length": min(self.prompt_tokens, LENGTH_CAP_TOKENS) / 1000,
+            "length": min(self.ask_tokens, LENGTH_CAP_TOKENS) / 100,
             "turns": float(min(self.earlier_turns, TURNS_CAP)),
+            "asks": float(max(0, min(self.asks, ASKS_CAP) - 1)),
             "context": float(self.has_context),
             "code": float(self.code),
             "math": float(self.math),
@@ -149,15 +170,20 @@ def extract(request: Request) -> Features:
     last = user_turns[-1] if user_turns else ""
     numbers = len(_NUMBER.findall(asked))
     math_words = bool(_MATH_WORDS.search(asked))
-    json_format = request.response_format is not None and request.response_format.type != "text"
+    json_format = 0
+    if request.response_format is not None and request.response_format.type != "text":
+        schema_bound = request.response_format.type == "json_schema" and request.response_format.json_schema
+        json_format = 2 if schema_bound else 1
     return Features(
         prompt_tokens=estimate_prompt_tokens(request),
+        ask_tokens=estimate_tokens([m.content for m in request.messages if m.role in ("system", "user")]),
         earlier_turns=max(0, len(user_turns) - 1),
+        asks=len({m.group(0).lower() for m in _ASK.finditer(last)}),
         has_context=bool(request.context),
         code=bool(_CODE.search(asked)),
         math=bool(_FORMULA.search(asked)) or (math_words and numbers >= 2),
         reasoning_cues=len({m.group(0).lower() for m in _REASONING.finditer(asked)}),
-        json_requested=json_format or bool(_JSON_ASKED.search(asked)),
+        json_requested=json_format or int(bool(_JSON_ASKED.search(asked))),
         language=detect_language(asked),
         constraints=len(_CONSTRAINT.findall(asked)),
         simple_cue=bool(_SIMPLE.match(last)) and len(last) <= SIMPLE_MAX_CHARS,

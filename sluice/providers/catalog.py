@@ -62,13 +62,21 @@ class FeatureWeights(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    length: float = Field(default=1.0, description="per 1,000 estimated prompt tokens (capped at 4,000)")
+    length: float = Field(
+        default=0.5,
+        description="per 100 estimated tokens the client wrote (system + user turns; capped at 1,000)",
+    )
     turns: float = Field(default=0.4, description="per earlier user turn (capped at 5)")
+    asks: float = Field(
+        default=0.75, description="per distinct ask beyond the first in the last turn (capped at 4)"
+    )
     context: float = Field(default=0.5, description="retrieved passages (RAG context) are present")
     code: float = Field(default=2.5, description="code, or a request to write or fix code")
     math: float = Field(default=2.5, description="arithmetic word problems, equations, proofs")
     reasoning: float = Field(default=1.5, description="cues such as 'step by step', 'explain why', 'compare'")
-    json_output: float = Field(default=0.5, description="a JSON schema or JSON object is requested")
+    json_output: float = Field(
+        default=0.75, description="per level of JSON output asked: 1 JSON object, 2 a JSON schema to follow"
+    )
     non_english: float = Field(default=0.5, description="the prompt is mostly not in English")
     constraints: float = Field(
         default=0.5, description="per explicit requirement ('must', 'at least'), capped at 4"
