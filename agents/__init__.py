@@ -14,12 +14,13 @@ from typing import Any
 from agents.infer import infer
 from agents.route import route
 from agents.routing.advice import AdviceBook
+from agents.routing.feed import follow_route_advice
 from agents.sanitize import sanitize
 from agents.validate import DeadLettered, Limits, RawRecord, validate_record
 from agents.validate_response import pii_findings, validate_response
-from schemas import Envelope, ErrorCode, RouteAdvice, Stage, Status
+from schemas import Envelope, ErrorCode, Stage, Status
 from sluice.app import Pipeline, run_bounded
-from sluice.codec import Poison, WireSchema
+from sluice.codec import Poison
 from sluice.outcome import Outcome, fail, utcnow
 from sluice.providers.catalog import load_catalog
 from sluice.providers.openai_http import ChatClient
@@ -136,29 +137,28 @@ def register_stages(pipeline: Pipeline) -> None:
 
 # --- Feedback loop -> router ------------------------------------------------------------------
 # The feedback evaluator publishes RouteAdvice on the compacted route-advice topic (1 partition,
-# key `route|model`). This agent keeps the newest advice per (route, model) in memory; the route
-# stage reads it for every `auto` request. Advice is small and re-published by the evaluator on
-# each evaluation, so a restarted worker catches up at the evaluator's next run.
+# key `route|model`). Each worker follows the whole topic from its start, outside any consumer
+# group (see agents/routing/feed.py), into one AdviceBook that the route stage reads for every
+# `auto` request: every worker applies the same advice, also right after a restart.
 
 
 def register_route_advice(pipeline: Pipeline) -> AdviceBook:
-    """Define the agent that feeds the feedback loop's advice into an AdviceBook, and return it."""
+    """Start following the route-advice topic when the worker starts; return the book it fills."""
     book = AdviceBook()
-    topic = pipeline.app.topic(
-        ROUTE_ADVICE.name(pipeline.settings.topic_prefix),
-        schema=WireSchema(RouteAdvice),
-        partitions=ROUTE_ADVICE.partitions,
-    )
+    topic = ROUTE_ADVICE.name(pipeline.settings.topic_prefix)
 
-    async def keep_newest_advice(stream: Any) -> None:
-        async for value in stream:
-            if isinstance(value, Poison):
-                await pipeline.dead_letter_poison(value, "route_advice")
-                continue
-            if book.update(value):
-                log.info("route advice: %s on route %r: %s", value.model, value.route, value.reason)
+    @pipeline.app.task
+    async def follow_advice() -> None:
+        follower = asyncio.create_task(
+            follow_route_advice(pipeline.settings.bootstrap, topic, book), name="route-advice"
+        )
 
-    pipeline.app.agent(topic, name="route_advice")(keep_newest_advice)
+        async def stop_following() -> None:
+            follower.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
+
+        pipeline.on_stop.append(stop_following)
+
     return book
 
 

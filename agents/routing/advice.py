@@ -1,8 +1,8 @@
 """The feedback loop's newest advice per (route, model), as the router reads it.
 
 The feedback evaluator publishes one RouteAdvice per (route, model) on the compacted
-route-advice topic; the worker's advice agent feeds them into an AdviceBook and the route
-stage asks it, per candidate, whether that model is demoted on that route."""
+route-advice topic; every worker follows that topic into an AdviceBook (agents/routing/feed.py)
+and the route stage asks it, per candidate, whether that model is demoted on that route."""
 
 from __future__ import annotations
 
@@ -29,6 +29,10 @@ class AdviceBook:
             return False
         self._newest[key] = advice
         return True
+
+    def forget(self, route: str, model: str) -> bool:
+        """Withdraw the advice for (route, model) (a tombstone on the compacted topic)."""
+        return self._newest.pop(advice_key(route, model), None) is not None
 
     def get(self, route: str, model: str) -> RouteAdvice | None:
         return self._newest.get(advice_key(route, model))

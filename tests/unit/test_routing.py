@@ -13,8 +13,10 @@ import tomli_w
 from agents.route import route
 from agents.routing.advice import AdviceBook, advice_key
 from agents.routing.features import assess, detect_language, extract
+from agents.routing.feed import apply_record
 from agents.routing.router import Rejection, arm_draw, decide
 from schemas import Envelope, ErrorCode, Request, RouteAdvice, RouteDecision, Stage, Status
+from sluice.codec import encode
 from sluice.providers.catalog import (
     BUILTIN_CATALOG,
     Catalog,
@@ -442,3 +444,22 @@ def test_route_stage_rejects_with_the_routers_message() -> None:
     assert outcome.response.error.code is ErrorCode.BUDGET_EXCEEDED
     assert outcome.response.error.stage is Stage.ROUTE
     assert "access.max_cost_per_request_usd" in outcome.response.error.message
+
+
+# --- the advice topic's records -------------------------------------------------------------------
+
+
+def test_advice_records_fold_into_the_book() -> None:
+    book = AdviceBook()
+    key = b"simple|sim-small"
+    assert apply_record(book, key, encode(advice("simple", "sim-small", minutes=5))) == "applied"
+    assert apply_record(book, key, encode(advice("simple", "sim-small", demote=False))) == (
+        "skipped: older than known advice"
+    )
+    assert book.demotion("simple", "sim-small") is not None
+    assert apply_record(book, key, b"{not json").startswith("skipped: not a valid RouteAdvice")
+    assert apply_record(book, key, b'{"route": "simple"}').startswith("skipped: not a valid RouteAdvice")
+    assert apply_record(book, key, None) == "withdrawn"
+    assert book.get("simple", "sim-small") is None
+    assert apply_record(book, key, None) == "skipped: nothing to withdraw"
+    assert apply_record(book, None, None) == "skipped: tombstone without a key"
