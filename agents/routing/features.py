@@ -17,60 +17,105 @@ TURNS_CAP = 5
 CONSTRAINTS_CAP = 4
 REASONING_CAP = 2
 SIMPLE_MAX_CHARS = 160
+SCAN_CHARS = 6_000
 ASKS_CAP = 4
 
-_CODE = re.compile(
-    r"```|\bdef \w+\s*\(|\bfunction\s*\w*\s*\(|\bclass \w+[:(]|=>|\breturn\b|#include|\bimport \w+|"
-    r"\b(python|javascript|typescript|java|c\+\+|golang|rust|sql|bash|shell script|regex|regular expression|"
-    r"algorithm|implement|refactor|debug|traceback|stack trace|compile[rs]?|unit tests?|recursion|recursive|"
-    r"time complexity|big-o|code|function|program|script|api|endpoint|query|dataframe|linked list|"
-    r"binary search|array|string of|integer|docstring)\b",
-    re.IGNORECASE,
+
+class Lexicon:
+    """Cue words and phrases, found by set lookups on the text's words and substring checks on
+    its normalised form: linear in the text, unlike one regex alternation tried at every position."""
+
+    def __init__(self, words: str, *phrases: str, scripts: tuple[str, ...] = ()) -> None:
+        self.words = frozenset(words.split())
+        self.phrases = tuple(f" {phrase} " for phrase in phrases)
+        self.scripts = scripts  # cues in scripts without spaces (CJK): plain substrings
+
+    def found(self, text: Text) -> set[str]:
+        """The distinct cues present."""
+        hits = set(self.words & text.word_set)
+        hits.update(p.strip() for p in self.phrases if p in text.normalised)
+        hits.update(cue for cue in self.scripts if cue in text.raw)
+        return hits
+
+    def count(self, text: Text) -> int:
+        """Occurrences of all cues, repeats included."""
+        return sum(1 for word in text.words if word in self.words) + sum(
+            text.normalised.count(p) for p in self.phrases
+        )
+
+
+_TOKEN = re.compile(r"\w+(?:[-'+#]+\w*)*")
+
+
+class Text:
+    """A text lower-cased and split into words once, for every lexicon to look at."""
+
+    def __init__(self, raw: str) -> None:
+        self.raw = raw.lower()
+        self.words = _TOKEN.findall(self.raw)
+        self.word_set = set(self.words)
+        self.normalised = " " + " ".join(self.words) + " "
+
+
+_CODE_SYNTAX = re.compile(
+    r"```|\bdef \w+\s*\(|\bfunction\s*\w*\s*\(|\bclass \w+[:(]|=>|\breturn\b|#include|\bimport \w+"
 )
-_MATH_WORDS = re.compile(
-    r"\b(equation|solve|integral|derivative|probability|prove|proof|theorem|factorial|prime|matrix|"
-    r"polynomial|logarithm|expected value|percent|percentage|ratio|average|remainder|divisible|"
-    r"how many|how much|how long|how far|how old|how fast|speed|rate|total cost|per hour|per day|"
-    r"per week|profit|calculate|compute)\b|%|\$\d",
-    re.IGNORECASE,
+_CODE = Lexicon(
+    "python javascript typescript java c++ c# golang rust sql bash regex algorithm implement refactor "
+    "debug traceback compile compiler compiles recursion recursive big-o code function program "
+    "script api endpoint query dataframe array integer docstring",
+    *("shell script", "regular expression", "stack trace", "unit test", "unit tests", "time complexity"),
+    *("linked list", "binary search", "string of"),
 )
+_MATH = Lexicon(
+    "equation solve integral derivative probability prove proof theorem factorial prime matrix "
+    "polynomial logarithm percent percentage ratio average remainder divisible speed rate profit "
+    "calculate compute",
+    *("expected value", "how many", "how much", "how long", "how far", "how old", "how fast"),
+    *("total cost", "per hour", "per day", "per week"),
+)
+_MONEY = re.compile(r"\$\d")
 _FORMULA = re.compile(r"\d\s*[-+*/^=\u00d7\u00f7]\s*\d|\b[xyzn]\s*[\^=]\s*\d|\b\d+[xyz]\b")
-_NUMBER = re.compile(
-    r"\d+(?:[.,]\d+)?|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|hundred|"
-    r"thousand|half|halves|third|thirds|quarter|twice|thrice|double|triple|dozen)\b",
-    re.IGNORECASE,
+_DIGITS = re.compile(r"\d+(?:[.,]\d+)?")
+_NUMBER_WORDS = Lexicon(
+    "one two three four five six seven eight nine ten eleven twelve twenty hundred thousand "
+    "half halves third thirds quarter twice thrice double triple dozen"
 )
-_REASONING = re.compile(
-    r"\b(step[- ]by[- ]step|explain why|why (?:does|do|is|are|did|would)|compare|contrast|analy[sz]e|"
-    r"analysis|trade-?offs?|pros and cons|evaluate|justify|derive|design|architecture|plan|strategy|"
-    r"critique|in detail|detailed|essay|reason(?:ing)?|implications?|argue|assess|recommend|propose|"
-    r"outline|walk me through|think through|consequences|hypothes[ie]s|explain|why|"
+_REASONING = Lexicon(
+    "step-by-step compare contrast analyze analyse analysis trade-off trade-offs tradeoff tradeoffs "
+    "evaluate justify derive design architecture plan strategy critique detailed essay reason "
+    "reasoning implication implications argue assess recommend propose outline consequences "
+    "hypothesis hypotheses explain why "
     # the same asks in the other languages the language detector knows
-    r"paso a paso|explica|analiza|compara|eval[uú]a|argumenta|justifica|por qu[eé]|"
-    r"[eé]tape par [eé]tape|explique|analyse[rz]?|compare[rz]|[eé]value[rz]?|justifie[rz]?|pourquoi|"
-    r"schritt f[uü]r schritt|erkl[aä]re|analysiere|vergleiche|bewerte|begr[uü]nde|warum|"
-    r"passo a passo|explique|analise|avalie|perch[eé]|spiega|analizza|confronta|valuta)\b|"
-    r"説明|分析|詳しく|比較|理由|解释|分析|比较|为什么",
-    re.IGNORECASE,
+    "explica analiza compara evalua evalúa argumenta justifica explique analyse analyser "
+    "analysez comparer comparez évalue évaluer évaluez justifie justifier justifiez pourquoi "
+    "erkläre erklare analysiere vergleiche bewerte begründe begrunde warum analise avalie "
+    "perché perche spiega analizza confronta valuta",
+    *("step by step", "pros and cons", "in detail", "walk me through", "think through"),
+    *("paso a paso", "por qué", "por que", "étape par étape", "etape par etape", "schritt für schritt"),
+    "passo a passo",
+    scripts=("説明", "分析", "詳しく", "比較", "理由", "解释", "比较", "为什么"),
 )
-_ASK = re.compile(
-    r"\b(explain|compare|describe|write|design|evaluate|analy[sz]e|propose|recommend|discuss|justify|"
-    r"identify|estimate|derive|prove|implement|list|summari[sz]e|assess|outline|plan|draft|critique|"
-    r"calculate|create|build|show|suggest|give)\b|\?",
-    re.IGNORECASE,
+_ASK = Lexicon(
+    "explain compare describe write design evaluate analyze analyse propose recommend discuss "
+    "justify identify estimate derive prove implement list summarize summarise assess outline "
+    "plan draft critique calculate create build show suggest give"
 )
-_CONSTRAINT = re.compile(
-    r"\b(must|should|at least|at most|exactly|no more than|no fewer than|without using|only use|"
-    r"make sure|ensure|include|do not|don't)\b|^\s*(?:\d+[.)]|[-*•])\s+",
-    re.IGNORECASE | re.MULTILINE,
+_CONSTRAINT = Lexicon(
+    "must should exactly ensure include don't",
+    *("at least", "at most", "no more than", "no fewer than", "without using", "only use", "make sure"),
+    "do not",
 )
+_LIST_ITEM = re.compile(r"^\s*(?:\d+[.)]|[-*\u2022])\s+", re.MULTILINE)
 _SIMPLE = re.compile(
     r"^\s*(what is|what's|what are|who is|who was|who wrote|when did|when was|where is|where was|"
     r"define|translate|name|list|give me|tell me|which|is it|are there|how do you spell|spell|"
     r"classify|identify|convert|rewrite|fix the (?:grammar|spelling)|summari[sz]e|extract)\b",
     re.IGNORECASE,
 )
-_JSON_ASKED = re.compile(r"\b(?:in|as|valid|return|output) json\b|\bjson (?:object|schema)\b", re.IGNORECASE)
+_JSON_ASKED = Lexicon(
+    "", "in json", "as json", "valid json", "return json", "output json", "json object", "json schema"
+)
 
 
 def _words(text: str) -> frozenset[str]:
@@ -84,7 +129,7 @@ _STOPWORDS: dict[str, frozenset[str]] = {
     "pt": _words("o a os as que de e é em para uma um com como não"),
     "it": _words("il lo la gli che di e è per una un con come non sono"),
 }
-_WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
+_NON_LATIN = re.compile("[^\u0000-\u024f]")
 
 
 @dataclass(frozen=True)
@@ -121,12 +166,12 @@ class Features:
         }
 
 
-def detect_language(text: str) -> str:
+def detect_language(text: str | Text) -> str:
     """'en', a few Latin-script languages by their stopwords, else 'other' for mostly non-Latin text."""
-    words = [w.lower() for w in _WORD.findall(text)]
+    words = [w for w in (text if isinstance(text, Text) else Text(text)).words if not w.isdigit()]
     if not words:
         return "en"
-    latin = sum(1 for w in words if all(ord(ch) < 0x250 for ch in w))
+    latin = sum(1 for w in words if not _NON_LATIN.search(w))
     if latin / len(words) < 0.5:
         return "other"
     hits = {lang: sum(1 for w in words if w in stop) for lang, stop in _STOPWORDS.items()}
@@ -166,26 +211,30 @@ def extract(request: Request) -> Features:
     """Features of the request: prompt length over messages and passages; cues from what the
     client wrote (system and user turns, not retrieved passages, which are data, not asks)."""
     user_turns = [m.content for m in request.messages if m.role == "user"]
-    asked = "\n".join(m.content for m in request.messages if m.role in ("system", "user"))
-    last = user_turns[-1] if user_turns else ""
-    numbers = len(_NUMBER.findall(asked))
-    math_words = bool(_MATH_WORDS.search(asked))
+    written = [m.content for m in request.messages if m.role in ("system", "user")]
+    # Cues are looked for in the last SCAN_CHARS characters the client wrote (the newest turns):
+    # enough to see what is asked, and routing stays cheap however long the prompt is.
+    asked = "\n".join(written)[-SCAN_CHARS:]
+    last = user_turns[-1][-SCAN_CHARS:] if user_turns else ""
+    text, turn = Text(asked), Text(last)
+    numbers = len(_DIGITS.findall(asked)) + _NUMBER_WORDS.count(text)
+    math_words = bool(_MATH.found(text)) or "%" in asked or bool(_MONEY.search(asked))
     json_format = 0
     if request.response_format is not None and request.response_format.type != "text":
         schema_bound = request.response_format.type == "json_schema" and request.response_format.json_schema
         json_format = 2 if schema_bound else 1
     return Features(
         prompt_tokens=estimate_prompt_tokens(request),
-        ask_tokens=estimate_tokens([m.content for m in request.messages if m.role in ("system", "user")]),
+        ask_tokens=estimate_tokens(written),
         earlier_turns=max(0, len(user_turns) - 1),
-        asks=len({m.group(0).lower() for m in _ASK.finditer(last)}),
+        asks=len(_ASK.found(turn)) + ("?" in last),
         has_context=bool(request.context),
-        code=bool(_CODE.search(asked)),
+        code=bool(_CODE_SYNTAX.search(asked)) or bool(_CODE.found(text)),
         math=bool(_FORMULA.search(asked)) or (math_words and numbers >= 2),
-        reasoning_cues=len({m.group(0).lower() for m in _REASONING.finditer(asked)}),
-        json_requested=json_format or int(bool(_JSON_ASKED.search(asked))),
-        language=detect_language(asked),
-        constraints=len(_CONSTRAINT.findall(asked)),
+        reasoning_cues=len(_REASONING.found(text)),
+        json_requested=json_format or int(bool(_JSON_ASKED.found(text))),
+        language=detect_language(text),
+        constraints=_CONSTRAINT.count(text) + len(_LIST_ITEM.findall(asked)),
         simple_cue=bool(_SIMPLE.match(last)) and len(last) <= SIMPLE_MAX_CHARS,
     )
 

@@ -142,7 +142,8 @@ def _auto(
     preferred = [
         e for e in eligible if e.name not in unavailable and advice.demotion(rule.name, e.name) is None
     ]
-    held_back = [e for e in eligible if e not in preferred]
+    preferred_names = {e.name for e in preferred}
+    held_back = [e for e in eligible if e.name not in preferred_names]
     chain = preferred + held_back
     primary = chain[0]
     notes = [f"skipped {name} ({why})" for name, why in skipped if _ranks_before(name, primary, candidates)]
@@ -165,12 +166,11 @@ def _auto(
                 )
             else:
                 notes.append(f"experiment: challenger {experiment.challenger} not eligible, control arm")
-    fallbacks = [e.name for e in chain if e is not model]
+    fallbacks = [e.name for e in chain if e.name != model.name]
     baseline = max(eligible, key=need.worst_cost)
-    reason = (
-        f"auto: {assessment.explain()}; route '{rule.name}' -> {model.name} "
-        f"(cheapest fitting of {len(eligible)} candidate{'s' if len(eligible) != 1 else ''})"
-    )
+    fitting = f"{len(eligible)} fitting candidate{'s' if len(eligible) != 1 else ''}"
+    why = f"cheapest of {fitting}" if model.name == eligible[0].name else fitting
+    reason = f"auto: {assessment.explain()}; route '{rule.name}' -> {model.name} ({why})"
     if notes:
         reason += "; " + "; ".join(notes)
     return RouteDecision(
@@ -218,7 +218,8 @@ def _eligible(
             ),
         )
     permitted = [e for e in fitting if allowed is None or e.name in allowed]
-    skipped += [(e.name, "not in access.allowed_models") for e in fitting if e not in permitted]
+    permitted_names = {e.name for e in permitted}
+    skipped += [(e.name, "not in access.allowed_models") for e in fitting if e.name not in permitted_names]
     if not permitted:
         return (
             [],
@@ -230,10 +231,11 @@ def _eligible(
             ),
         )
     affordable = [e for e in permitted if cap is None or need.worst_cost(e) <= cap]
+    affordable_names = {e.name for e in affordable}
     skipped += [
         (e.name, f"may cost {_usd(need.worst_cost(e))} > access.max_cost_per_request_usd")
         for e in permitted
-        if e not in affordable
+        if e.name not in affordable_names
     ]
     if not affordable:
         cheapest = min(permitted, key=need.worst_cost)
