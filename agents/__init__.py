@@ -13,6 +13,8 @@ from typing import Any
 
 from agents.infer import infer
 from agents.route import route
+from agents.routing.advice import AdviceBook
+from agents.routing.feed import follow_route_advice
 from agents.sanitize import sanitize
 from agents.validate import DeadLettered, Limits, RawRecord, validate_record
 from agents.validate_response import pii_findings, validate_response
@@ -22,7 +24,7 @@ from sluice.codec import Poison
 from sluice.outcome import Outcome, fail, utcnow
 from sluice.providers.catalog import load_catalog
 from sluice.providers.openai_http import ChatClient
-from topics import INFERRED, ROUTED, SANITIZED, VALIDATED, TopicSpec
+from topics import INFERRED, ROUTE_ADVICE, ROUTED, SANITIZED, VALIDATED, TopicSpec
 
 log = logging.getLogger("sluice.agents")
 
@@ -91,7 +93,13 @@ def register_stages(pipeline: Pipeline) -> None:
         Stage.SANITIZE,
         lambda env: sanitize(env, utcnow(), tenant=settings.tenant(env.tenant)),
     )
-    simple_stage(SANITIZED, ROUTED, Stage.ROUTE, lambda env: route(env, catalog, utcnow()))
+    advice = register_route_advice(pipeline)
+    simple_stage(
+        SANITIZED,
+        ROUTED,
+        Stage.ROUTE,
+        lambda env: route(env, catalog, utcnow(), tenant=settings.tenant(env.tenant), advice=advice),
+    )
 
     client = ChatClient(settings)
 
@@ -125,6 +133,33 @@ def register_stages(pipeline: Pipeline) -> None:
         expired += pipeline.sweep(pipeline.replies, settings.dedupe_window_s, tombstones=False)
         if expired:
             log.info("expired %d idempotence entries", expired)
+
+
+# --- Feedback loop -> router ------------------------------------------------------------------
+# The feedback evaluator publishes RouteAdvice on the compacted route-advice topic (1 partition,
+# key `route|model`). Each worker follows the whole topic from its start, outside any consumer
+# group (see agents/routing/feed.py), into one AdviceBook that the route stage reads for every
+# `auto` request: every worker applies the same advice, also right after a restart.
+
+
+def register_route_advice(pipeline: Pipeline) -> AdviceBook:
+    """Start following the route-advice topic when the worker starts; return the book it fills."""
+    book = AdviceBook()
+    topic = ROUTE_ADVICE.name(pipeline.settings.topic_prefix)
+
+    @pipeline.app.task
+    async def follow_advice() -> None:
+        follower = asyncio.create_task(
+            follow_route_advice(pipeline.settings.bootstrap, topic, book), name="route-advice"
+        )
+
+        async def stop_following() -> None:
+            follower.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
+
+        pipeline.on_stop.append(stop_following)
+
+    return book
 
 
 def concurrent_stage(

@@ -93,6 +93,12 @@ class AccessRules(BaseModel):
     max_prompt_bytes: int | None = Field(
         default=None, ge=1, description="Limit on the UTF-8 bytes of all message contents"
     )
+    max_cost_per_request_usd: float | None = Field(
+        default=None,
+        gt=0,
+        description="The router only picks models whose worst-case cost (estimated prompt tokens, "
+        "max_tokens of completion) stays within this; None: no limit",
+    )
 
     @field_validator("api_key_sha256")
     @classmethod

@@ -1,7 +1,8 @@
-"""The model catalog (`models.toml`): which models exist, where they are served, what they cost.
+"""The model catalog (`models.toml`): which models exist, where they are served, what they cost,
+and the routing rules that pick one of them for `model: auto`.
 
 Without a catalog file Sluice uses three simulated models served by `sluice simulator`, of
-different size and price, so routing has something to choose from on a fresh machine.
+different size and price, and the built-in routing rules, so routing works on a fresh machine.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
@@ -20,6 +21,12 @@ SIMULATOR_BASE_URL = "simulator"  # placeholder resolved to Settings.simulator_u
 
 class CatalogError(ValueError):
     """The catalog file is missing, unreadable or inconsistent; the message says where."""
+
+
+Tier = Literal["small", "medium", "large"]
+TIERS: tuple[Tier, ...] = get_args(Tier)
+TIER_RANK: dict[str, int] = {tier: rank for rank, tier in enumerate(TIERS)}
+Capability = Literal["json_mode", "tools", "long_context"]
 
 
 class ModelEntry(BaseModel):
@@ -37,9 +44,9 @@ class ModelEntry(BaseModel):
     input_price_per_1k: float = Field(ge=0)
     output_price_per_1k: float = Field(ge=0)
     context_window: int = Field(default=8192, ge=1)
-    tier: Literal["small", "medium", "large"] = "medium"
+    tier: Tier = "medium"
     timeout_s: float | None = Field(default=None, gt=0)
-    capabilities: frozenset[Literal["json_mode", "tools", "long_context"]] = frozenset({"json_mode"})
+    capabilities: frozenset[Capability] = frozenset({"json_mode"})
     max_concurrency: int = Field(default=256, ge=1, description="Calls in flight to this model per worker")
 
     @property
@@ -50,11 +57,136 @@ class ModelEntry(BaseModel):
         return (prompt_tokens * self.input_price_per_1k + completion_tokens * self.output_price_per_1k) / 1000
 
 
+class FeatureWeights(BaseModel):
+    """Points each request feature adds to the complexity score (negative: makes it simpler)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    length: float = Field(
+        default=0.5,
+        description="per 100 estimated tokens the client wrote (system + user turns; capped at 1,000)",
+    )
+    turns: float = Field(default=0.4, description="per earlier user turn (capped at 5)")
+    asks: float = Field(
+        default=0.75, description="per distinct ask beyond the first in the last turn (capped at 4)"
+    )
+    context: float = Field(default=0.5, description="retrieved passages (RAG context) are present")
+    code: float = Field(default=2.5, description="code, or a request to write or fix code")
+    math: float = Field(default=2.5, description="arithmetic word problems, equations, proofs")
+    reasoning: float = Field(default=1.5, description="cues such as 'step by step', 'explain why', 'compare'")
+    json_output: float = Field(
+        default=0.75, description="per level of JSON output asked: 1 JSON object, 2 a JSON schema to follow"
+    )
+    non_english: float = Field(default=0.5, description="the prompt is mostly not in English")
+    constraints: float = Field(
+        default=0.5, description="per explicit requirement ('must', 'at least'), capped at 4"
+    )
+    simple: float = Field(
+        default=-1.0, description="cues of a short lookup ('what is', 'define', 'translate')"
+    )
+
+
+FEATURES: tuple[str, ...] = tuple(FeatureWeights.model_fields)
+
+
+class TierThresholds(BaseModel):
+    """Complexity score at which a request needs the medium or the large tier."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    medium: float = 2.0
+    large: float = 6.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TierThresholds:
+        if self.large < self.medium:
+            raise ValueError(f"large ({self.large}) must not be below medium ({self.medium})")
+        return self
+
+
+class RouteRule(BaseModel):
+    """A named route: requests of its tier go to the cheapest fitting candidate."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")
+    tier: Tier
+    candidates: tuple[str, ...] = Field(
+        default=(), description="Models in order of preference; empty: every model of this tier or above"
+    )
+
+
+class Experiment(BaseModel):
+    """Send `fraction` of a route's requests to `challenger`; the rest is the control arm."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    route: str
+    challenger: str
+    fraction: float = Field(gt=0, le=1)
+
+
+def _default_routes() -> tuple[RouteRule, ...]:
+    return (
+        RouteRule(name="simple", tier="small"),
+        RouteRule(name="standard", tier="medium"),
+        RouteRule(name="complex", tier="large"),
+    )
+
+
+class RoutingConfig(BaseModel):
+    """`[routing]` in models.toml: how `model: auto` becomes a model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    weights: FeatureWeights = Field(default_factory=FeatureWeights)
+    thresholds: TierThresholds = Field(default_factory=TierThresholds)
+    floors: dict[str, Tier] = Field(
+        default_factory=dict, description="feature -> lowest tier a request with it may get"
+    )
+    long_context_tokens: int = Field(
+        default=16_000, ge=1, description="Prompts this long need a model with the long_context capability"
+    )
+    routes: tuple[RouteRule, ...] = Field(default_factory=_default_routes, min_length=1)
+    experiments: tuple[Experiment, ...] = ()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RoutingConfig:
+        unknown = sorted(set(self.floors) - set(FEATURES))
+        if unknown:
+            raise ValueError(f"floors: unknown feature(s) {', '.join(unknown)}; known: {', '.join(FEATURES)}")
+        names = [rule.name for rule in self.routes]
+        tiers = [rule.tier for rule in self.routes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"routes: duplicate route names in {', '.join(names)}")
+        if len(set(tiers)) != len(tiers):
+            raise ValueError("routes: at most one route per tier")
+        routed = {e.route for e in self.experiments}
+        if len(routed) != len(self.experiments):
+            raise ValueError("experiments: at most one experiment per route")
+        missing = sorted(routed - set(names))
+        if missing:
+            raise ValueError(
+                f"experiments: unknown route(s) {', '.join(missing)}; routes: {', '.join(names)}"
+            )
+        return self
+
+    def route_for(self, tier: str) -> RouteRule:
+        """The route of this tier, else the nearest route above it, else the nearest below."""
+        by_rank = sorted(self.routes, key=lambda rule: TIER_RANK[rule.tier])
+        above = [rule for rule in by_rank if TIER_RANK[rule.tier] >= TIER_RANK[tier]]
+        return above[0] if above else by_rank[-1]
+
+    def experiment_for(self, route: str) -> Experiment | None:
+        return next((e for e in self.experiments if e.route == route), None)
+
+
 class Catalog(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     default: str
     models: tuple[ModelEntry, ...] = Field(min_length=1)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> Catalog:
@@ -64,7 +196,46 @@ class Catalog(BaseModel):
             raise ValueError(f"duplicate model names: {', '.join(duplicates)}")
         if self.default not in names:
             raise ValueError(f"default model {self.default!r} is not in the catalog ({', '.join(names)})")
+        for rule in self.routing.routes:
+            unknown = [c for c in rule.candidates if c not in names]
+            if unknown:
+                raise ValueError(
+                    f"routing.routes[{rule.name}].candidates: unknown model(s) {', '.join(unknown)}; "
+                    f"catalog: {', '.join(names)}"
+                )
+        for experiment in self.routing.experiments:
+            if experiment.challenger not in names:
+                raise ValueError(
+                    f"routing.experiments[{experiment.route}].challenger: unknown model "
+                    f"{experiment.challenger!r}; catalog: {', '.join(names)}"
+                )
         return self
+
+    def candidates(self, rule: RouteRule) -> tuple[ModelEntry, ...]:
+        """The route's models in order of preference: as configured, else every model of the
+        route's tier or above, lower tier first and cheaper first within a tier."""
+        if rule.candidates:
+            return tuple(entry for name in rule.candidates if (entry := self.get(name)) is not None)
+        eligible = [entry for entry in self.models if TIER_RANK[entry.tier] >= TIER_RANK[rule.tier]]
+        if not eligible:  # nothing that strong: the strongest there is
+            top = max(TIER_RANK[entry.tier] for entry in self.models)
+            eligible = [entry for entry in self.models if TIER_RANK[entry.tier] == top]
+        return tuple(sorted(eligible, key=lambda e: (TIER_RANK[e.tier], e.cost_usd(1000, 1000), e.name)))
+
+    def routing_savings(
+        self, baseline: str | None, actual_model: str, prompt_tokens: int, completion_tokens: int
+    ) -> float:
+        """What the route's baseline (priciest) model would have cost for this usage minus what
+        the model that answered cost: infer records it as `Inference.routing_savings_usd`.
+        0 when there is no baseline or either model is not in the catalog; negative when a
+        pricier model answered (an experiment's challenger, a fallback)."""
+        base = self.get(baseline) if baseline else None
+        actual = self.get(actual_model)
+        if base is None or actual is None:
+            return 0.0
+        return base.cost_usd(prompt_tokens, completion_tokens) - actual.cost_usd(
+            prompt_tokens, completion_tokens
+        )
 
     def get(self, name: str) -> ModelEntry | None:
         for entry in self.models:
@@ -95,6 +266,7 @@ BUILTIN_CATALOG = Catalog(
             input_price_per_1k=0.001,
             output_price_per_1k=0.003,
             context_window=32768,
+            capabilities=frozenset({"json_mode", "tools", "long_context"}),
         ),
         ModelEntry(
             name="sim-large",
@@ -103,6 +275,7 @@ BUILTIN_CATALOG = Catalog(
             input_price_per_1k=0.005,
             output_price_per_1k=0.015,
             context_window=128000,
+            capabilities=frozenset({"json_mode", "tools", "long_context"}),
         ),
     ),
 )

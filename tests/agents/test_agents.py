@@ -32,6 +32,7 @@ from sluice.codec import Poison, encode
 from sluice.local.simulator import SimulatorConfig, SimulatorServer, serve
 from sluice.outcome import Outcome, utcnow
 from sluice.settings import Settings
+from sluice.tenants import AccessRules, TenantConfig
 from topics import INFERRED, ROUTED, SANITIZED, VALIDATED, TopicSpec
 
 WAIT_S = 10.0  # upper bound for an agent to act; never a timing assertion
@@ -293,6 +294,28 @@ async def test_route_agent_routes_auto_to_the_catalog_default(build: Callable[..
     assert next_topic is ROUTED
     assert outcome.forward is not None and outcome.forward.route is not None
     assert outcome.forward.route.model == "sim-small"
+
+
+async def test_route_agent_applies_the_router_and_the_tenants_policy(build: Callable[..., Built]) -> None:
+    math = "A shop sells 3 boxes at $4 each and 5 bags at $2 each. How much is spent in total?"
+    pipeline, recorder = build()
+    value = from_wire(pipeline, SANITIZED, encode(envelope(messages=[{"role": "user", "content": math}])))
+    await drive_and_wait(pipeline, recorder, "route", value, published=1)
+    outcome, _ = only_outcome(recorder)
+    assert outcome.forward is not None and outcome.forward.route is not None
+    # this catalog gives no tiers (both models default to medium): the cheaper one serves
+    assert (outcome.forward.route.route, outcome.forward.route.tier) == ("standard", "medium")
+    assert outcome.forward.route.model == "sim-small" and outcome.forward.route.fallbacks == ["sim-large"]
+    assert outcome.event.attributes["route_reason"].startswith("auto: score")
+
+    capped = TenantConfig(access=AccessRules(max_cost_per_request_usd=1e-6))
+    pipeline, recorder = build(tenants={"acme": capped})
+    await drive_and_wait(
+        pipeline, recorder, "route", from_wire(pipeline, SANITIZED, encode(envelope())), published=1
+    )
+    outcome, _ = only_outcome(recorder)
+    assert outcome.response is not None and outcome.response.error is not None
+    assert outcome.response.error.code is ErrorCode.BUDGET_EXCEEDED
 
 
 async def test_route_agent_rejects_an_unknown_model(build: Callable[..., Built]) -> None:

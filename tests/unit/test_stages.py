@@ -216,18 +216,20 @@ def test_auto_routes_to_the_catalog_default() -> None:
     assert "auto" in routed.route.reason
 
 
-def test_auto_follows_a_different_catalog_default() -> None:
+def test_auto_takes_the_cheapest_model_and_records_the_priciest_as_baseline() -> None:
     catalog = Catalog(
         default="big",
         models=(
-            ModelEntry(name="tiny", base_url="http://a/v1", input_price_per_1k=0, output_price_per_1k=0),
             ModelEntry(name="big", base_url="http://b/v1", input_price_per_1k=1, output_price_per_1k=1),
+            ModelEntry(name="tiny", base_url="http://a/v1", input_price_per_1k=0, output_price_per_1k=0),
         ),
     )
     outcome = route(make_envelope(), catalog, NOW)
     routed = assert_forward(outcome, Stage.ROUTE)
-    assert routed.route is not None and routed.route.model == "big"
-    assert outcome.event.model == "big"
+    assert routed.route is not None and routed.route.model == "tiny"
+    assert routed.route.fallbacks == ["big"] and routed.route.baseline_model == "big"
+    assert outcome.event.model == "tiny"
+    assert outcome.event.attributes["route_reason"] == routed.route.reason
 
 
 def test_named_model_is_routed_to_itself() -> None:
@@ -235,6 +237,7 @@ def test_named_model_is_routed_to_itself() -> None:
     assert routed.route is not None
     assert routed.route.model == "sim-large"
     assert routed.route.reason == "requested by client"
+    assert routed.route.route == "requested" and routed.route.baseline_model == "sim-large"
     assert routed.request.model == "sim-large"
 
 
