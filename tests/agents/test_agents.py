@@ -26,13 +26,23 @@ import pytest
 from faust.types.tuples import Message
 
 import agents
-from schemas import DeadLetter, Envelope, ErrorCode, Inference, Request, RouteDecision, Stage, Status
+from schemas import (
+    Admission,
+    DeadLetter,
+    Envelope,
+    ErrorCode,
+    Inference,
+    Request,
+    RouteDecision,
+    Stage,
+    Status,
+)
 from sluice.app import Pipeline, create_app
 from sluice.codec import Poison, encode
 from sluice.local.simulator import SimulatorConfig, SimulatorServer, serve
 from sluice.outcome import Outcome, utcnow
 from sluice.settings import Settings
-from topics import INFERRED, ROUTED, SANITIZED, VALIDATED, TopicSpec
+from topics import ADMISSION, INFERRED, ROUTED, SANITIZED, VALIDATED, TopicSpec
 
 WAIT_S = 10.0  # upper bound for an agent to act; never a timing assertion
 SECRET = "sk-agent-SECRET-55aa"
@@ -186,7 +196,8 @@ def only_outcome(recorder: Recorder) -> tuple[Outcome, TopicSpec | None]:
 
 def test_register_stages_defines_the_five_agents(build: Callable[..., Built]) -> None:
     pipeline, _ = build()
-    assert set(pipeline.app.agents) == {"validate", "sanitize", "route", "infer", "validate_response"}
+    stages = {"validate", "sanitize", "route", "infer", "validate_response"}
+    assert set(pipeline.app.agents) == stages | {"admit"}  # admit: quotas, between validate and sanitize
     assert pipeline.app.agents["validate"].channel is pipeline.requests
     assert pipeline.app.agents["sanitize"].channel is pipeline.envelope_topic(VALIDATED)
     assert pipeline.app.agents["route"].channel is pipeline.envelope_topic(SANITIZED)
@@ -201,7 +212,7 @@ async def test_validate_agent_forwards_a_valid_request(build: Callable[..., Buil
     pipeline, recorder = build()
     await drive_and_wait(pipeline, recorder, "validate", request_bytes(), published=1)
     outcome, next_topic = only_outcome(recorder)
-    assert next_topic is VALIDATED
+    assert next_topic is ADMISSION  # quotas decide next
     assert outcome.response is None
     assert outcome.forward is not None
     # Derived from (topic, partition, offset, record timestamp): a valid UUID, stable per record.
@@ -458,16 +469,22 @@ async def test_one_request_through_every_agent_ends_in_one_response(
     pipeline, recorder = build(simulator_port=simulator.port)
     hops = [("sanitize", VALIDATED), ("route", SANITIZED), ("infer", ROUTED), ("validate_response", INFERRED)]
     await drive_and_wait(pipeline, recorder, "validate", request_bytes(), published=1)
-    for count, (agent_name, source) in enumerate(hops, start=2):
+    accepted, next_topic = recorder.published[-1]
+    assert next_topic is ADMISSION and accepted.forward is not None
+    admission = Admission(request=accepted.forward)
+    await drive_and_wait(pipeline, recorder, "admit", admission, published=2)
+    for count, (agent_name, source) in enumerate(hops, start=3):
         previous, next_topic = recorder.published[-1]
         assert next_topic is source and previous.forward is not None
         value = from_wire(pipeline, source, encode(previous.forward))  # over the wire, as on Kafka
         await drive_and_wait(pipeline, recorder, agent_name, value, published=count)
     assert recorder.dead == []
     outcomes = [outcome for outcome, _ in recorder.published]
-    assert [o.event.stage for o in outcomes] == list(Stage)  # every stage once, in pipeline order
+    # every stage once, in pipeline order; validate twice: its check, then the quota admission
+    assert [o.event.stage for o in outcomes] == [Stage.VALIDATE, *Stage]
+    assert outcomes[1].event.status == "admitted"
     assert len({o.event.request_id for o in outcomes}) == 1
-    assert len({o.event.event_id for o in outcomes}) == 5
+    assert len({o.event.event_id for o in outcomes}) == 6
     responses = [o.response for o in outcomes if o.response is not None]
     assert len(responses) == 1
     final = responses[0]

@@ -1,0 +1,37 @@
+"""Token counts before a model call: a typical estimate (for routing and rate limits) and a
+bound no real tokenizer exceeds (for budget reservations, which must never be too small).
+
+No tokenizer is loaded: prices differ by model anyway, and both numbers are only needed
+before the call; the model's reported usage replaces them afterwards."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from math import ceil
+
+from schemas import Request
+
+CHARS_PER_TOKEN = 4  # English prose on GPT-style tokenizers, and the simulator's own count
+MESSAGE_OVERHEAD_TOKENS = 8  # role markers and separators per message or context passage
+PROMPT_OVERHEAD_TOKENS = 64  # system framing the infer stage adds around context passages
+
+
+def _texts(request: Request) -> Iterable[str]:
+    yield from (message.content for message in request.messages)
+    yield from (passage.text for passage in request.context)
+
+
+def estimate_prompt_tokens(request: Request) -> int:
+    """A typical count: ceil(chars / 4) per message or passage (at least 1), plus overhead."""
+    parts = list(_texts(request))
+    return sum(max(1, ceil(len(text) / CHARS_PER_TOKEN)) for text in parts) + MESSAGE_OVERHEAD_TOKENS * len(
+        parts
+    )
+
+
+def prompt_token_bound(request: Request, extra_texts: Iterable[str] = ()) -> int:
+    """At least as many tokens as any byte-level BPE tokenizer produces: every token covers at
+    least one UTF-8 byte, so bytes plus framing overhead is an upper bound."""
+    parts = [*_texts(request), *extra_texts]
+    size = sum(len(text.encode("utf-8", "surrogatepass")) for text in parts)
+    return size + MESSAGE_OVERHEAD_TOKENS * len(parts) + PROMPT_OVERHEAD_TOKENS
