@@ -71,7 +71,11 @@ def register_stages(pipeline: Pipeline) -> None:
             if decision.outcome.forward is not None:
                 # Only accepted requests are remembered: a client may fix a rejected one and re-send it.
                 pipeline.remember(pipeline.seen, decision.dedupe_key, request_id=decision.request_id)
-            await pipeline.publish(decision.outcome, ADMISSION)  # quotas: the admit step decides next
+            # Quotas: a tenant with limits goes through the admit step; others skip its hop.
+            quota_hop = decision.outcome.forward is not None and pipeline.has_quota(
+                decision.outcome.forward.tenant
+            )
+            await pipeline.publish(decision.outcome, ADMISSION if quota_hop else VALIDATED)
 
     register_admission(pipeline, catalog)
 

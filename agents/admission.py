@@ -227,10 +227,11 @@ def _admitted(envelope: Envelope, hold: Entry, now: datetime, started: float, re
     event = make_event(
         Identity.of(envelope),
         STAGE,
-        "admitted",
+        Status.OK.value,  # "ok" like every passing stage; the attribute says what passed
         now=now,
         duration_ms=_elapsed(started),
         attributes={
+            "admission": "admitted",
             "reserved_usd": f"{hold['reserved_usd']:.8f}",
             "reserved_tokens": str(hold["tokens"]),
             **({"redelivered": "true"} if redelivered else {}),

@@ -208,13 +208,17 @@ class Pipeline:
         await self.send(self.events_name, key, outcome.event)
 
     # --- quotas ------------------------------------------------------------------------------
+    def has_quota(self, tenant: str) -> bool:
+        """Tenants with a rate limit or budget pass the admit step; the rest skip its hop."""
+        return self.settings.tenant(tenant).quota.limited
+
     async def settle(self, outcome: Outcome) -> None:
         """Before a final response goes out: release the request's quota reservation and book
         its actual cost, on the tenant's admission partition (after its admission). Sent before
         the response, so a crash in between repeats it (the admit step ignores repeats) rather
         than leaving the reservation held."""
         settlement = settlement_of(outcome)
-        if settlement is not None:
+        if settlement is not None and self.has_quota(settlement.tenant):
             await self.send(self.admission_name, settlement.tenant.encode(), Admission(settlement=settlement))
 
     # --- end quotas ----------------------------------------------------------------------------

@@ -117,7 +117,7 @@ async def admission_times(stack: Stack, tenant: str) -> list[float]:
     times = []
     for _, value, _, _ in await read_topic(stack.settings.bootstrap, f"{stack.settings.topic_prefix}events"):
         event = orjson.loads(value or b"{}")
-        if event.get("tenant") == tenant and event.get("status") == "admitted":
+        if event.get("tenant") == tenant and event.get("attributes", {}).get("admission") == "admitted":
             times.append(datetime.fromisoformat(event["ts"]).timestamp())
     return sorted(times)
 
