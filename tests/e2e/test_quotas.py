@@ -177,6 +177,7 @@ async def test_500_simultaneous_requests_never_spend_past_the_budget(
     ok = [r for r in responses if r.status is Status.OK]
     refused = [r for r in responses if error_code(r) is ErrorCode.BUDGET_EXCEEDED]
     assert len(ok) + len(refused) == 500, {error_code(r) for r in responses}
+    print(f"budget burst: {len(ok)} of 500 answered (budget covers {BUDGET_N} worst cases)")
     assert 0 < len(ok) <= BUDGET_N
     assert all(r.error is not None and r.error.retry_after_s is not None for r in refused)
     budget = TENANTS["burst-budget"].quota.daily_budget_usd
@@ -194,6 +195,8 @@ async def test_500_simultaneous_requests_get_the_rate_limit(stack: Stack, client
     limited_count = sum(1 for r in responses if error_code(r) is ErrorCode.RATE_LIMITED)
     assert len(ok) + limited_count == 500
     times = await admission_times(stack, "burst-rate")
+    span = times[-1] - times[0]
+    print(f"rate burst: {len(ok)} of 500 admitted (limit {BURST_RPM}), decided over {span:.2f} s")
     assert len(times) == len(ok)
     # No window (whole buckets) holds more than the limit; a burst decided within one window
     # gets exactly the limit.
@@ -223,6 +226,7 @@ async def test_the_configured_rate_holds_over_several_windows(stack: Stack, clie
     responses = await asyncio.gather(*tasks)
     admitted = sum(1 for r in responses if error_code(r) is not ErrorCode.RATE_LIMITED)
     expected = 3 * STEADY_RPM
+    print(f"steady: {admitted} of {len(responses)} admitted over 2.75 windows; configured {expected}")
     assert abs(admitted - expected) <= 0.02 * expected, admitted
     times = await admission_times(stack, "steady-rate")
     assert busiest_window(times, WINDOW_S - WINDOW_S / BUCKETS) <= STEADY_RPM
