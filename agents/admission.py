@@ -61,7 +61,10 @@ class QuotaConfig:
     window_s: float = 60.0
     buckets: int = 60
     hold_grace_s: float = 120.0
-    keep_s: float = 24 * 3600.0  # how long settled/refused holds stay, for idempotence
+    keep_s: float = 24 * 3600.0  # how long settled holds stay, for idempotence
+    # Refusals are remembered only for redeliveries after a crash (the uncommitted tail):
+    # briefly, so a client hammering past its limit cannot grow the table without bound.
+    keep_refused_s: float = 300.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> QuotaConfig:
@@ -375,8 +378,10 @@ def sweepable(
         if value.get("state") == "held":
             if float(value.get("expires_at", ts)) < ts:
                 to_expire.append(key[2:])
-        elif float(value.get("at", ts)) < ts - config.keep_s:
-            to_forget.append(key)
+        else:
+            keep = config.keep_refused_s if value.get("state") == "refused" else config.keep_s
+            if float(value.get("at", ts)) < ts - keep:
+                to_forget.append(key)
     return to_expire, to_forget
 
 

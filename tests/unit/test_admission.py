@@ -238,6 +238,14 @@ def test_a_hold_that_never_settles_expires_at_its_worst_case_and_a_late_settleme
     assert sweepable(table.data.items(), CONFIG, later + timedelta(hours=2)) == ([], [hold_key("lost")])
 
 
+def test_refusals_are_forgotten_sooner_than_settled_holds() -> None:
+    table, limited = Table(), rules(rpm=1)
+    run_admit(table, "a", limited)
+    run_admit(table, "b", limited)
+    table.apply(settle(settlement("a"), table.read, CONFIG, T0))
+    assert sweepable(table.data.items(), CONFIG, T0 + timedelta(seconds=301)) == ([], [hold_key("b")])
+
+
 def test_tenants_do_not_share_limits() -> None:
     table, limited = Table(), rules(rpm=1)
     first = admit(envelope("a", tenant="one"), limited, NEED, table.read, CONFIG, T0)
