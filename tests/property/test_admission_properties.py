@@ -32,7 +32,8 @@ def run(table: Table, operations: list[Op], budget: float, rpm: int, cost: float
     tenant = rules(rpm=rpm, budget=budget)
     need = Reservation(tokens=50, worst_usd=0.01)
     admitted: list[float] = []
-    for kind, index, second, crash in sorted(operations, key=lambda op: op[2]):
+    # In time order; at equal times admissions first (a settlement never precedes its admission).
+    for kind, index, second, crash in sorted(operations, key=lambda op: (op[2], op[0] == "settle")):
         at = T0 + timedelta(seconds=second)
         for attempt in (True, False) if crash else (False,):
             if kind == "admit":
