@@ -180,16 +180,20 @@ def register_admission(pipeline: Pipeline, catalog: Catalog) -> None:
 
     @app.timer(interval=settings.quota_sweep_interval_s)
     async def expire_quota_holds() -> None:
-        to_expire, to_forget = admission.sweepable(list(table.data.items()), config, utcnow())
-        for request_id in to_expire:
+        now = utcnow()
+        to_expire, to_forget = admission.sweepable(list(table.data.items()), config, now)
+        for request_id in to_expire:  # through the topic: ordered with the tenant's other changes
             hold = read(admission.hold_key(request_id))
             if hold is not None:
-                write(admission.expire(request_id, read, config, utcnow()), int(hold.get("p", 0)))
+                expiry = admission.expiry_of(hold, request_id, now)
+                await pipeline.send(
+                    pipeline.admission_name, expiry.tenant.encode(), Admission(settlement=expiry)
+                )
         for key in to_forget:
             hold = read(key)
             write(admission.Decision(writes=[(key, None)]), int((hold or {}).get("p", 0)))
         if to_expire or to_forget:
-            log.info("quota holds: %d expired unsettled, %d forgotten", len(to_expire), len(to_forget))
+            log.info("quota holds: %d expiring unsettled, %d forgotten", len(to_expire), len(to_forget))
 
 
 # --- end quotas ----------------------------------------------------------------------------------

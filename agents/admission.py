@@ -326,44 +326,46 @@ def admit(
 
 
 def settle(settlement: Settlement, read: Read, config: QuotaConfig, now: datetime) -> Decision:
-    """Release a request's reservation and book its actual cost and tokens, once."""
+    """Release a request's reservation and book its actual cost and tokens, once. An `expired`
+    settlement (from the sweep: the request's final outcome never came) charges the full
+    reservation instead, so the budget stays safe; a late real settlement corrects the charge."""
     ts = now.timestamp()
     ukey, hkey = usage_key(settlement.tenant), hold_key(settlement.request_id)
     hold = read(hkey)
     if hold is None or hold["state"] == "refused":
         return Decision(note="nothing held")  # admitted before quotas existed, or a stray record
     usage = _current(read(ukey), config, ts)
-    repaired = _repair(usage, hold)
-    if hold["state"] == "settled":
-        return Decision([(ukey, usage)] if repaired else [], note="already settled")
-    settled = {
-        **hold,
-        "state": "settled",
-        "was": hold["state"],
-        "cost_usd": settlement.cost_usd,
-        "actual_tokens": settlement.prompt_tokens + settlement.completion_tokens,
-        "release_seq": int(usage["seq"]) + 1,
-        "at": ts,
-    }
-    _apply_release(usage, settled)
-    return Decision([(hkey, settled), (ukey, usage)], note="settled")
+    writes: list[tuple[str, Entry | None]] = [(ukey, usage)] if _repair(usage, hold) else []
+    if settlement.expired:
+        if hold["state"] != "held":
+            return Decision(writes, note="settled before it expired")
+        released = {**hold, "state": "expired", "cost_usd": hold["reserved_usd"], "at": ts}
+    else:
+        if hold["state"] == "settled":
+            return Decision(writes, note="already settled")
+        released = {
+            **hold,
+            "state": "settled",
+            "was": hold["state"],
+            "cost_usd": settlement.cost_usd,
+            "actual_tokens": settlement.prompt_tokens + settlement.completion_tokens,
+            "at": ts,
+        }
+    released["release_seq"] = int(usage["seq"]) + 1
+    _apply_release(usage, released)
+    return Decision([(hkey, released), (ukey, usage)], note=released["state"])
 
 
-def expire(request_id: str, read: Read, config: QuotaConfig, now: datetime) -> Decision:
-    """A hold whose request never settled (its final outcome was lost): charge its worst
-    case, so the budget stays safe; a late settlement corrects the charge."""
-    ts = now.timestamp()
-    hkey = hold_key(request_id)
-    hold = read(hkey)
-    if hold is None or hold["state"] != "held" or float(hold["expires_at"]) > ts:
-        return Decision()
-    ukey = usage_key(str(hold["tenant"]))
-    usage = _current(read(ukey), config, ts)
-    _repair(usage, hold)
-    expired = {**hold, "state": "expired", "cost_usd": hold["reserved_usd"], "at": ts}
-    expired["release_seq"] = int(usage["seq"]) + 1
-    _apply_release(usage, expired)
-    return Decision([(hkey, expired), (ukey, usage)], note="expired")
+def expiry_of(hold: Entry, request_id: str, now: datetime) -> Settlement:
+    """The settlement the sweep sends for a hold past its expiry (through the admission topic,
+    so it is ordered and redelivered like every other change to the tenant's books)."""
+    return Settlement(
+        request_id=request_id,
+        tenant=str(hold["tenant"]),
+        status=Status.FAILED,
+        finished_at=now,
+        expired=True,
+    )
 
 
 def sweepable(

@@ -21,6 +21,11 @@ class Settlement(WireModel):
     prompt_tokens: int = Field(default=0, ge=0)
     completion_tokens: int = Field(default=0, ge=0)
     finished_at: datetime
+    expired: bool = Field(
+        default=False,
+        description="Sent by the sweep, not by a final outcome: the request never settled in time; "
+        "charge its reservation in full (a late real settlement corrects it)",
+    )
 
 
 class Admission(WireModel):

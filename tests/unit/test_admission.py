@@ -13,7 +13,7 @@ from agents.admission import (
     QuotaConfig,
     Reservation,
     admit,
-    expire,
+    expiry_of,
     hold_key,
     model_calls,
     reservation_for,
@@ -226,16 +226,30 @@ def test_a_crash_between_the_two_writes_is_repaired_on_redelivery(keep: int) -> 
 def test_a_hold_that_never_settles_expires_at_its_worst_case_and_a_late_settlement_corrects_it() -> None:
     table, limited = Table(), rules(budget=1.0)
     run_admit(table, "lost", limited)
-    assert expire("lost", table.read, CONFIG, T0).writes == []  # not yet: deadline + grace ahead
+    assert sweepable(table.data.items(), CONFIG, T0) == ([], [])  # not yet: deadline + grace ahead
     later = T0 + timedelta(seconds=36)
     assert sweepable(table.data.items(), CONFIG, later) == (["lost"], [])
-    table.apply(expire("lost", table.read, CONFIG, later))
+    hold = table.read(hold_key("lost"))
+    assert hold is not None
+    expiry = expiry_of(hold, "lost", later)
+    table.apply(settle(expiry, table.read, CONFIG, later))
+    assert table.apply(settle(expiry, table.read, CONFIG, later)).writes == []  # the sweep repeats itself
     assert table.usage()["reserved_usd"] == pytest.approx(0.0)
     assert table.usage()["spent_usd"] == pytest.approx(0.01)
     table.apply(settle(settlement("lost", cost=0.002), table.read, CONFIG, later))
     assert table.usage()["spent_usd"] == pytest.approx(0.002)
     assert table.usage()["reserved_usd"] == pytest.approx(0.0)
     assert sweepable(table.data.items(), CONFIG, later + timedelta(hours=2)) == ([], [hold_key("lost")])
+
+
+def test_an_expiry_after_the_real_settlement_changes_nothing() -> None:
+    table = Table()
+    run_admit(table, "a", rules(budget=1.0))
+    hold = table.read(hold_key("a"))
+    assert hold is not None
+    table.apply(settle(settlement("a", cost=0.002), table.read, CONFIG, T0))
+    assert table.apply(settle(expiry_of(hold, "a", T0), table.read, CONFIG, T0)).writes == []
+    assert table.usage()["spent_usd"] == pytest.approx(0.002)
 
 
 def test_refusals_are_forgotten_sooner_than_settled_holds() -> None:
