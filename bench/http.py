@@ -135,6 +135,20 @@ def wait_until(check: Any, what: str, timeout: float = 60.0) -> None:
     raise RuntimeError(f"{what}: not ready within {timeout}s")
 
 
+async def drain(settings: Settings, quick_ms: float = 1000.0, limit_s: float = 180.0) -> float:
+    """Wait until the pipeline is idle again (a probe answers within `quick_ms`), so a phase
+    never measures the backlog its predecessor left (e.g. requests the gateway gave up on)."""
+    started = time.perf_counter()
+    async with SluiceClient(settings=settings, timeout_s=limit_s) as client:
+        while time.perf_counter() - started < limit_s:
+            sent = time.perf_counter()
+            await client.request("drain probe", max_tokens=4)
+            if (time.perf_counter() - sent) * 1000 < quick_ms:
+                break
+            await asyncio.sleep(1.0)
+    return round(time.perf_counter() - started, 1)
+
+
 def compare(settings: Settings, url: str, rate: float, args: argparse.Namespace) -> dict[str, Any]:
     """Alternating kafka / http phases at one rate; percentiles over all phases of each path."""
     # Warm-up, discarded: connections, consumer positions, caches on both paths.
@@ -144,7 +158,9 @@ def compare(settings: Settings, url: str, rate: float, args: argparse.Namespace)
     kafka_all: list[float] = []
     http_all: list[float] = []
     for round_no in range(args.rounds):
+        asyncio.run(drain(settings))
         kafka, kafka_failed = asyncio.run(kafka_path(settings, rate, args.duration))
+        asyncio.run(drain(settings))
         http, http_failed = asyncio.run(http_path(url, rate, args.duration))
         kafka_all += kafka
         http_all += http
@@ -223,7 +239,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rate", type=float, nargs="+", default=[100.0], help="one or more rates")
+    parser.add_argument(
+        "--rate", type=float, nargs="+", default=[100.0], help="one or more rates (lowest first is kinder)"
+    )
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per phase")
     parser.add_argument("--rounds", type=int, default=2, help="kafka+http phase pairs")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds per path, discarded")
