@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from agents import admission
 from agents.infer import infer
 from agents.route import route
 from agents.routing.advice import AdviceBook
@@ -18,13 +19,13 @@ from agents.routing.feed import follow_route_advice
 from agents.sanitize import sanitize
 from agents.validate import DeadLettered, Limits, RawRecord, validate_record
 from agents.validate_response import pii_findings, validate_response
-from schemas import Envelope, ErrorCode, Stage, Status
+from schemas import Admission, Envelope, ErrorCode, Stage, Status
 from sluice.app import Pipeline, run_bounded
 from sluice.codec import Poison
 from sluice.outcome import Outcome, fail, utcnow
-from sluice.providers.catalog import load_catalog
+from sluice.providers.catalog import Catalog, load_catalog
 from sluice.providers.openai_http import ChatClient
-from topics import INFERRED, ROUTE_ADVICE, ROUTED, SANITIZED, VALIDATED, TopicSpec
+from topics import ADMISSION, INFERRED, ROUTE_ADVICE, ROUTED, SANITIZED, VALIDATED, TopicSpec
 
 log = logging.getLogger("sluice.agents")
 
@@ -72,7 +73,13 @@ def register_stages(pipeline: Pipeline) -> None:
             if decision.outcome.forward is not None:
                 # Only accepted requests are remembered: a client may fix a rejected one and re-send it.
                 pipeline.remember(pipeline.seen, decision.dedupe_key, request_id=decision.request_id)
-            await pipeline.publish(decision.outcome, VALIDATED)
+            # Quotas: a tenant with limits goes through the admit step; others skip its hop.
+            quota_hop = decision.outcome.forward is not None and pipeline.has_quota(
+                decision.outcome.forward.tenant
+            )
+            await pipeline.publish(decision.outcome, ADMISSION if quota_hop else VALIDATED)
+
+    register_admission(pipeline, catalog)
 
     def simple_stage(
         source: TopicSpec, target: TopicSpec, stage: Stage, logic: Callable[[Envelope], Outcome]
@@ -160,6 +167,71 @@ def register_route_advice(pipeline: Pipeline) -> AdviceBook:
         pipeline.on_stop.append(stop_following)
 
     return book
+
+
+# --- quotas: the admit step (agents/admission.py) ----------------------------------------------
+
+
+def register_admission(pipeline: Pipeline, catalog: Catalog) -> None:
+    """The admit agent: rate limits and budgets per tenant, from the `quota` table; admitted
+    requests go on to sanitize, refused ones are answered. Plus the expiry of lost holds."""
+    app, settings, table = pipeline.app, pipeline.settings, pipeline.quota
+    config = admission.QuotaConfig.from_settings(settings)
+
+    def read(key: str) -> dict[str, Any] | None:
+        value = table.data.get(key)
+        return value if isinstance(value, dict) else None
+
+    def write(decision: admission.Decision, partition: int) -> None:
+        # In order, to the same changelog partition: a crash leaves a prefix (see admission.py).
+        for key, value in decision.writes:
+            if value is None:
+                table.data.pop(key, None)
+            else:
+                value["p"] = partition
+                table.data[key] = value
+            table.send_changelog(partition, key, value)
+
+    @app.agent(pipeline.admission, name="admit")
+    async def admit_agent(stream: Any) -> None:
+        async for event in stream.events():
+            record = event.value
+            if isinstance(record, Poison):
+                await pipeline.dead_letter_poison(record, "admit")
+                continue
+            assert isinstance(record, Admission)
+            now = utcnow()
+            if record.request is not None:
+                envelope = record.request
+                rules = settings.tenant(envelope.tenant)
+                need = admission.reservation_for(envelope, rules, catalog)
+                decision = admission.admit(envelope, rules, need, read, config, now)
+            else:
+                assert record.settlement is not None
+                decision = admission.settle(record.settlement, read, config, now)
+            write(decision, int(event.message.partition))
+            if decision.outcome is not None:
+                await pipeline.publish(decision.outcome, VALIDATED)
+
+    @app.timer(interval=settings.quota_sweep_interval_s)
+    async def expire_quota_holds() -> None:
+        now = utcnow()
+        to_expire, to_forget = admission.sweepable(list(table.data.items()), config, now)
+        for request_id in to_expire:  # through the topic: ordered with the tenant's other changes
+            hold = read(admission.hold_key(request_id))
+            if hold is not None:
+                expiry = admission.expiry_of(hold, request_id, now)
+                await pipeline.send(
+                    pipeline.admission_name, expiry.tenant.encode(), Admission(settlement=expiry)
+                )
+        for key in to_forget:
+            hold = read(key)
+            write(admission.Decision(writes=[(key, None)]), int((hold or {}).get("p", 0)))
+        if to_expire or to_forget:
+            log.info("quota holds: %d expiring unsettled, %d forgotten", len(to_expire), len(to_forget))
+
+
+# --- end quotas ----------------------------------------------------------------------------------
 
 
 def concurrent_stage(

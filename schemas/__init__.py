@@ -1,5 +1,6 @@
 """Wire contracts: the pydantic form of ../shared/contract.md. Nothing here does I/O."""
 
+from schemas.admission import Admission, Settlement
 from schemas.advice import RouteAdvice
 from schemas.common import (
     ChatMessage,
@@ -29,10 +30,12 @@ WIRE_MESSAGES: dict[str, type[WireModel]] = {
     "feedback": Feedback,
     "deadletter": DeadLetter,
     "route_advice": RouteAdvice,
+    "admission": Admission,
 }
 
 __all__ = [
     "WIRE_MESSAGES",
+    "Admission",
     "ChatMessage",
     "Checks",
     "ContextPassage",
@@ -49,6 +52,7 @@ __all__ = [
     "ResponseFormat",
     "RouteAdvice",
     "RouteDecision",
+    "Settlement",
     "Stage",
     "Status",
     "Usage",

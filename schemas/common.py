@@ -75,3 +75,6 @@ class ErrorInfo(WireModel):
     code: ErrorCode
     message: str
     stage: Stage
+    retry_after_s: float | None = Field(
+        default=None, ge=0, description="rate_limited / budget_exceeded: when a retry may succeed"
+    )

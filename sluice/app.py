@@ -14,12 +14,23 @@ import faust
 from faust.sensors.monitor import Monitor
 from faust.types import TopicT
 
-from schemas import DeadLetter, Envelope
+from schemas import Admission, DeadLetter, Envelope
 from sluice.codec import CODEC_NAME, Poison, WireSchema, encode
 from sluice.kafka_transport import broker_url
-from sluice.outcome import Outcome, utcnow
+from sluice.outcome import Outcome, settlement_of, utcnow
 from sluice.settings import Settings
-from topics import DEADLETTER, EVENTS, INFERRED, REQUESTS, RESPONSES, ROUTED, SANITIZED, VALIDATED, TopicSpec
+from topics import (
+    ADMISSION,
+    DEADLETTER,
+    EVENTS,
+    INFERRED,
+    REQUESTS,
+    RESPONSES,
+    ROUTED,
+    SANITIZED,
+    VALIDATED,
+    TopicSpec,
+)
 
 log = logging.getLogger("sluice.app")
 
@@ -130,6 +141,16 @@ class Pipeline:
             "answered", default=None, schema=_table_schema(), partitions=REQUESTS.partitions
         )
         self.on_stop: list[Callable[[], Awaitable[None]]] = []
+        # --- quotas: the admission topic (keyed by tenant) and the admit step's table ---------
+        self.admission: TopicT = app.topic(
+            ADMISSION.name(prefix), schema=WireSchema(Admission), partitions=ADMISSION.partitions
+        )
+        self.admission_name = ADMISSION.name(prefix)
+        # "t:<tenant>" -> usage (window, spend, reservations); "h:<request_id>" -> that request's
+        # hold. Written only while handling an admission record, so the changelog partition is
+        # the tenant's. See agents/admission.py.
+        self.quota = app.Table("quota", default=None, schema=_table_schema(), partitions=ADMISSION.partitions)
+        # --- end quotas ----------------------------------------------------------------------
 
     def envelope_topic(self, spec: TopicSpec) -> TopicT:
         return self.envelopes[spec]
@@ -168,17 +189,39 @@ class Pipeline:
                     "request_id": response.request_id,
                     "at": time.time(),
                 }
+                await self.settle(outcome)
                 await self.send(reply_to, key, response, headers)
             else:
                 mark = {"at": time.time(), "p": _current_partition()}
                 self.answered.data[response.request_id] = mark
+                await self.settle(outcome)
                 await self.send(reply_to, key, response, headers)
                 self.answered.send_changelog(mark["p"], response.request_id, mark)
         elif outcome.forward is not None:
             if next_topic is None:
                 raise ValueError("a forwarding outcome needs the next stage's topic")
-            await self.send(self.envelope_names[next_topic], key, outcome.forward)
+            if next_topic is ADMISSION:  # quotas: re-keyed by tenant, so its decisions are ordered
+                admission = Admission(request=outcome.forward)
+                await self.send(self.admission_name, outcome.forward.tenant.encode(), admission)
+            else:
+                await self.send(self.envelope_names[next_topic], key, outcome.forward)
         await self.send(self.events_name, key, outcome.event)
+
+    # --- quotas ------------------------------------------------------------------------------
+    def has_quota(self, tenant: str) -> bool:
+        """Tenants with a rate limit or budget pass the admit step; the rest skip its hop."""
+        return self.settings.tenant(tenant).quota.limited
+
+    async def settle(self, outcome: Outcome) -> None:
+        """Before a final response goes out: release the request's quota reservation and book
+        its actual cost, on the tenant's admission partition (after its admission). Sent before
+        the response, so a crash in between repeats it (the admit step ignores repeats) rather
+        than leaving the reservation held."""
+        settlement = settlement_of(outcome)
+        if settlement is not None and self.has_quota(settlement.tenant):
+            await self.send(self.admission_name, settlement.tenant.encode(), Admission(settlement=settlement))
+
+    # --- end quotas ----------------------------------------------------------------------------
 
     async def dead_letter(self, letter: DeadLetter) -> None:
         log.warning(

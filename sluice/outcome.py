@@ -17,6 +17,7 @@ from schemas import (
     Event,
     RequestSummary,
     Response,
+    Settlement,
     Stage,
     Status,
     Usage,
@@ -185,8 +186,10 @@ def finish(
     checks: Checks | None = None,
     attributes: dict[str, str] | None = None,
     spend: Spend | None = None,
+    variant: str = "",
 ) -> Outcome:
-    """End the request: its one response, and the final event that becomes its ClickHouse row."""
+    """End the request: its one response, and the final event that becomes its ClickHouse row.
+    `variant` keeps this event apart from an earlier one of the same stage (admission)."""
     usage = usage or Usage()
     spend = spend or Spend()
     checks = checks or Checks()
@@ -230,6 +233,7 @@ def finish(
         attributes=attributes,
         summary=summary,
         spend=spend,
+        variant=variant,
     )
     return Outcome(event=event, response=response, reply_to=reply_to)
 
@@ -259,4 +263,21 @@ def fail(
         model=model,
         checks=Checks(flags=list(envelope.flags)),
         attributes=attributes,
+    )
+
+
+def settlement_of(outcome: Outcome) -> Settlement | None:
+    """The settlement a final outcome owes the admit step (quotas): every admitted request
+    settles, i.e. every final response except the validate stage's own refusals."""
+    response = outcome.response
+    if response is None or (response.error is not None and response.error.stage is Stage.VALIDATE):
+        return None
+    return Settlement(
+        request_id=response.request_id,
+        tenant=response.tenant,
+        status=response.status,
+        cost_usd=max(response.cost_usd, 0.0),
+        prompt_tokens=response.usage.prompt_tokens,
+        completion_tokens=response.usage.completion_tokens,
+        finished_at=outcome.event.ts,
     )

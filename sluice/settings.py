@@ -92,6 +92,18 @@ class Settings(BaseSettings):
     simulator_malformed_rate: float = 0.0
     simulator_seed: int | None = None
 
+    # --- quotas (rate limits and budgets; see agents/admission.py) -------------------------
+    quota_window_s: float = Field(
+        default=60.0, gt=0, description="Length of the rate-limit window; tenants' *_per_minute apply to it"
+    )
+    quota_window_buckets: int = Field(
+        default=60, ge=1, le=600, description="Sub-buckets of the sliding window (its resolution)"
+    )
+    quota_hold_grace_s: float = Field(
+        default=120.0, ge=0, description="An unsettled reservation expires this long after its deadline"
+    )
+    quota_sweep_interval_s: float = Field(default=30.0, gt=0)
+
     # --- tenants -------------------------------------------------------------------------
     tenants: dict[str, TenantConfig] = Field(default_factory=dict)
 

@@ -109,12 +109,37 @@ class AccessRules(BaseModel):
         return digests
 
 
+class QuotaRules(BaseModel):
+    """Rate limits and the daily budget (enforced by the admit step after validate). A limit
+    left unset is not enforced; usage is still counted, so setting one later starts informed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    requests_per_minute: int | None = Field(
+        default=None, ge=1, description="Requests admitted per quota window (quota_window_s, 60 s by default)"
+    )
+    tokens_per_minute: int | None = Field(
+        default=None,
+        ge=1,
+        description="Tokens per quota window: estimated before the call, corrected by actual usage after",
+    )
+    daily_budget_usd: float | None = Field(
+        default=None, ge=0, description="Spend per UTC day, with every in-flight request at its worst case"
+    )
+
+    @property
+    def limited(self) -> bool:
+        limits = (self.requests_per_minute, self.tokens_per_minute, self.daily_budget_usd)
+        return any(limit is not None for limit in limits)
+
+
 class TenantConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     input: InputRules = Field(default_factory=InputRules)
     output: OutputRules = Field(default_factory=OutputRules)
     access: AccessRules = Field(default_factory=AccessRules)
+    quota: QuotaRules = Field(default_factory=QuotaRules)
 
     @property
     def requires_key(self) -> bool:

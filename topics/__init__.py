@@ -38,6 +38,8 @@ DEADLETTER = TopicSpec("deadletter", partitions=1, retention_ms=30 * DAY_MS)
 ALERTS = TopicSpec("alerts", partitions=1, retention_ms=30 * DAY_MS)
 # Internal: the feedback loop's advice to the router, one live record per (route, model).
 ROUTE_ADVICE = TopicSpec("route-advice", partitions=1, retention_ms=30 * DAY_MS, compacted=True)
+# Internal: accepted requests and settlements keyed by TENANT (quota decisions in tenant order).
+ADMISSION = TopicSpec("admission", retention_ms=1 * DAY_MS)
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     REQUESTS,
@@ -51,6 +53,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     DEADLETTER,
     ALERTS,
     ROUTE_ADVICE,
+    ADMISSION,
 )
 
 # Stage topics must share one partition count: a correlation_id then lands on the same

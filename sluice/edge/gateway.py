@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -51,7 +52,7 @@ ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.TIMEOUT: (504, "timeout_error"),
     ErrorCode.INTERNAL: (500, "server_error"),
 }
-# Retry-After seconds; the pipeline gives no finer hint (yet).
+# Retry-After seconds when the pipeline's error gives no hint of its own (retry_after_s).
 RETRY_AFTER_S: dict[ErrorCode, int] = {ErrorCode.RATE_LIMITED: 1, ErrorCode.BUDGET_EXCEEDED: 60}
 
 _MAPPED = frozenset({"model", "messages", "max_tokens", "max_completion_tokens", "temperature"})
@@ -66,9 +67,12 @@ _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant"
 class GatewayError(Exception):
     """An error answer; its code decides HTTP status and type. `resolve_tenant` raises it too."""
 
-    def __init__(self, code: ErrorCode, message: str, param: str | None = None) -> None:
+    def __init__(
+        self, code: ErrorCode, message: str, param: str | None = None, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(message)
         self.code, self.message, self.param = code, message, param
+        self.retry_after_s = retry_after_s
 
 
 def error_reply(error: GatewayError) -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -76,6 +80,8 @@ def error_reply(error: GatewayError) -> tuple[int, dict[str, Any], dict[str, str
     status, kind = ERROR_STATUS[error.code]
     body = {"error": {"message": error.message, "type": kind, "code": error.code.value, "param": error.param}}
     retry_after = RETRY_AFTER_S.get(error.code)
+    if retry_after is not None and error.retry_after_s is not None:  # whole seconds, rounded up
+        retry_after = max(1, math.ceil(error.retry_after_s))
     return status, body, {} if retry_after is None else {"Retry-After": str(retry_after)}
 
 
@@ -252,7 +258,7 @@ def response_error(response: Response) -> GatewayError | None:
     if response.status is Status.OK:
         return None
     if (error := response.error) is not None:
-        return GatewayError(error.code, error.message)
+        return GatewayError(error.code, error.message, retry_after_s=error.retry_after_s)
     return GatewayError(ErrorCode.INTERNAL, f"request ended with status {response.status.value}")
 
 

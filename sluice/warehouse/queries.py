@@ -130,7 +130,24 @@ ORDER BY messages DESC, source_topic, stage
 """,
 )
 
-ALL_QUERIES = (DASHBOARD, TOTALS, STAGE_LATENCY, FEEDBACK, DEADLETTERS)
+TENANT_SPEND = NamedQuery(
+    "tenant_spend",
+    "Finished requests of the last N minutes by tenant: requests, answered, refused by quota, spend.",
+    """
+SELECT
+    tenant,
+    count() AS requests,
+    countIf(status = 'ok') AS ok,
+    countIf(error_code IN ('rate_limited', 'budget_exceeded')) AS refused_by_quota,
+    sum(cost_usd) AS cost_usd
+FROM {db}.requests FINAL
+WHERE finished_at >= now64(3) - toIntervalMinute({minutes:UInt32})
+GROUP BY tenant
+ORDER BY cost_usd DESC, tenant
+""",
+)
+
+ALL_QUERIES = (DASHBOARD, TOTALS, STAGE_LATENCY, FEEDBACK, DEADLETTERS, TENANT_SPEND)
 QUERIES: dict[str, NamedQuery] = {query.name: query for query in ALL_QUERIES}
 
 

@@ -26,14 +26,25 @@ import pytest
 from faust.types.tuples import Message
 
 import agents
-from schemas import DeadLetter, Envelope, ErrorCode, Inference, Request, RouteDecision, Stage, Status
+from schemas import (
+    Admission,
+    DeadLetter,
+    Envelope,
+    ErrorCode,
+    Inference,
+    Request,
+    RouteDecision,
+    Settlement,
+    Stage,
+    Status,
+)
 from sluice.app import Pipeline, create_app
 from sluice.codec import Poison, encode
 from sluice.local.simulator import SimulatorConfig, SimulatorServer, serve
 from sluice.outcome import Outcome, utcnow
 from sluice.settings import Settings
-from sluice.tenants import AccessRules, TenantConfig
-from topics import INFERRED, ROUTED, SANITIZED, VALIDATED, TopicSpec
+from sluice.tenants import AccessRules, QuotaRules, TenantConfig
+from topics import ADMISSION, INFERRED, ROUTED, SANITIZED, VALIDATED, TopicSpec
 
 WAIT_S = 10.0  # upper bound for an agent to act; never a timing assertion
 SECRET = "sk-agent-SECRET-55aa"
@@ -187,7 +198,8 @@ def only_outcome(recorder: Recorder) -> tuple[Outcome, TopicSpec | None]:
 
 def test_register_stages_defines_the_five_agents(build: Callable[..., Built]) -> None:
     pipeline, _ = build()
-    assert set(pipeline.app.agents) == {"validate", "sanitize", "route", "infer", "validate_response"}
+    stages = {"validate", "sanitize", "route", "infer", "validate_response"}
+    assert set(pipeline.app.agents) == stages | {"admit"}  # admit: quotas, between validate and sanitize
     assert pipeline.app.agents["validate"].channel is pipeline.requests
     assert pipeline.app.agents["sanitize"].channel is pipeline.envelope_topic(VALIDATED)
     assert pipeline.app.agents["route"].channel is pipeline.envelope_topic(SANITIZED)
@@ -202,7 +214,7 @@ async def test_validate_agent_forwards_a_valid_request(build: Callable[..., Buil
     pipeline, recorder = build()
     await drive_and_wait(pipeline, recorder, "validate", request_bytes(), published=1)
     outcome, next_topic = only_outcome(recorder)
-    assert next_topic is VALIDATED
+    assert next_topic is VALIDATED  # a tenant without quotas skips the admit step
     assert outcome.response is None
     assert outcome.forward is not None
     # Derived from (topic, partition, offset, record timestamp): a valid UUID, stable per record.
@@ -213,6 +225,34 @@ async def test_validate_agent_forwards_a_valid_request(build: Callable[..., Buil
     # the agent remembered the request so a client retry is recognised
     remembered = pipeline.seen.get("acme/corr-1")
     assert remembered is not None and remembered["request_id"] == outcome.forward.request_id
+
+
+async def test_admit_agent_keeps_the_quota_table_and_refuses_over_the_limit(
+    build: Callable[..., Built],
+) -> None:
+    pipeline, recorder = build(tenants={"acme": TenantConfig(quota=QuotaRules(requests_per_minute=1))})
+    first, second = envelope("req-1"), envelope("req-2")
+    done = Settlement(
+        request_id="req-1", tenant="acme", status=Status.OK, cost_usd=0.001, finished_at=utcnow()
+    )
+    async with pipeline.app.agents["admit"].test_context() as ctx:
+        for record in (Admission(request=first), Admission(request=second), Admission(settlement=done)):
+            await ctx.put(record, key=b"acme")
+        await recorder.wait(published=2)
+        for _ in range(100):  # the settlement publishes nothing: wait for its table write
+            if (pipeline.quota.data.get("h:req-1") or {}).get("state") == "settled":
+                break
+            await asyncio.sleep(0.05)
+    (admitted, to), (refused, _) = recorder.published
+    assert to is VALIDATED and admitted.forward is not None and admitted.forward.request_id == "req-1"
+    assert refused.response is not None and refused.response.error is not None
+    assert refused.response.error.code is ErrorCode.RATE_LIMITED
+    assert refused.response.error.retry_after_s is not None and refused.response.error.retry_after_s > 0
+    assert refused.event.event_id != admitted.event.event_id
+    assert pipeline.quota.data["h:req-2"]["state"] == "refused"
+    assert pipeline.quota.data["h:req-1"]["state"] == "settled"
+    usage = pipeline.quota.data["t:acme"]
+    assert usage["spent_usd"] == pytest.approx(0.001) and usage["reserved_usd"] == pytest.approx(0.0)
 
 
 async def test_validate_agent_dead_letters_garbage(build: Callable[..., Built]) -> None:
@@ -478,19 +518,27 @@ async def test_infer_agent_model_failure_still_forwards(
 async def test_one_request_through_every_agent_ends_in_one_response(
     build: Callable[..., Built], simulator: SimulatorServer
 ) -> None:
-    pipeline, recorder = build(simulator_port=simulator.port)
+    # A tenant with a quota: its requests pass the admit step between validate and sanitize.
+    with_quota = {"acme": TenantConfig(quota=QuotaRules(requests_per_minute=100, daily_budget_usd=1.0))}
+    pipeline, recorder = build(simulator_port=simulator.port, tenants=with_quota)
     hops = [("sanitize", VALIDATED), ("route", SANITIZED), ("infer", ROUTED), ("validate_response", INFERRED)]
     await drive_and_wait(pipeline, recorder, "validate", request_bytes(), published=1)
-    for count, (agent_name, source) in enumerate(hops, start=2):
+    accepted, next_topic = recorder.published[-1]
+    assert next_topic is ADMISSION and accepted.forward is not None
+    admission = Admission(request=accepted.forward)
+    await drive_and_wait(pipeline, recorder, "admit", admission, published=2)
+    for count, (agent_name, source) in enumerate(hops, start=3):
         previous, next_topic = recorder.published[-1]
         assert next_topic is source and previous.forward is not None
         value = from_wire(pipeline, source, encode(previous.forward))  # over the wire, as on Kafka
         await drive_and_wait(pipeline, recorder, agent_name, value, published=count)
     assert recorder.dead == []
     outcomes = [outcome for outcome, _ in recorder.published]
-    assert [o.event.stage for o in outcomes] == list(Stage)  # every stage once, in pipeline order
+    # every stage once, in pipeline order; validate twice: its check, then the quota admission
+    assert [o.event.stage for o in outcomes] == [Stage.VALIDATE, *Stage]
+    assert outcomes[1].event.attributes["admission"] == "admitted"
     assert len({o.event.request_id for o in outcomes}) == 1
-    assert len({o.event.event_id for o in outcomes}) == 5
+    assert len({o.event.event_id for o in outcomes}) == 6
     responses = [o.response for o in outcomes if o.response is not None]
     assert len(responses) == 1
     final = responses[0]

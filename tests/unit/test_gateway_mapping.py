@@ -115,6 +115,25 @@ def test_every_error_code_has_its_documented_status_and_type() -> None:
             assert int(headers["Retry-After"]) >= 1
 
 
+@pytest.mark.parametrize(
+    ("code", "hint", "header"),
+    [
+        (ErrorCode.RATE_LIMITED, 2.3, "3"),  # whole seconds, rounded up
+        (ErrorCode.RATE_LIMITED, 0.01, "1"),  # never 0: a client would retry at once
+        (ErrorCode.BUDGET_EXCEEDED, 41_000.2, "41001"),
+        (ErrorCode.BUDGET_EXCEEDED, None, "60"),  # no hint: the default
+    ],
+)
+def test_retry_after_comes_from_the_pipelines_hint(code: ErrorCode, hint: float | None, header: str) -> None:
+    response = failed(code)
+    assert response.error is not None
+    response.error.retry_after_s = hint
+    error = response_error(response)
+    assert error is not None
+    status, _, headers = error_reply(error)
+    assert status == 429 and headers == {"Retry-After": header}
+
+
 @pytest.mark.parametrize("code", list(ErrorCode))
 def test_a_pipeline_error_becomes_that_error(code: ErrorCode) -> None:
     error = response_error(failed(code))

@@ -114,6 +114,17 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "reason": "rated -0.60 over 40 ratings",
         "ts": NOW.isoformat(),
     },
+    "admission": {
+        "settlement": {
+            "request_id": "r-1",
+            "tenant": "acme",
+            "status": "ok",
+            "cost_usd": 0.0012,
+            "prompt_tokens": 12,
+            "completion_tokens": 30,
+            "finished_at": NOW.isoformat(),
+        }
+    },
 }
 
 # Every nested wire model with one valid document, so `extra="forbid"` is checked at each level.
