@@ -1,6 +1,7 @@
 """Wire contracts: the pydantic form of ../shared/contract.md. Nothing here does I/O."""
 
 from schemas.advice import RouteAdvice
+from schemas.alert import Alert
 from schemas.common import (
     ChatMessage,
     Checks,
@@ -29,10 +30,12 @@ WIRE_MESSAGES: dict[str, type[WireModel]] = {
     "feedback": Feedback,
     "deadletter": DeadLetter,
     "route_advice": RouteAdvice,
+    "alert": Alert,
 }
 
 __all__ = [
     "WIRE_MESSAGES",
+    "Alert",
     "ChatMessage",
     "Checks",
     "ContextPassage",

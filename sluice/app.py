@@ -14,7 +14,7 @@ import faust
 from faust.sensors.monitor import Monitor
 from faust.types import TopicT
 
-from schemas import DeadLetter, Envelope
+from schemas import DeadLetter, Envelope, Event
 from sluice.codec import CODEC_NAME, Poison, WireSchema, encode
 from sluice.kafka_transport import broker_url
 from sluice.outcome import Outcome, utcnow
@@ -130,6 +130,8 @@ class Pipeline:
             "answered", default=None, schema=_table_schema(), partitions=REQUESTS.partitions
         )
         self.on_stop: list[Callable[[], Awaitable[None]]] = []
+        # Monitoring hook: called with every event after it is published (Prometheus counters).
+        self.event_observers: list[Callable[[Event], None]] = []
 
     def envelope_topic(self, spec: TopicSpec) -> TopicT:
         return self.envelopes[spec]
@@ -179,6 +181,8 @@ class Pipeline:
                 raise ValueError("a forwarding outcome needs the next stage's topic")
             await self.send(self.envelope_names[next_topic], key, outcome.forward)
         await self.send(self.events_name, key, outcome.event)
+        for observe in self.event_observers:
+            observe(outcome.event)
 
     async def dead_letter(self, letter: DeadLetter) -> None:
         log.warning(
