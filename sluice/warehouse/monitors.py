@@ -18,7 +18,6 @@ from typing import Any, Protocol
 
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from schemas import Alert, RouteAdvice
@@ -97,8 +96,7 @@ class LagMonitor:
 
     settings: Settings
     lags: dict[tuple[str, str], int] = field(default_factory=dict)
-    _admin: Any = None
-    _consumer: Any = None
+    _readers: dict[str, Any] = field(default_factory=dict)
 
     def groups(self) -> dict[str, list[str]]:
         prefix = self.settings.topic_prefix
@@ -108,37 +106,41 @@ class LagMonitor:
         }
 
     async def start(self) -> None:
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.bootstrap, client_id="sluice-lag")
-        await self._admin.start()
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap, group_id=None, client_id="sluice-lag"
-        )
-        await self._consumer.start()
+        """One consumer per group that never subscribes: it only reads the group's committed
+        offsets (OffsetFetch) and the end offsets, so it never joins or disturbs the group."""
+        for group in self.groups():
+            reader = AIOKafkaConsumer(
+                bootstrap_servers=self.settings.bootstrap,
+                group_id=group,
+                client_id="sluice-lag",
+                enable_auto_commit=False,
+            )
+            await reader.start()
+            self._readers[group] = reader
 
     async def stop(self) -> None:
-        if self._consumer is not None:
-            await self._consumer.stop()
-        if self._admin is not None:
-            await self._admin.close()
+        for reader in self._readers.values():
+            await reader.stop()
+        self._readers.clear()
 
     async def measure(self) -> None:
         lags: dict[tuple[str, str], int] = {}
         for group, topics in self.groups().items():
-            committed = await self._admin.list_consumer_group_offsets(group)
+            reader = self._readers[group]
             for topic in topics:
-                partitions = self._consumer.partitions_for_topic(topic)
+                partitions = reader.partitions_for_topic(topic)
                 if not partitions:
-                    await self._consumer._client.force_metadata_update()
-                    partitions = self._consumer.partitions_for_topic(topic) or set()
+                    await reader._client.force_metadata_update()
+                    partitions = reader.partitions_for_topic(topic) or set()
                 tps = [TopicPartition(topic, p) for p in sorted(partitions)]
                 if not tps:
                     continue
-                ends = await self._consumer.end_offsets(tps)
-                starts = await self._consumer.beginning_offsets(tps)
+                ends = await reader.end_offsets(tps)
+                starts = await reader.beginning_offsets(tps)
                 total = 0
                 for tp in tps:
-                    mark = committed.get(tp)
-                    position = mark.offset if mark is not None and mark.offset >= 0 else starts[tp]
+                    committed = await reader.committed(tp)
+                    position = committed if committed is not None and committed >= 0 else starts[tp]
                     total += max(0, ends[tp] - position)
                 lags[(group, topic)] = total
                 CONSUMER_LAG.labels(group, topic).set(total)
