@@ -16,8 +16,8 @@ from sluice.warehouse.connection import WarehouseError
 from sluice.warehouse.queries import MAX_MINUTES, open_for_reading
 
 SERIES = ("timeseries", "feedback_series")
-TABLES = ("models", "latency_by_stage", "errors_by_category", "cost_per_1k", "top_routes")
-TABLES += ("satisfaction", "cache")
+TABLES: tuple[str, ...] = ("models", "latency_by_stage", "errors_by_category", "cost_per_1k")
+TABLES += ("top_routes", "satisfaction", "cache")
 
 
 def page() -> bytes:
