@@ -29,8 +29,19 @@ SPARKS: tuple[tuple[str, str], ...] = (
 PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "models",
-        ("model", "requests", "errors", "error_rate", "p50_ms", "p95_ms", "p99_ms", "cost_usd")
-        + ("cost_per_request", "cache_hit_rate", "hallucination_rate"),
+        (
+            "model",
+            "requests",
+            "errors",
+            "error_rate",
+            "p50_ms",
+            "p95_ms",
+            "p99_ms",
+            "cost_usd",
+            "cost_per_request",
+            "cache_hit_rate",
+            "hallucination_rate",
+        ),
     ),
     ("latency_by_stage", ("stage", "model", "events", "errors", "p50_ms", "p95_ms", "p99_ms")),
     ("errors_by_category", ("category", "error_code", "requests", "rate")),
