@@ -41,7 +41,9 @@ BREAKER_TRANSITIONS = Counter("sluice_breaker_transitions", "Circuit breaker tra
 # --- sink ---------------------------------------------------------------------------------
 SINK_ROWS = Counter("sluice_sink_rows", "Rows the sink inserted", ["table"])
 CONSUMER_LAG = Gauge(
-    "sluice_consumer_lag", "End offset minus committed offset, summed over partitions", ["group", "topic"]
+    "sluice_consumer_lag",
+    "End offset minus committed offset, summed over partitions; stage = the stage reading the topic",
+    ["group", "topic", "stage"],
 )
 ALERTS_FIRING = Gauge("sluice_alerts_firing", "1 while the alert rule fires", ["rule"])
 

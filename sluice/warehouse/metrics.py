@@ -463,7 +463,7 @@ PROCESS_METRICS_DOC = """\
 | `sluice_cache_hits_total` | counter | model | answers served from cache |
 | `sluice_breaker_state` | gauge | model | 0 closed, 1 half-open, 2 open (latest transition seen) |
 | `sluice_breaker_transitions_total` | counter | model, state | breaker transitions |
-| `sluice_consumer_lag` | gauge | group, topic | end - committed offset over partitions (sink) |
+| `sluice_consumer_lag` | gauge | group, topic, stage | end - committed offset over partitions (sink) |
 | `sluice_sink_rows_total` | counter | table | rows the sink inserted |
 | `sluice_alerts_firing` | gauge | rule | 1 while an alert rule fires (sink) |
 | `sluice_http_requests_total` | counter | path, status | front-door HTTP requests (gateway) |

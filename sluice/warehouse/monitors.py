@@ -98,11 +98,13 @@ class LagMonitor:
     lags: dict[tuple[str, str], int] = field(default_factory=dict)
     _readers: dict[str, Any] = field(default_factory=dict)
 
-    def groups(self) -> dict[str, list[str]]:
+    def groups(self) -> dict[str, list[tuple[str, str]]]:
+        """group -> (topic, the stage that reads it)."""
         prefix = self.settings.topic_prefix
+        sink = [(spec.name(prefix), "sink") for spec in (EVENTS, FEEDBACK, DEADLETTER)]
         return {
-            self.settings.app_id: [spec.name(prefix) for spec, _ in STAGE_INPUTS],
-            self.settings.sink_group: [spec.name(prefix) for spec in (EVENTS, FEEDBACK, DEADLETTER)],
+            self.settings.app_id: [(spec.name(prefix), stage) for spec, stage in STAGE_INPUTS],
+            self.settings.sink_group: sink,
         }
 
     async def start(self) -> None:
@@ -127,7 +129,7 @@ class LagMonitor:
         lags: dict[tuple[str, str], int] = {}
         for group, topics in self.groups().items():
             reader = self._readers[group]
-            for topic in topics:
+            for topic, stage in topics:
                 partitions = reader.partitions_for_topic(topic)
                 if not partitions:
                     await reader._client.force_metadata_update()
@@ -143,7 +145,7 @@ class LagMonitor:
                     position = committed if committed is not None and committed >= 0 else starts[tp]
                     total += max(0, ends[tp] - position)
                 lags[(group, topic)] = total
-                CONSUMER_LAG.labels(group, topic).set(total)
+                CONSUMER_LAG.labels(group, topic, stage).set(total)
         self.lags = lags
 
     @property

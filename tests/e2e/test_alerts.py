@@ -110,6 +110,8 @@ async def test_error_rate_alert_fires_and_resolves(stack: Stack, tmp_path: Path)
     url = json.loads(worker.read_text())["metrics_url"]
     async with httpx.AsyncClient(timeout=10) as http:
         text = (await http.get(url)).text
+        simulator = (await http.get(f"{stack.simulator_root}/metrics")).text
+    assert "process_cpu_seconds" in {family.name for family in text_string_to_metric_families(simulator)}
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(text)
