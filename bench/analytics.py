@@ -19,28 +19,37 @@ from pathlib import Path
 import httpx
 from aiokafka import AIOKafkaProducer
 
+from schemas import Feedback
 from sluice.local.broker import start_broker
 from sluice.settings import Settings
-from sluice.warehouse.metrics import METRIC_QUERIES
+from sluice.warehouse.dashboard import PANELS
+from sluice.warehouse.metrics import ALERT_METRICS, METRIC_QUERIES
 from sluice.warehouse.queries import EXACT_QUERIES, running_sink_url
 from sluice.warehouse.sink import SinkStats, run_sink
 from sluice.warehouse.synthetic import synthetic_requests
 from sluice.warehouse.web import SERIES, TABLES
-from topics import EVENTS
+from topics import EVENTS, FEEDBACK
+
+FEEDBACK_EVERY = 20  # one rating per 20 requests
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-async def produce(settings: Settings, requests: int) -> int:
+async def produce(settings: Settings, requests: int) -> tuple[int, int]:
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap, linger_ms=20, max_batch_size=512 * 1024, acks=1
     )
     await producer.start()
     topic = EVENTS.name(settings.topic_prefix)
-    sent = 0
+    feedback_topic = FEEDBACK.name(settings.topic_prefix)
+    sent = ratings = 0
     try:
         pending = []
-        for events in synthetic_requests(requests, spread_minutes=24 * 60):
+        for n, events in enumerate(synthetic_requests(requests, spread_minutes=24 * 60)):
+            if n % FEEDBACK_EVERY == 0:
+                rating = Feedback(request_id=events[0].request_id, tenant=events[0].tenant, rating=1 - n % 3)  # type: ignore[arg-type]
+                pending.append(await producer.send(feedback_topic, rating.model_dump_json().encode()))
+                ratings += 1
             for event in events:
                 pending.append(
                     await producer.send(
@@ -54,7 +63,7 @@ async def produce(settings: Settings, requests: int) -> int:
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
-    return sent
+    return sent, ratings
 
 
 async def main(requests: int, repeats: int) -> dict[str, object]:
@@ -72,9 +81,9 @@ async def main(requests: int, repeats: int) -> dict[str, object]:
         sink = asyncio.create_task(run_sink(settings, ready=ready, stop=stop, stats=stats))
         await asyncio.wait_for(ready.wait(), 60)
         started = time.monotonic()
-        events = await produce(settings, requests)
+        events, ratings = await produce(settings, requests)
         produced_s = time.monotonic() - started
-        while stats.rows_inserted["events"] < events:
+        while stats.rows_inserted["events"] < events or stats.rows_inserted["feedback"] < ratings:
             await asyncio.sleep(0.2)
         ingest_s = time.monotonic() - started
         url = running_sink_url(settings)
@@ -99,6 +108,12 @@ async def main(requests: int, repeats: int) -> dict[str, object]:
     finally:
         broker.stop()
     slowest = max(timings.items(), key=lambda item: item[1]["max_s"])
+    # What the dashboards run (web page, terminal, alert evaluator); the exact raw-table
+    # queries (FINAL over raw events) are audit tools, timed but reported apart.
+    dashboard = {*SERIES, *TABLES, "timeseries", *(name for name, _ in PANELS)}
+    dashboard |= {metric.query.name for metric in ALERT_METRICS.values()}
+    on_dashboards = {k: t for k, t in timings.items() if k.split("@")[0] in dashboard}
+    slowest_dashboard = max(on_dashboards.items(), key=lambda item: item[1]["max_s"])
     return {
         "requests": requests,
         "events": events,
@@ -110,6 +125,11 @@ async def main(requests: int, repeats: int) -> dict[str, object]:
         "slowest_query": slowest[0],
         "slowest_query_max_s": slowest[1]["max_s"],
         "all_queries_under_1s": all(t["max_s"] <= 1.0 for t in timings.values()),
+        "feedback_rows": stats.rows_inserted["feedback"],
+        "dashboard_queries": sorted(dashboard),
+        "slowest_dashboard_query": slowest_dashboard[0],
+        "slowest_dashboard_query_max_s": slowest_dashboard[1]["max_s"],
+        "dashboard_queries_under_1s": all(t["max_s"] <= 1.0 for t in on_dashboards.values()),
         "note": "2-core machine shared with 3 other helpers and the lead while measured",
     }
 
@@ -123,11 +143,14 @@ if __name__ == "__main__":
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "analytics.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
-        f"events ingested through broker + sink: {result['events']} ({result['requests_rows']} requests)",
+        f"events ingested through broker + sink: {result['events']} ({result['requests_rows']} requests,"
+        f" {result['feedback_rows']} ratings)",
+        f"dashboard queries: slowest {result['slowest_dashboard_query']} max"
+        f" {result['slowest_dashboard_query_max_s']} s; all <= 1 s: {result['dashboard_queries_under_1s']}",
         f"ingest: {result['ingest_s']} s, {result['ingest_rows_per_s']} events/s"
         " (end to end: produce, broker, sink insert, materialized views)",
-        f"slowest query: {result['slowest_query']} max {result['slowest_query_max_s']} s;"
-        f" all <= 1 s: {result['all_queries_under_1s']}",
+        f"all queries incl. exact raw-table ones: slowest {result['slowest_query']} max"
+        f" {result['slowest_query_max_s']} s; all <= 1 s: {result['all_queries_under_1s']}",
         *(
             f"  {name:<34} median {t['median_s']:.4f} s  max {t['max_s']:.4f} s"
             for name, t in result["queries"].items()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -20,6 +21,7 @@ from sluice.observability.prom import MetricsServer, observe_event, start_metric
 from sluice.settings import Settings
 
 STAGES_ENTRY_POINT = "sluice.stages"
+log = logging.getLogger("sluice.worker")
 
 
 def load_stage_registrars() -> list[StageRegistrar]:
@@ -57,10 +59,14 @@ class SluiceWorker(faust.Worker):  # type: ignore[misc]
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()
         settings = self.sluice_settings
-        self.metrics = await start_metrics_server(settings.http_host, settings.worker_metrics_port)
+        try:
+            self.metrics = await start_metrics_server(settings.http_host, settings.worker_metrics_port)
+        except OSError as exc:  # e.g. a fixed port two workers share: run on, unscraped
+            log.error("worker /metrics not served on port %d: %s", settings.worker_metrics_port, exc)
         path = ready_file(settings)
         path.parent.mkdir(parents=True, exist_ok=True)
-        info = {"pid": os.getpid(), "app_id": settings.app_id, "metrics_url": self.metrics.url}
+        metrics_url = self.metrics.url if self.metrics is not None else None
+        info = {"pid": os.getpid(), "app_id": settings.app_id, "metrics_url": metrics_url}
         path.write_text(json.dumps(info))
 
     async def on_stop(self) -> None:
