@@ -78,9 +78,13 @@ async def test_web_dashboard_renders_charts_and_metrics_parse(
         pytest.fail("chromium is not installed (apt-get install -y chromium)")
     settings = live_settings
     async with running_sink(settings) as stats:
-        events = [e for request in synthetic_requests(600, spread_minutes=45) for e in request]
+        requests = list(synthetic_requests(600, spread_minutes=45))
+        events = [e for request in requests for e in request]
         await publish(settings, EVENTS.name(settings.topic_prefix), event_records(events))
+        rated = [(request[0].request_id, 1 - n % 3) for n, request in enumerate(requests[::4])]
+        await publish(settings, FEEDBACK.name(settings.topic_prefix), feedback_records(rated))
         await eventually(lambda: stats.rows_inserted["events"] >= len(events), timeout=60)
+        await eventually(lambda: stats.rows_inserted["feedback"] >= len(rated), timeout=60)
 
         port = free_port()
         app = build_http_app(_always_ready, dashboard=WebDashboard(settings))
@@ -110,6 +114,10 @@ async def test_web_dashboard_renders_charts_and_metrics_parse(
                     assert points and max(points) >= 10, (chart, points)
                 assert 'data-loaded="true"' in dom
                 assert "sim-large" in dom  # the models table
+                quality = re.search(r'<svg id="chart-quality"[^>]*>(.*?)</svg>', dom, re.S)
+                assert quality is not None and re.search(
+                    r'data-series="mean_rating" data-points="[1-9]', quality.group(1)
+                )
                 assert shot.stat().st_size > 10_000
                 if os.environ.get("SLUICE_UPDATE_SCREENSHOT") == "1":
                     shutil.copyfile(shot, SCREENSHOT)
