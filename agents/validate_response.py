@@ -5,6 +5,8 @@ validation error, or another, stronger model. The final Response goes to the rep
 
 from __future__ import annotations
 
+import hashlib
+import re
 import time
 from datetime import datetime
 
@@ -51,6 +53,27 @@ def _build_policy(tenant: TenantConfig) -> ResponsePolicy:
         max_retries=rules.max_retries,
         safe_message=rules.safe_message,
     )
+
+
+_NOT_WORD = re.compile(r"[\W_]+")
+
+
+def fingerprint(text: str) -> str:
+    """A short hash of text with case, punctuation and spacing ignored: two phrasings that differ
+    only in those count as the same question (or answer) for the consistency metric."""
+    normalised = " ".join(_NOT_WORD.sub(" ", text.casefold()).split())
+    return hashlib.blake2b(normalised.encode(), digest_size=8).hexdigest()
+
+
+def analytics_attributes(envelope: Envelope, content: str) -> dict[str, str]:
+    """What the warehouse needs from a final event for token utilisation and content consistency:
+    the request's max_tokens and fingerprints of its last user message and of the answer."""
+    questions = [m.content for m in envelope.request.messages if m.role == "user"]
+    return {
+        "max_tokens": str(envelope.request.max_tokens),
+        "question_hash": fingerprint(questions[-1]) if questions else "",
+        "answer_hash": fingerprint(content),
+    }
 
 
 def pii_findings(text: str) -> list[tuple[str, str]]:
@@ -181,7 +204,11 @@ def validate_response(
         usage=inference.usage,
         cost_usd=inference.cost_usd,
         checks=checks,
-        attributes={**attributes, "finish_reason": inference.finish_reason or ""},
+        attributes={
+            **attributes,
+            "finish_reason": inference.finish_reason or "",
+            **analytics_attributes(envelope, content),
+        },
         spend=Spend.of(envelope),
     )
 

@@ -2,6 +2,7 @@
 
 from schemas.admission import Admission, Settlement
 from schemas.advice import RouteAdvice
+from schemas.alert import Alert
 from schemas.common import (
     ChatMessage,
     Checks,
@@ -31,11 +32,13 @@ WIRE_MESSAGES: dict[str, type[WireModel]] = {
     "deadletter": DeadLetter,
     "route_advice": RouteAdvice,
     "admission": Admission,
+    "alert": Alert,
 }
 
 __all__ = [
     "WIRE_MESSAGES",
     "Admission",
+    "Alert",
     "ChatMessage",
     "Checks",
     "ContextPassage",

@@ -14,7 +14,7 @@ import faust
 from faust.sensors.monitor import Monitor
 from faust.types import TopicT
 
-from schemas import Admission, DeadLetter, Envelope
+from schemas import Admission, DeadLetter, Envelope, Event
 from sluice.codec import CODEC_NAME, Poison, WireSchema, encode
 from sluice.kafka_transport import broker_url
 from sluice.outcome import Outcome, settlement_of, utcnow
@@ -151,6 +151,8 @@ class Pipeline:
         # the tenant's. See agents/admission.py.
         self.quota = app.Table("quota", default=None, schema=_table_schema(), partitions=ADMISSION.partitions)
         # --- end quotas ----------------------------------------------------------------------
+        # Monitoring hook: called with every event after it is published (Prometheus counters).
+        self.event_observers: list[Callable[[Event], None]] = []
 
     def envelope_topic(self, spec: TopicSpec) -> TopicT:
         return self.envelopes[spec]
@@ -206,6 +208,8 @@ class Pipeline:
             else:
                 await self.send(self.envelope_names[next_topic], key, outcome.forward)
         await self.send(self.events_name, key, outcome.event)
+        for observe in self.event_observers:
+            observe(outcome.event)
 
     # --- quotas ------------------------------------------------------------------------------
     def has_quota(self, tenant: str) -> bool:

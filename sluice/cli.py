@@ -123,9 +123,14 @@ def _cmd_load(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_dashboard(settings: Settings, args: argparse.Namespace) -> int:
-    from sluice.warehouse.dashboard import render_dashboard
+    from sluice.warehouse.dashboard import parse_range, render_dashboard
 
-    return render_dashboard(settings, minutes=args.minutes)
+    try:
+        minutes = parse_range(args.range) if args.range else args.minutes
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return render_dashboard(settings, minutes=minutes)
 
 
 TENANT_ID = re.compile(r"[a-z0-9_-]{1,64}")
@@ -228,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--prompt", default="Summarise the benefits of queues")
     load.set_defaults(run=_cmd_load)
     dashboard = sub.add_parser("dashboard", help="cost, latency and error figures from ClickHouse")
-    dashboard.add_argument("--minutes", type=int, default=60)
+    dashboard.add_argument("--minutes", type=int, default=60, help="time range in minutes")
+    dashboard.add_argument("--range", default=None, help="time range as 15m, 6h or 1d (overrides --minutes)")
     dashboard.set_defaults(run=_cmd_dashboard)
     tenant = sub.add_parser("tenant", help="tenant API keys").add_subparsers(dest="action", required=True)
     add_key = tenant.add_parser("add-key", help="generate an API key; print it once, store its hash")

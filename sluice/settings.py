@@ -16,6 +16,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from sluice.observability.rules import AlertRule, default_alert_rules
 from sluice.tenants import DEFAULT_TENANT, TenantConfig
 
 EMBEDDED_BROKER_PORT = 9092
@@ -110,6 +111,21 @@ class Settings(BaseSettings):
     # --- client --------------------------------------------------------------------------
     client_timeout_s: float = 60.0
 
+    # --- monitoring: retention, /metrics, alerts, feedback loop (issue #7) ----------------
+    raw_ttl_days: int = Field(default=30, ge=1, description="Raw events/requests/feedback retention")
+    rollup_ttl_days: int = Field(default=400, ge=1, description="Per-minute rollup retention")
+    worker_metrics_port: int = Field(default=0, description="Worker /metrics; 0: any free port")
+    alert_interval_s: float = Field(default=15.0, gt=0, description="Alert evaluation period")
+    alert_rules: list[AlertRule] = Field(default_factory=default_alert_rules)
+    alert_webhook_url: SecretStr | None = Field(default=None, description="POST each alert transition here")
+    alert_webhook_timeout_s: float = 5.0
+    lag_interval_s: float = Field(default=10.0, gt=0, description="Lag measurement period")
+    feedback_interval_s: float = Field(default=30.0, gt=0, description="Route advice period")
+    feedback_window_minutes: int = Field(default=60, ge=1)
+    feedback_min_samples: int = Field(default=5, ge=1, description="Ratings needed before advice changes")
+    feedback_demote_at: float = Field(default=-0.2, ge=-1, le=1, description="Demote at mean rating <= this")
+    feedback_recover_at: float = Field(default=0.2, ge=-1, le=1, description="Un-demote at mean >= this")
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -165,6 +181,8 @@ class Settings(BaseSettings):
                     json.dumps(value) if isinstance(value, dict | list) else str(value)
                 )
         env["SLUICE_CLICKHOUSE_DSN"] = self.warehouse_dsn
+        if self.alert_webhook_url is not None:
+            env["SLUICE_ALERT_WEBHOOK_URL"] = self.alert_webhook_url.get_secret_value()
         env.update(extra)
         return env
 

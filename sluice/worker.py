@@ -18,9 +18,11 @@ import faust
 
 from sluice.app import Pipeline, StageRegistrar, create_app
 from sluice.bus import ensure_topics
+from sluice.observability.prom import MetricsServer, observe_event, start_metrics_server
 from sluice.settings import Settings
 
 STAGES_ENTRY_POINT = "sluice.stages"
+log = logging.getLogger("sluice.worker")
 
 
 def load_stage_registrars() -> list[StageRegistrar]:
@@ -35,6 +37,7 @@ def load_stage_registrars() -> list[StageRegistrar]:
 
 def build_pipeline(settings: Settings) -> Pipeline:
     pipeline = Pipeline(settings, create_app(settings))
+    pipeline.event_observers.append(observe_event)
     for register in load_stage_registrars():
         register(pipeline)
     return pipeline
@@ -52,6 +55,7 @@ class SluiceWorker(faust.Worker):  # type: ignore[misc]
         super().__init__(pipeline.app, **kwargs)
         self.sluice_settings = settings
         self.pipeline = pipeline
+        self.metrics: MetricsServer | None = None
 
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         """Faust's terminal spinner lowers the root logger to DEBUG so it can spin on every record;
@@ -63,12 +67,21 @@ class SluiceWorker(faust.Worker):  # type: ignore[misc]
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()
         settle_garbage_collector()
-        path = ready_file(self.sluice_settings)
+        settings = self.sluice_settings
+        try:
+            self.metrics = await start_metrics_server(settings.http_host, settings.worker_metrics_port)
+        except OSError as exc:  # e.g. a fixed port two workers share: run on, unscraped
+            log.error("worker /metrics not served on port %d: %s", settings.worker_metrics_port, exc)
+        path = ready_file(settings)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"pid": os.getpid(), "app_id": self.sluice_settings.app_id}))
+        metrics_url = self.metrics.url if self.metrics is not None else None
+        info = {"pid": os.getpid(), "app_id": settings.app_id, "metrics_url": metrics_url}
+        path.write_text(json.dumps(info))
 
     async def on_stop(self) -> None:
         ready_file(self.sluice_settings).unlink(missing_ok=True)
+        if self.metrics is not None:
+            await self.metrics.stop()
         for close in self.pipeline.on_stop:
             await close()
         await super().on_stop()

@@ -40,6 +40,7 @@ from aiohttp import web
 from pydantic import ConfigDict, Field, ValidationError
 from pydantic.dataclasses import dataclass as validated_dataclass
 
+from sluice.observability.prom import metrics_handler
 from sluice.settings import Settings
 
 FaultMode = Literal[
@@ -430,6 +431,7 @@ def build_app(config: SimulatorConfig) -> web.Application:
     app.router.add_post("/v1/chat/completions", simulator.chat)
     app.router.add_get("/v1/models", simulator.list_models)
     app.router.add_get("/healthz", simulator.healthz)
+    app.router.add_get("/metrics", metrics_handler)  # process metrics, like every Sluice process
     app.router.add_get("/admin/config", simulator.admin_config)
     app.router.add_post("/admin/faults", simulator.admin_faults)
     app.router.add_post("/admin/reset", simulator.admin_reset)

@@ -26,6 +26,7 @@ from sluice.local.broker import EmbeddedBroker, die_with_parent, port_open, star
 from sluice.providers.catalog import load_catalog
 from sluice.settings import Settings
 from sluice.tenants import tenant_resolver
+from sluice.warehouse.web import WebDashboard
 from sluice.worker import ready_file
 
 
@@ -130,11 +131,13 @@ def run_up(settings: Settings) -> int:
         async def readiness() -> dict[str, bool]:
             return {**await supervisor.readiness(), **await gateway.readiness()}
 
-        runner = web.AppRunner(build_http_app(readiness, gateway=gateway))
+        dashboard = WebDashboard(settings)
+        runner = web.AppRunner(build_http_app(readiness, gateway=gateway, dashboard=dashboard))
         await runner.setup()
         await web.TCPSite(runner, settings.http_host, settings.http_port).start()
         base = f"http://{settings.http_host}:{settings.http_port}"
         print(f"http       {base}/v1 (OpenAI-compatible), {base}/healthz", flush=True)
+        print(f"dashboard  {base}/dashboard, metrics {base}/metrics", flush=True)
         print(f"logs       {settings.home / 'logs'}", flush=True)
         announced = False
         try:

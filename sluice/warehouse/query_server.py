@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from sluice.observability.prom import metrics_handler
 from sluice.settings import Settings
 from sluice.warehouse.connection import Warehouse
 from sluice.warehouse.queries import QUERIES, UnknownQuery, run_query, sink_file
@@ -67,6 +68,7 @@ def build_app(warehouse: Warehouse, stats: Callable[[], dict[str, Any]] | None =
     app.router.add_get("/query", list_queries)
     app.router.add_get("/query/{name}", query)
     app.router.add_get("/stats", get_stats)
+    app.router.add_get("/metrics", metrics_handler)
     return app
 
 

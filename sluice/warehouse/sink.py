@@ -17,15 +17,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from pydantic import ValidationError
 
 from schemas import DeadLetter, Event, Feedback
 from sluice.bus import ensure_topics
+from sluice.observability.prom import SINK_ROWS
 from sluice.settings import Settings
 from sluice.warehouse.connection import Warehouse, aconnect
 from sluice.warehouse.migrate import amigrate, migrations_dir
+from sluice.warehouse.monitors import AlertEvaluator, FeedbackAdvisor, LagMonitor, apply_retention, every
 from sluice.warehouse.query_server import start_query_server
 from topics import DEADLETTER, EVENTS, FEEDBACK
 
@@ -46,7 +49,7 @@ REQUEST_COLUMNS = (
     "request_id", "correlation_id", "tenant", "received_at", "finished_at", "status", "model",
     "prompt_tokens", "completion_tokens", "cost_usd", "cached", "latency_ms", "groundedness",
     "hallucination", "schema_valid", "error_code", "flags", "stage", "event_id",
-    "cache_savings_usd", "routing_savings_usd", "route", "arm",
+    "cache_savings_usd", "routing_savings_usd", "route", "arm", "max_tokens", "question_hash", "answer_hash",
 )  # fmt: skip
 FEEDBACK_COLUMNS = ("feedback_id", "request_id", "tenant", "rating", "label", "comment", "ts")
 DEADLETTER_COLUMNS = ("reason", "source_topic", "partition", "offset", "stage", "ts", "raw_base64")
@@ -108,7 +111,16 @@ def request_row(event: Event) -> Row | None:
         event.cost_usd, event.cached, summary.latency_ms, summary.groundedness, summary.hallucination,
         summary.schema_valid, error_code, list(event.flags), event.stage.value, event.event_id,
         event.cache_savings_usd, event.routing_savings_usd, summary.route, summary.arm,
+        _attribute_int(event, "max_tokens"), event.attributes.get("question_hash", ""),
+        event.attributes.get("answer_hash", ""),
     )  # fmt: skip
+
+
+def _attribute_int(event: Event, name: str) -> int:
+    """A non-negative integer attribute (0 when absent or not a number: analytics, not a reason
+    to dead-letter the event)."""
+    value = event.attributes.get(name, "")
+    return _clamp(int(value), 0, UINT32_MAX) if value.isdigit() else 0
 
 
 def feedback_row(feedback: Feedback, partition: int, offset: int, ts: datetime) -> Row:
@@ -289,6 +301,7 @@ class Sink:
                     table, columns_of(pending[table]), TABLE_COLUMNS[table]
                 )
                 self.stats.rows_inserted[table] += written
+                SINK_ROWS.labels(table).inc(written)
                 del pending[table]  # a retry re-inserts only the tables that failed
             self.stats.last_insert_latency_s = time.monotonic() - started
 
@@ -371,6 +384,42 @@ class _Assigned(ConsumerRebalanceListener):  # type: ignore[misc]
         self.ready.set()
 
 
+@dataclass
+class Monitors:
+    """The sink's periodic jobs (sluice.warehouse.monitors), run as tasks beside the loop."""
+
+    tasks: list[asyncio.Task[None]]
+    lag: LagMonitor
+    http: httpx.AsyncClient
+    alerts: AlertEvaluator
+    advisor: FeedbackAdvisor
+
+    @classmethod
+    async def start(
+        cls, settings: Settings, warehouse: Warehouse, producer: Any, stop: asyncio.Event
+    ) -> Monitors:
+        lag = LagMonitor(settings)
+        await lag.start()
+        http = httpx.AsyncClient(timeout=settings.alert_webhook_timeout_s)
+        alerts = AlertEvaluator(settings, warehouse, producer, lag, http)
+        advisor = FeedbackAdvisor(settings, warehouse, producer)
+        await advisor.load()
+        jobs = (
+            (settings.lag_interval_s, lag.measure, "consumer lag"),
+            (settings.alert_interval_s, alerts.evaluate, "alert evaluation"),
+            (settings.feedback_interval_s, advisor.evaluate, "route advice"),
+        )
+        tasks = [asyncio.create_task(every(interval, stop, job, what)) for interval, job, what in jobs]
+        return cls(tasks, lag, http, alerts, advisor)
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.lag.stop()
+        await self.http.aclose()
+
+
 async def run_sink(
     settings: Settings,
     *,
@@ -389,8 +438,10 @@ async def run_sink(
     await ensure_topics(settings)
     warehouse = await aconnect(settings)
     server = consumer = producer = None
+    monitors: Monitors | None = None
     try:
         await amigrate(warehouse, migrations_dir(settings))
+        await apply_retention(warehouse, settings)
         server = await start_query_server(settings, warehouse, stats.snapshot)
         sink = Sink(settings, warehouse, stats, stop)
         producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, client_id="sluice-sink", acks="all")
@@ -410,9 +461,12 @@ async def run_sink(
         )
         await consumer.start()
         sink.consumer, sink.producer = consumer, producer
+        monitors = await Monitors.start(settings, warehouse, producer, stop)
         log.info("sink consuming %s into database %s", settings.topic_prefix + "*", warehouse.database)
         await sink.run()
     finally:
+        if monitors is not None:
+            await monitors.stop()
         if consumer is not None:
             await consumer.stop()
         if producer is not None:

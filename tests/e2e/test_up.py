@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from sluice.local.broker import free_port
 
@@ -99,6 +100,17 @@ def test_up_send_dashboard_and_clean_stop(tmp_path: Path) -> None:
             shown = board.stdout
             time.sleep(0.5)
         assert answer["model"] in shown, shown
+        assert "requests / min" in shown, "the sparklines"
+
+        base = f"http://127.0.0.1:{http_port}"
+        page = httpx.get(f"{base}/dashboard", timeout=10)
+        assert page.status_code == 200 and "<svg" in page.text
+        data = httpx.get(f"{base}/dashboard/data", params={"minutes": 10}, timeout=30).json()
+        assert answer["model"] in {row["model"] for row in data["tables"]["models"]}
+        families = {
+            f.name for f in text_string_to_metric_families(httpx.get(f"{base}/metrics", timeout=10).text)
+        }
+        assert {"sluice_http_requests", "process_cpu_seconds"} <= families
 
         children = children_of(up.pid)
         assert len(children) >= 3, "simulator, sink and worker run as children"

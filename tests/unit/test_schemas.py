@@ -125,6 +125,19 @@ EXAMPLES: dict[str, dict[str, Any]] = {
             "finished_at": NOW.isoformat(),
         }
     },
+    "alert": {
+        "rule": "error-rate",
+        "metric": "error_rate",
+        "state": "firing",
+        "severity": "critical",
+        "value": 0.31,
+        "threshold": 0.05,
+        "above": True,
+        "window_minutes": 5,
+        "since": "2026-01-01T00:00:00Z",
+        "ts": "2026-01-01T00:00:15Z",
+        "message": "error_rate 0.31 > 0.05 over 5 min",
+    },
 }
 
 # Every nested wire model with one valid document, so `extra="forbid"` is checked at each level.

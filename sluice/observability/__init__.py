@@ -1,0 +1,1 @@
+"""Operational visibility: Prometheus metrics of every process, alert rules, consumer lag."""
