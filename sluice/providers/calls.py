@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from schemas import ErrorCode
@@ -43,7 +44,19 @@ class ProviderError(Exception):
         self.model_fault = model_fault
 
 
-def status_error(model: str, status: int, detail: str, retry_after: str | None) -> ProviderError:
+def retry_after_s(headers: Mapping[str, str], now_epoch_s: float) -> float | None:
+    """The server's requested wait: OpenAI's `retry-after-ms` when present (sub-second), else
+    the standard `Retry-After` (seconds or an HTTP date)."""
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
+    return parse_retry_after(headers.get("retry-after"), now_epoch_s)
+
+
+def status_error(model: str, status: int, detail: str, headers: Mapping[str, str]) -> ProviderError:
     """The ProviderError for a non-200 reply: 429 and 5xx (529 overloaded included) are
     retryable; other 4xx are the request's problem for this model, tried elsewhere, not again."""
     retryable = status == 429 or status >= 500
@@ -51,6 +64,6 @@ def status_error(model: str, status: int, detail: str, retry_after: str | None) 
         ErrorCode.MODEL_UNAVAILABLE,
         f"{model}: HTTP {status} {detail}",
         retryable=retryable,
-        retry_after_s=parse_retry_after(retry_after, time.time()),
+        retry_after_s=retry_after_s(headers, time.time()),
         model_fault=retryable,
     )

@@ -107,9 +107,7 @@ class ChatClient:
             self._in_flight[shard] -= 1
         latency_ms = (time.perf_counter() - started) * 1000
         if reply.status_code != 200:
-            raise status_error(
-                entry.name, reply.status_code, _error_text(reply), reply.headers.get("retry-after")
-            )
+            raise status_error(entry.name, reply.status_code, _error_text(reply), reply.headers)
         if entry.kind == "anthropic":
             return anthropic_http.parse_message(entry.name, reply.content, latency_ms)
         return parse_completion(entry.name, reply.content, latency_ms)
