@@ -11,7 +11,8 @@ Resilience, all inside the request's deadline:
 
 Usage comes from the reply, cost from the catalog's prices; a cache hit costs 0 and records what
 the call would have cost. Failures are recorded on the envelope and answered by
-validate-response, so every request still gets exactly one response.
+validate-response, so every request still gets exactly one response; only a request out of
+time is answered (timeout) by infer itself, to save the hop.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from typing import Any, Protocol
 
 from agents.inference.cache import CachedAnswer, ResponseCache, cache_eligible, cache_key, cacheable
 from agents.inference.costs import routing_savings_usd
-from schemas import Envelope, ErrorCode, ErrorInfo, Event, Inference, Stage, Status, Usage
-from sluice.outcome import Outcome, event_id_for, forward, utcnow
+from schemas import Checks, Envelope, ErrorCode, ErrorInfo, Event, Inference, Stage, Status, Usage
+from sluice.outcome import Identity, Outcome, Spend, event_id_for, finish, forward, utcnow
 from sluice.providers.catalog import Catalog, ModelEntry
 from sluice.providers.openai_http import Completion, ProviderError
 from sluice.providers.resilience import BreakerPolicy, Breakers, ModelGates, Transition, backoff_s
@@ -65,6 +66,7 @@ class Resilience:
     """The worker's shared infer state: breakers, gates, the cache and the clocks (injectable)."""
 
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    reserve_s: float = 0.05  # of the deadline, kept for validate-response and the reply
     breakers: Breakers = field(default_factory=lambda: Breakers(BreakerPolicy()))
     gates: ModelGates | None = None
     cache: ResponseCache | None = None
@@ -79,6 +81,7 @@ class Resilience:
     ) -> Resilience:
         return cls(
             retry=RetryPolicy.from_settings(settings),
+            reserve_s=settings.infer_deadline_reserve_ms / 1000,
             breakers=Breakers(BreakerPolicy.from_settings(settings)),
             gates=ModelGates({m.name: m.max_concurrency for m in catalog.models}),
             cache=cache if settings.cache_enabled else None,
@@ -127,7 +130,7 @@ async def infer(
     started = time.perf_counter()
     now = now or utcnow()
     res = resilience or Resilience()
-    deadline = res.monotonic() + (envelope.deadline_at - now).total_seconds()
+    deadline = res.monotonic() + (envelope.deadline_at - now).total_seconds() - res.reserve_s
     key = cache_key(envelope) if res.cache is not None and cache_eligible(envelope) else None
     if key is not None and res.cache is not None:
         hit = res.cache.get(key, envelope.tenant, res.wall())
@@ -345,16 +348,49 @@ def _failed(
     done = envelope.model_copy(
         update={"inference": inference, "tried_models": [*envelope.tried_models, *tally.tried]}
     )
+    attributes = {"attempts": str(tally.attempts), "tried": ",".join(tally.tried)}
+    duration_ms = (time.perf_counter() - started) * 1000
+    if out_of_time:
+        return _answer_now(done, inference, model, attributes, duration_ms)
     return forward(
         done,
         STAGE,
         now=utcnow(),
-        duration_ms=(time.perf_counter() - started) * 1000,
+        duration_ms=duration_ms,
         model=model,
         status=Status.FAILED.value,
         error_code=code,
-        attributes={"attempts": str(tally.attempts), "tried": ",".join(tally.tried)},
+        attributes=attributes,
     )
+
+
+def _answer_now(
+    envelope: Envelope, inference: Inference, model: str, attributes: dict[str, str], duration_ms: float
+) -> Outcome:
+    """Out of time: infer sends the timeout response itself. One Kafka hop less than going
+    through validate-response (which has nothing to review), so the answer leaves as close to
+    the deadline as the worker can manage."""
+    assert inference.error is not None
+    outcome = finish(
+        Identity.of(envelope),
+        STAGE,
+        Status.FAILED,
+        reply_to=envelope.reply_to,
+        received_at=envelope.received_at,
+        now=utcnow(),
+        duration_ms=duration_ms,
+        error=inference.error,
+        model=model,
+        checks=Checks(flags=list(envelope.flags)),
+        attributes=attributes,
+        spend=Spend.of(envelope),
+    )
+    if not envelope.attempt:
+        return outcome
+    # keep a later attempt's event apart from the first attempt's infer event
+    event_id = event_id_for(envelope.request_id, STAGE, f"attempt-{envelope.attempt}")
+    event = outcome.event.model_copy(update={"event_id": event_id})
+    return Outcome(event=event, response=outcome.response, reply_to=outcome.reply_to)
 
 
 def breaker_request_id(transition: Transition) -> str:

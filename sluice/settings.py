@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     worker_datadir: Path | None = None
 
     # --- infer resilience (retries, circuit breakers) and the response cache ---------------
+    infer_deadline_reserve_ms: float = Field(
+        default=50.0, ge=0, description="Deadline time kept for validate-response and the reply"
+    )
     infer_retry_attempts: int = Field(default=3, ge=1, description="Calls per model for retryable failures")
     infer_retry_base_s: float = Field(default=0.1, gt=0, description="First backoff; doubles per retry")
     infer_retry_max_backoff_s: float = Field(default=2.0, gt=0, description="Backoff cap (full jitter)")
