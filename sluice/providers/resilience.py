@@ -54,11 +54,11 @@ class BreakerState(StrEnum):
 class BreakerPolicy:
     """When a model's breaker opens and how it recovers (all from Settings.breaker_*)."""
 
-    window_s: float = 10.0
+    window_s: float = 5.0
     min_calls: int = 5
     failure_rate: float = 0.5
     slow_call_s: float = 30.0
-    open_s: float = 10.0
+    open_s: float = 5.0
     half_open_probes: int = 2
 
     @classmethod
