@@ -149,7 +149,8 @@ def register_stages(pipeline: Pipeline) -> None:
 
     @app.timer(interval=1.0)
     async def publish_breaker_transitions() -> None:
-        """Half-open moves happen on the next call; this also catches changes no call drained."""
+        """Every call drains the transitions after publishing its outcome; this catches those
+        of calls that never got there (a stage bug, a call cancelled at shutdown)."""
         await publish_breaker_changes()
 
     @app.timer(interval=settings.dedupe_sweep_interval_s)
