@@ -98,6 +98,7 @@ class CircuitBreaker:
     state: BreakerState = BreakerState.CLOSED
     opened_at: float = 0.0
     window: deque[tuple[float, bool]] = field(default_factory=deque)  # (monotonic time, bad)
+    bad_in_window: int = 0  # kept with the window, so recording a call is O(1)
     probe_in_flight: bool = False
     probe_successes: int = 0
     transitions: list[Transition] = field(default_factory=list)
@@ -124,11 +125,13 @@ class CircuitBreaker:
             self.probe_successes += 1
             if self.probe_successes >= self.policy.half_open_probes:
                 self.window.clear()
+                self.bad_in_window = 0
                 self._move(BreakerState.CLOSED, wall, f"{self.probe_successes} probes succeeded")
             return
         if self.state is BreakerState.OPEN:
             return  # a call admitted before it opened; the window restarts on close anyway
         self.window.append((now, bad))
+        self.bad_in_window += bad
         self._trim(now)
         calls, bad_calls = self.counts()
         if calls >= self.policy.min_calls and bad_calls >= self.policy.failure_rate * calls:
@@ -140,11 +143,13 @@ class CircuitBreaker:
             self.probe_in_flight = False
 
     def counts(self) -> tuple[int, int]:
-        return len(self.window), sum(1 for _, bad in self.window if bad)
+        """(calls, bad calls) in the window as of the last record."""
+        return len(self.window), self.bad_in_window
 
     def _trim(self, now: float) -> None:
         while self.window and self.window[0][0] < now - self.policy.window_s:
-            self.window.popleft()
+            _, bad = self.window.popleft()
+            self.bad_in_window -= bad
 
     def _open(self, now: float, wall: float, reason: str) -> None:
         self.opened_at = now
