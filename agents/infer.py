@@ -303,7 +303,9 @@ def _answered(
 
 
 def _cache_hit(envelope: Envelope, catalog: Catalog, hit: CachedAnswer, started: float) -> Outcome:
-    """Zero cost; the savings are what the same usage costs at today's prices (or what it cost)."""
+    """Zero cost and zero usage; the savings are what the stored usage costs at today's prices
+    (or what it cost, for a model no longer in the catalog). No routing savings: nothing was
+    spent that a routing choice could have saved."""
     entry = catalog.get(hit.model)
     would_cost = entry.cost_usd(hit.prompt_tokens, hit.completion_tokens) if entry else hit.cost_usd
     inference = Inference(

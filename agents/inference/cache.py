@@ -13,6 +13,13 @@ tenants never share entries.
 The store is any mutable mapping; the worker passes a Faust table's local data and a changelog
 writer, so entries survive restarts. Entries expire after `ttl_s` and the oldest are evicted
 beyond `max_entries`.
+
+Limitation with several workers: an entry is written to the changelog partition of the record
+that produced it, and each worker holds only the partitions it is assigned, so a repeat handled
+by another worker can miss. That is a miss (one more model call), never a wrong answer.
+The key is computed over the sanitized messages (what the model is sent): two requests that
+differ only in redacted PII are the same request for the model, and share an entry within
+their tenant; each answer is restored with its own request's redactions.
 """
 
 from __future__ import annotations
