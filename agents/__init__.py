@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from agents import admission
-from agents.infer import infer
+from agents.infer import Resilience, breaker_event, candidates, infer
+from agents.inference.cache import ResponseCache
 from agents.route import route
 from agents.routing.advice import AdviceBook
 from agents.routing.feed import follow_route_advice
@@ -20,7 +22,7 @@ from agents.sanitize import sanitize
 from agents.validate import DeadLettered, Limits, RawRecord, validate_record
 from agents.validate_response import pii_findings, validate_response
 from schemas import Admission, Envelope, ErrorCode, Stage, Status
-from sluice.app import Pipeline, run_bounded
+from sluice.app import Pipeline, current_partition, run_bounded
 from sluice.codec import Poison
 from sluice.outcome import Outcome, fail, utcnow
 from sluice.providers.catalog import Catalog, load_catalog
@@ -108,13 +110,71 @@ def register_stages(pipeline: Pipeline) -> None:
         lambda env: route(env, catalog, utcnow(), tenant=settings.tenant(env.tenant), advice=advice),
     )
 
+    # --- infer: cache, retries, breakers, fallbacks and per-model backpressure ---------------
     client = ChatClient(settings)
+    cache = ResponseCache(
+        pipeline.cache.data,
+        ttl_s=settings.cache_ttl_s,
+        max_entries=settings.cache_max_entries,
+        changelog=pipeline.cache.send_changelog,
+    )
+    resilience = Resilience.from_settings(settings, catalog, cache)
+
+    async def publish_breaker_changes() -> None:
+        """Breaker state changes become infer-stage events (and log lines)."""
+        for transition in resilience.breakers.drain():
+            log.warning(
+                "circuit breaker for %s: %s -> %s (%s)",
+                transition.model,
+                transition.previous.value,
+                transition.state.value,
+                transition.reason,
+            )
+            await pipeline.publish(Outcome(event=breaker_event(transition)))
+
+    async def admit_to_model(envelope: Envelope) -> Callable[[], None]:
+        """Wait for a slot of the routed model before the record is handed over: a full model
+        pauses consumption instead of piling up calls that would time out. A request whose
+        deadline passes while it waits goes on without a slot; infer answers it with a timeout
+        without calling the model."""
+        remaining = (envelope.deadline_at - utcnow()).total_seconds()
+        gates = resilience.gates
+        if gates is None or remaining <= 0:
+            return _no_release
+        gate = gates.gate(candidates(envelope, catalog)[0])
+        try:
+            async with asyncio.timeout(remaining):
+                await gate.acquire()
+        except TimeoutError:
+            return _no_release
+        return gate.release
 
     async def call_model(envelope: Envelope) -> None:
         if pipeline.already_answered(envelope.correlation_id, envelope.request_id):
             return  # redelivered after it was answered: do not pay twice
-        outcome = await guarded(Stage.INFER, envelope, lambda: infer(envelope, catalog, client))
+        model = candidates(envelope, catalog)[0]
+        partition = current_partition()
+        outcome = await guarded(
+            Stage.INFER,
+            envelope,
+            lambda: infer(envelope, catalog, client, resilience=resilience, held=model, partition=partition),
+        )
         await pipeline.publish(outcome, INFERRED)
+        await publish_breaker_changes()
+
+    @app.timer(interval=1.0)
+    async def publish_breaker_transitions() -> None:
+        """Every call drains the transitions after publishing its outcome; this catches those
+        of calls that never got there (a stage bug, a call cancelled at shutdown)."""
+        await publish_breaker_changes()
+
+    @app.timer(interval=settings.dedupe_sweep_interval_s)
+    async def expire_cache_entries() -> None:
+        expired = cache.sweep(time.time())
+        if expired:
+            log.info("expired %d cache entries (hits %d, misses %d)", expired, cache.hits, cache.misses)
+
+    # --- end of infer wiring ------------------------------------------------------------------
 
     async def review_answer(envelope: Envelope) -> None:
         async def compute() -> Outcome:
@@ -129,7 +189,9 @@ def register_stages(pipeline: Pipeline) -> None:
         # A retry goes back to infer (the routed topic) with its new model or repair turn.
         await pipeline.publish(await guarded(Stage.VALIDATE_RESPONSE, envelope, compute), ROUTED)
 
-    concurrent_stage(pipeline, ROUTED, Stage.INFER, call_model, settings.infer_max_in_flight)
+    concurrent_stage(
+        pipeline, ROUTED, Stage.INFER, call_model, settings.infer_max_in_flight, admit=admit_to_model
+    )
     concurrent_stage(pipeline, INFERRED, Stage.VALIDATE_RESPONSE, review_answer, settings.infer_max_in_flight)
     pipeline.on_stop.append(client.close)  # the shared HTTP clients close with the worker
 
@@ -240,10 +302,13 @@ def concurrent_stage(
     stage: Stage,
     handle: Callable[[Envelope], Awaitable[None]],
     max_in_flight: int,
+    admit: Callable[[Envelope], Awaitable[Callable[[], None]]] | None = None,
 ) -> None:
     """An agent whose records are handled concurrently, for stages that wait on I/O (model
     calls; durable answer marks). Each record is acked only when its handling has finished,
-    and nothing more is pulled while `max_in_flight` are running."""
+    and nothing more is pulled while `max_in_flight` are running. `admit`, when given, is
+    awaited before a record is handed over (more backpressure, e.g. a model's concurrency
+    limit); the release it returns runs when the record's handling ends."""
 
     async def run(stream: Any) -> None:
         semaphore = asyncio.Semaphore(max_in_flight)
@@ -257,10 +322,15 @@ def concurrent_stage(
                     await manual.ack(event)
                     continue
 
-                async def work(event: Any = event, envelope: Envelope = value) -> None:
+                release = await admit(value) if admit is not None else _no_release
+
+                async def work(
+                    event: Any = event, envelope: Envelope = value, release: Callable[[], None] = release
+                ) -> None:
                     try:
                         await handle(envelope)
                     finally:
+                        release()
                         await manual.ack(event)
 
                 await run_bounded(semaphore, in_flight, work)
@@ -269,6 +339,10 @@ def concurrent_stage(
                 await asyncio.gather(*in_flight, return_exceptions=True)
 
     pipeline.app.agent(pipeline.envelope_topic(source), name=stage.value)(run)
+
+
+def _no_release() -> None:
+    """The release of an admission that took no slot."""
 
 
 async def _envelopes(pipeline: Pipeline, stream: Any, stage: Stage) -> AsyncIterator[Envelope]:

@@ -140,6 +140,11 @@ class Pipeline:
         self.answered = app.Table(
             "answered", default=None, schema=_table_schema(), partitions=REQUESTS.partitions
         )
+        # tenant/<hash of the normalised request> -> a cached answer (agents/inference/cache.py).
+        # Writes go to the changelog partition of the record being handled, and a worker only
+        # restores the partitions it is assigned: with several workers a lookup can miss an
+        # entry another worker wrote (a miss, never a wrong answer).
+        self.cache = app.Table("cache", default=None, schema=_table_schema(), partitions=ROUTED.partitions)
         self.on_stop: list[Callable[[], Awaitable[None]]] = []
         # --- quotas: the admission topic (keyed by tenant) and the admit step's table ---------
         self.admission: TopicT = app.topic(
@@ -263,6 +268,11 @@ class Pipeline:
             if tombstones:
                 table.send_changelog(int(value.get("p", 0)), key, None)
         return len(expired)
+
+
+def current_partition() -> int:
+    """The partition of the record the running agent (or a task it spawned) is handling."""
+    return _current_partition()
 
 
 def _current_partition() -> int:

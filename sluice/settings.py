@@ -77,6 +77,24 @@ class Settings(BaseSettings):
     processing_guarantee: str = Field(default="at_least_once", description="exactly_once: real Kafka only")
     worker_datadir: Path | None = None
 
+    # --- infer resilience (retries, circuit breakers) and the response cache ---------------
+    infer_deadline_reserve_ms: float = Field(
+        default=50.0, ge=0, description="Deadline time kept for validate-response and the reply"
+    )
+    infer_retry_attempts: int = Field(default=3, ge=1, description="Calls per model for retryable failures")
+    infer_retry_base_s: float = Field(default=0.1, gt=0, description="First backoff; doubles per retry")
+    infer_retry_max_backoff_s: float = Field(default=2.0, gt=0, description="Backoff cap (full jitter)")
+    infer_retry_after_max_s: float = Field(default=10.0, ge=0, description="Longest Retry-After honoured")
+    breaker_window_s: float = Field(default=5.0, gt=0, description="Sliding window of calls per model")
+    breaker_min_calls: int = Field(default=5, ge=1, description="Calls in the window before it can open")
+    breaker_failure_rate: float = Field(default=0.5, gt=0, le=1, description="Bad-call share that opens")
+    breaker_slow_call_s: float = Field(default=30.0, gt=0, description="A call slower than this is bad")
+    breaker_open_s: float = Field(default=5.0, gt=0, description="Open time before half-open probes")
+    breaker_half_open_probes: int = Field(default=2, ge=1, description="Successes that close it again")
+    cache_enabled: bool = True
+    cache_ttl_s: float = Field(default=3600.0, gt=0)
+    cache_max_entries: int = Field(default=50_000, ge=1, description="Per worker; oldest evicted first")
+
     # --- sink ----------------------------------------------------------------------------
     sink_batch_size: int = 5000
     sink_batch_seconds: float = 0.5

@@ -1,4 +1,5 @@
 """OpenAI-compatible model *simulator*: a local stand-in for real model servers, reached over real HTTP.
+It also speaks Anthropic's messages API (``POST /v1/messages``, see simulator_anthropic).
 
 Not a model: replies are canned text derived from the prompt and start "[simulated <model>]", so tests,
 demos and benchmarks exercise the real client path (latency, usage, errors, timeouts, broken replies).
@@ -40,6 +41,7 @@ from aiohttp import web
 from pydantic import ConfigDict, Field, ValidationError
 from pydantic.dataclasses import dataclass as validated_dataclass
 
+from sluice.local import simulator_anthropic
 from sluice.observability.prom import metrics_handler
 from sluice.settings import Settings
 
@@ -320,17 +322,38 @@ class Simulator:
         model: str = body["model"]
         if model not in self.config.models:
             return _error(404, f"The model '{model}' does not exist (simulator)", "model_not_found")
+        return await self._counted(request, body, model, anthropic=False)
+
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        """Anthropic's messages API over the same models and faults (simulator_anthropic)."""
+        problem = simulator_anthropic.header_problem(request)
+        if problem is not None:
+            return problem
+        try:
+            raw = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return simulator_anthropic.error(400, "the request body is not valid JSON")
+        body = simulator_anthropic.to_chat_body(raw)
+        if isinstance(body, str):
+            return simulator_anthropic.error(400, body)
+        if body["model"] not in self.config.models:
+            return simulator_anthropic.error(404, f"model: {body['model']} (not simulated)")
+        return await self._counted(request, body, body["model"], anthropic=True)
+
+    async def _counted(
+        self, request: web.Request, body: dict[str, Any], model: str, *, anthropic: bool
+    ) -> web.StreamResponse:
         stats = self.stats[model]
         stats.calls += 1
         stats.in_flight += 1
         stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
         try:
-            return await self._answer(request, body, model, stats)
+            return await self._answer(request, body, model, stats, anthropic)
         finally:
             stats.in_flight -= 1
 
     async def _answer(
-        self, request: web.Request, body: dict[str, Any], model: str, stats: ModelStats
+        self, request: web.Request, body: dict[str, Any], model: str, stats: ModelStats, anthropic: bool
     ) -> web.StreamResponse:
         fault, profile = self.fault_for(model), self.config.resolve(model)
         plan = plan_call(profile, fault, self.rngs[model], wants_json(body))
@@ -345,7 +368,12 @@ class Simulator:
                     await self.closing.wait()
         if plan.outcome in _FAILURES:
             code, kind, message = _FAILURES[plan.outcome]
-            failure = _error(plan.status, message.format(model=model, status=plan.status), code, kind)
+            text = message.format(model=model, status=plan.status)
+            failure = (
+                simulator_anthropic.error(plan.status, text)
+                if anthropic
+                else _error(plan.status, text, code, kind)
+            )
             if plan.outcome == "rate_limited":
                 failure.headers["Retry-After"] = str(math.ceil(fault.retry_after))
                 failure.headers["retry-after-ms"] = str(round(fault.retry_after * 1000))
@@ -353,6 +381,14 @@ class Simulator:
         reply = build_reply(model, body, profile.tokens_per_reply, plan.hallucinate)
         if fault.mode == "scripted" and fault.content is not None:
             reply["choices"][0]["message"]["content"] = fault.content
+        if anthropic:
+            answer = simulator_anthropic.to_message(reply)
+            if plan.outcome == "malformed":
+                return web.Response(
+                    body=simulator_anthropic.malformed(answer, plan.malformed_kind),
+                    content_type="application/json",
+                )
+            return _json(answer)
         broken = malformed_body(reply, plan.malformed_kind) if plan.outcome == "malformed" else None
         if body.get("stream") is True:
             options = body.get("stream_options")
@@ -429,6 +465,7 @@ def build_app(config: SimulatorConfig) -> web.Application:
     app[SIMULATOR_KEY] = simulator = Simulator(config)
     app.on_shutdown.append(simulator.on_shutdown)
     app.router.add_post("/v1/chat/completions", simulator.chat)
+    app.router.add_post("/v1/messages", simulator.messages)
     app.router.add_get("/v1/models", simulator.list_models)
     app.router.add_get("/healthz", simulator.healthz)
     app.router.add_get("/metrics", metrics_handler)  # process metrics, like every Sluice process

@@ -1,4 +1,5 @@
-"""Calls OpenAI-compatible `/v1/chat/completions` servers (OpenAI, vLLM, Ollama, llama.cpp, TGI).
+"""Calls model servers: OpenAI-compatible `/v1/chat/completions` (OpenAI, vLLM, Ollama, llama.cpp,
+TGI) and, for catalog entries of kind "anthropic", Anthropic's `/v1/messages` (anthropic_http).
 
 One `httpx.AsyncClient` per worker keeps connections pooled across thousands of calls in
 flight; every call is bounded by the request's own deadline as well as the client timeouts.
@@ -6,35 +7,21 @@ flight; every call is bounded by the request's own deadline as well as the clien
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import orjson
 
 from schemas import ErrorCode
+from sluice.providers import anthropic_http
+from sluice.providers.calls import Completion, ProviderError, status_error
 from sluice.providers.catalog import ModelEntry, api_key, base_url
+
+__all__ = ["ChatClient", "Completion", "ProviderError", "parse_completion"]
 from sluice.settings import Settings
-
-
-class ProviderError(Exception):
-    """A model call that produced no usable completion; `code` is the contract's error code."""
-
-    def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-@dataclass(frozen=True)
-class Completion:
-    content: str
-    finish_reason: str | None
-    prompt_tokens: int
-    completion_tokens: int
-    latency_ms: float
 
 
 class ChatClient:
@@ -80,38 +67,49 @@ class ChatClient:
         if budget_s <= 0:
             raise ProviderError(ErrorCode.TIMEOUT, "deadline passed before the model was called")
         timeout_s = min(budget_s, entry.timeout_s or self._settings.infer_read_timeout_s)
-        headers = {"content-type": "application/json"}
         key = api_key(entry)
-        if key is not None:
-            headers["authorization"] = f"Bearer {key.get_secret_value()}"
-        body = orjson.dumps({**payload, "model": entry.served_name})
+        root = base_url(entry, self._settings)
+        if entry.kind == "anthropic":
+            url = anthropic_http.messages_url(root)
+            headers = anthropic_http.headers(key)
+            body = orjson.dumps(anthropic_http.messages_payload(payload, entry.served_name))
+        else:
+            url = f"{root}/chat/completions"
+            headers = {"content-type": "application/json"}
+            if key is not None:
+                headers["authorization"] = f"Bearer {key.get_secret_value()}"
+            body = orjson.dumps({**payload, "model": entry.served_name})
         started = time.perf_counter()
         shard = self._least_busy()
         self._in_flight[shard] += 1
         try:
-            reply = await self._shards[shard].post(
-                f"{base_url(entry, self._settings)}/chat/completions",
-                content=body,
-                headers=headers,
-                timeout=httpx.Timeout(
-                    timeout_s, connect=min(timeout_s, self._settings.infer_connect_timeout_s)
-                ),
-            )
+            # httpx bounds each read and write; the overall timeout bounds the whole call
+            async with asyncio.timeout(timeout_s):
+                reply = await self._shards[shard].post(
+                    url,
+                    content=body,
+                    headers=headers,
+                    timeout=httpx.Timeout(
+                        timeout_s, connect=min(timeout_s, self._settings.infer_connect_timeout_s)
+                    ),
+                )
         except httpx.ConnectTimeout as exc:
-            raise ProviderError(ErrorCode.MODEL_UNAVAILABLE, f"{entry.name}: connect timeout") from exc
-        except httpx.TimeoutException as exc:
-            raise ProviderError(ErrorCode.TIMEOUT, f"{entry.name}: no reply within {timeout_s:.2f}s") from exc
-        except httpx.HTTPError as exc:
             raise ProviderError(
-                ErrorCode.MODEL_UNAVAILABLE, f"{entry.name}: {type(exc).__name__}: {exc}"
+                ErrorCode.MODEL_UNAVAILABLE, f"{entry.name}: connect timeout", retryable=True
+            ) from exc
+        except (httpx.TimeoutException, TimeoutError) as exc:
+            raise ProviderError(ErrorCode.TIMEOUT, f"{entry.name}: no reply within {timeout_s:.2f}s") from exc
+        except httpx.HTTPError as exc:  # refused, reset, dropped: the endpoint, not the request
+            raise ProviderError(
+                ErrorCode.MODEL_UNAVAILABLE, f"{entry.name}: {type(exc).__name__}: {exc}", retryable=True
             ) from exc
         finally:
             self._in_flight[shard] -= 1
         latency_ms = (time.perf_counter() - started) * 1000
         if reply.status_code != 200:
-            raise ProviderError(
-                ErrorCode.MODEL_UNAVAILABLE, f"{entry.name}: HTTP {reply.status_code} {_error_text(reply)}"
-            )
+            raise status_error(entry.name, reply.status_code, _error_text(reply), reply.headers)
+        if entry.kind == "anthropic":
+            return anthropic_http.parse_message(entry.name, reply.content, latency_ms)
         return parse_completion(entry.name, reply.content, latency_ms)
 
 
@@ -127,7 +125,9 @@ def parse_completion(model: str, raw: bytes, latency_ms: float) -> Completion:
         prompt_tokens = int(usage.get("prompt_tokens", 0))
         completion_tokens = int(usage.get("completion_tokens", 0))
     except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-        raise ProviderError(ErrorCode.MODEL_UNAVAILABLE, f"{model}: malformed reply ({exc!r})") from exc
+        raise ProviderError(
+            ErrorCode.MODEL_UNAVAILABLE, f"{model}: malformed reply ({exc!r})", retryable=True
+        ) from exc
     if not isinstance(content, str):
         content = "" if content is None else str(content)
     finish = choice.get("finish_reason")
@@ -141,6 +141,7 @@ def parse_completion(model: str, raw: bytes, latency_ms: float) -> Completion:
 
 
 def _error_text(reply: httpx.Response) -> str:
+    """The error message of an OpenAI or Anthropic error body (both nest it in "error")."""
     try:
         message = orjson.loads(reply.content)["error"]["message"]
         return str(message)[:200]

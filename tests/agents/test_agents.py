@@ -40,7 +40,7 @@ from schemas import (
 )
 from sluice.app import Pipeline, create_app
 from sluice.codec import Poison, encode
-from sluice.local.simulator import SimulatorConfig, SimulatorServer, serve
+from sluice.local.simulator import Fault, SimulatorConfig, SimulatorServer, serve
 from sluice.outcome import Outcome, utcnow
 from sluice.settings import Settings
 from sluice.tenants import AccessRules, QuotaRules, TenantConfig
@@ -510,6 +510,51 @@ async def test_infer_agent_model_failure_still_forwards(
     assert outcome.forward is not None and outcome.forward.inference is not None
     assert outcome.forward.inference.error is not None
     assert outcome.forward.inference.error.code is ErrorCode.MODEL_UNAVAILABLE
+
+
+async def test_infer_agent_falls_back_and_publishes_the_breaker_transition(
+    build: Callable[..., Built], simulator: SimulatorServer
+) -> None:
+    pipeline, recorder = build(simulator_port=simulator.port, breaker_min_calls=1, infer_retry_attempts=1)
+    simulator.simulator.faults["sim-small"] = Fault(mode="down")
+    decision = RouteDecision(model="sim-small", reason="test", fallbacks=["sim-large"])
+    routed = envelope().model_copy(update={"route": decision})
+    await drive_and_wait(
+        pipeline, recorder, "infer", from_wire(pipeline, ROUTED, encode(routed)), published=2
+    )
+    (answer, next_topic), (transition, no_topic) = recorder.published
+    assert next_topic is INFERRED and no_topic is None
+    assert answer.forward is not None and answer.forward.inference is not None
+    assert answer.forward.inference.model == "sim-large"
+    assert answer.event.attributes["fallback_from"] == "sim-small"
+    assert transition.forward is None and transition.response is None
+    event = transition.event
+    assert (event.tenant, event.stage, event.status, event.model) == (
+        "_system",
+        Stage.INFER,
+        "breaker_open",
+        "sim-small",
+    )
+    assert event.request_id.startswith("breaker/sim-small/open/")
+
+
+async def test_infer_agent_answers_a_repeat_from_the_cache(
+    build: Callable[..., Built], simulator: SimulatorServer
+) -> None:
+    pipeline, recorder = build(simulator_port=simulator.port)
+    first = from_wire(pipeline, ROUTED, encode(envelope("req-a", temperature=0)))
+    await drive_and_wait(pipeline, recorder, "infer", first, published=1)
+    again = from_wire(pipeline, ROUTED, encode(envelope("req-b", temperature=0)))
+    await drive_and_wait(pipeline, recorder, "infer", again, published=2)
+    (miss, _), (hit, _) = recorder.published
+    assert miss.forward is not None and miss.forward.inference is not None
+    assert hit.forward is not None and hit.forward.inference is not None
+    assert not miss.forward.inference.cached
+    assert hit.forward.inference.cached and hit.forward.inference.cost_usd == 0.0
+    assert hit.forward.inference.cache_savings_usd == pytest.approx(miss.forward.inference.cost_usd)
+    assert hit.forward.inference.content == miss.forward.inference.content
+    assert simulator.simulator.stats["sim-small"].calls == 1
+    assert len(pipeline.cache.data) == 1
 
 
 # --- the whole chain ------------------------------------------------------------------------------

@@ -401,3 +401,74 @@ async def test_run_serves_until_sigterm(tmp_path: Path) -> None:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+# --- the Anthropic messages surface ----------------------------------------------------------------------
+
+ANTHROPIC_HEADERS = {"anthropic-version": "2023-06-01", "x-api-key": "sk-ant-sim"}
+
+
+async def messages(
+    http: httpx.AsyncClient, headers: dict[str, str] | None = None, **body: Any
+) -> httpx.Response:
+    payload = {
+        "model": "sim-small",
+        "max_tokens": 8,
+        "messages": [{"role": "user", "content": "Hi there"}],
+        **body,
+    }
+    return await http.post(
+        "/v1/messages", json=payload, headers=ANTHROPIC_HEADERS if headers is None else headers
+    )
+
+
+async def test_messages_api_answers_in_anthropic_shape(http: httpx.AsyncClient) -> None:
+    response = await messages(http, system="Be brief.", max_tokens=200)
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["type"], body["role"], body["model"]) == ("message", "assistant", "sim-small")
+    [block] = body["content"]
+    assert block["type"] == "text" and block["text"].startswith("[simulated sim-small]")
+    assert body["stop_reason"] == "end_turn"
+    # "Be brief." (3 tokens) went in as the system turn, "Hi there" (2) as the user turn
+    assert body["usage"] == {"input_tokens": 5, "output_tokens": 64}
+    short = (await messages(http, max_tokens=4)).json()
+    assert short["stop_reason"] == "max_tokens" and short["usage"]["output_tokens"] == 4
+    assert (await stats(http, "sim-small"))["calls"] == 2
+
+
+async def test_messages_api_requires_its_headers_and_fields(http: httpx.AsyncClient) -> None:
+    missing_version = await messages(http, headers={"x-api-key": "k"})
+    assert missing_version.status_code == 400
+    assert missing_version.json()["error"]["type"] == "invalid_request_error"
+    missing_key = await messages(http, headers={"anthropic-version": "2023-06-01"})
+    assert missing_key.status_code == 401
+    assert missing_key.json() == {
+        "type": "error",
+        "error": {"type": "authentication_error", "message": "x-api-key: header is required"},
+    }
+    for bad in (
+        {"max_tokens": None},
+        {"messages": []},
+        {"messages": [{"role": "system", "content": "x"}]},
+        {"system": 5},
+    ):
+        assert (await messages(http, **bad)).status_code == 400, bad
+    unknown = await messages(http, model="claude-nope")
+    assert unknown.status_code == 404 and unknown.json()["error"]["type"] == "not_found_error"
+    assert (await stats(http, "sim-small"))["calls"] == 0
+
+
+async def test_messages_api_shares_the_per_model_faults(http: httpx.AsyncClient) -> None:
+    await set_fault(http, "sim-small", "rate_limited", retry_after=0.25)
+    limited = await messages(http)
+    assert limited.status_code == 429
+    assert limited.headers["Retry-After"] == "1" and limited.headers["retry-after-ms"] == "250"
+    assert limited.json()["error"]["type"] == "rate_limit_error"
+    assert (await messages(http, model="sim-medium")).status_code == 200  # other models unaffected
+    await set_fault(http, "sim-small", "down")
+    down = await messages(http)
+    assert down.status_code == 503 and down.json()["error"]["type"] == "overloaded_error"
+    await set_fault(http, "sim-small", "malformed", kind="missing_choices")
+    broken = await messages(http)
+    assert broken.status_code == 200 and "content" not in broken.json()

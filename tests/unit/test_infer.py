@@ -101,6 +101,20 @@ def assert_failed(outcome: Outcome, code: ErrorCode, model: str = "sim-small") -
     assert final.response.error.stage is Stage.INFER
 
 
+def assert_timed_out(outcome: Outcome, model: str = "sim-small") -> None:
+    """Out of time, infer answers itself: a final timeout response, no hop to validate_response."""
+    assert outcome.forward is None
+    response = outcome.response
+    assert response is not None and response.error is not None
+    assert response.status is Status.FAILED
+    assert (response.error.code, response.error.stage) == (ErrorCode.TIMEOUT, Stage.INFER)
+    assert response.model == model
+    assert outcome.reply_to == "sluice.responses"
+    assert outcome.event.stage is Stage.INFER and outcome.event.status == "failed"
+    assert outcome.event.summary is not None
+    assert outcome.event.event_id == event_id_for("req-1", Stage.INFER)
+
+
 # --- over HTTP -----------------------------------------------------------------------------------
 
 
@@ -193,7 +207,7 @@ async def test_hanging_model_is_a_timeout_within_the_deadline(
 ) -> None:
     await set_fault(simulator, mode="timeout")
     outcome = await infer(routed(deadline_s=0.5), BUILTIN_CATALOG, client)
-    assert_failed(outcome, ErrorCode.TIMEOUT)
+    assert_timed_out(outcome)
     assert await total_calls(simulator) == 1
 
 
@@ -237,7 +251,7 @@ async def test_deadline_already_passed_is_a_timeout_without_calling(
 ) -> None:
     before = await total_calls(simulator)
     outcome = await infer(routed(deadline_s=-1.0), BUILTIN_CATALOG, client)
-    assert_failed(outcome, ErrorCode.TIMEOUT)
+    assert_timed_out(outcome)
     assert await total_calls(simulator) == before == 0
 
 

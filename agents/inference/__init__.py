@@ -1,0 +1,1 @@
+"""Helpers of the infer stage: the response cache and cost accounting."""
