@@ -102,14 +102,6 @@ def register_stages(pipeline: Pipeline) -> None:
         Stage.SANITIZE,
         lambda env: sanitize(env, utcnow(), tenant=settings.tenant(env.tenant)),
     )
-    advice = register_route_advice(pipeline)
-    simple_stage(
-        SANITIZED,
-        ROUTED,
-        Stage.ROUTE,
-        lambda env: route(env, catalog, utcnow(), tenant=settings.tenant(env.tenant), advice=advice),
-    )
-
     # --- infer: cache, retries, breakers, fallbacks and per-model backpressure ---------------
     client = ChatClient(settings)
     cache = ResponseCache(
@@ -119,6 +111,22 @@ def register_stages(pipeline: Pipeline) -> None:
         changelog=pipeline.cache.send_changelog,
     )
     resilience = Resilience.from_settings(settings, catalog, cache)
+
+    advice = register_route_advice(pipeline)
+    simple_stage(
+        SANITIZED,
+        ROUTED,
+        Stage.ROUTE,
+        # Models whose breaker is open go to the end of the chain (route_reason says so).
+        lambda env: route(
+            env,
+            catalog,
+            utcnow(),
+            tenant=settings.tenant(env.tenant),
+            advice=advice,
+            unavailable=resilience.breakers.unavailable(time.monotonic()),
+        ),
+    )
 
     async def publish_breaker_changes() -> None:
         """Breaker state changes become infer-stage events (and log lines)."""

@@ -176,6 +176,15 @@ class Breakers:
             breaker = self._breakers[model] = CircuitBreaker(model, self.policy)
         return breaker
 
+    def unavailable(self, now: float) -> frozenset[str]:
+        """Models the router should pass over: breaker open and its open time not yet over. Once
+        it is over the model is offered again, so a half-open probe can reach it and close it."""
+        return frozenset(
+            name
+            for name, breaker in self._breakers.items()
+            if breaker.state is BreakerState.OPEN and now - breaker.opened_at < self.policy.open_s
+        )
+
     def drain(self) -> list[Transition]:
         """State changes since the last drain, oldest first (the worker publishes them)."""
         changes: list[Transition] = []

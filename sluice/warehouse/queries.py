@@ -85,7 +85,7 @@ SELECT
     count() AS events,
     countIf(status NOT IN ('ok', 'duplicate')) AS errors,{_PERCENTILES.format(col="duration_ms")}
 FROM {{db}}.events FINAL
-WHERE ts >= now64(3) - toIntervalMinute({{minutes:UInt32}})
+WHERE ts >= now64(3) - toIntervalMinute({{minutes:UInt32}}) AND status NOT LIKE 'breaker_%'
 GROUP BY stage, model
 ORDER BY indexOf(['validate', 'sanitize', 'route', 'infer', 'validate_response'], stage), stage, model
 """,

@@ -165,6 +165,18 @@ def test_breakers_are_per_model_and_drain_their_transitions_once() -> None:
     assert breakers.drain() == []
 
 
+def test_open_breakers_are_unavailable_to_the_router_until_their_open_time_is_over() -> None:
+    breakers = Breakers(POLICY)
+    fail(breakers.of("a"), 0.0, 4)
+    succeed(breakers.of("b"), 0.0, 4)
+    assert breakers.unavailable(1.0) == {"a"}
+    # After open_s the model is offered again, so a half-open probe can reach it.
+    assert breakers.unavailable(POLICY.open_s + 0.1) == frozenset()
+    assert breakers.of("a").allow(POLICY.open_s + 0.1, 1000 + POLICY.open_s)
+    assert breakers.of("a").state is BreakerState.HALF_OPEN
+    assert breakers.unavailable(POLICY.open_s + 0.2) == frozenset()
+
+
 async def test_model_gates_bound_calls_per_model() -> None:
     gates = ModelGates({"small": 2}, default_limit=5)
     assert gates.limit("small") == 2 and gates.limit("other") == 5
