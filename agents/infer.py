@@ -383,6 +383,8 @@ def _answer_now(
         duration_ms=duration_ms,
         error=inference.error,
         model=model,
+        usage=envelope.earlier_usage,
+        cost_usd=envelope.earlier_cost_usd,
         checks=Checks(flags=list(envelope.flags)),
         attributes=attributes,
         spend=Spend.of(envelope),

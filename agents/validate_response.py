@@ -13,7 +13,7 @@ from datetime import datetime
 from agents.checks.output_policy import OutputPolicy, PiiDetector
 from agents.checks.pii import find_pii, restore
 from agents.checks.review import Action, ResponsePolicy, ReviewInput, ReviewOutcome, review_response
-from schemas import ChatMessage, Checks, Envelope, ErrorCode, ErrorInfo, RouteDecision, Stage, Status
+from schemas import ChatMessage, Checks, Envelope, ErrorCode, ErrorInfo, RouteDecision, Stage, Status, Usage
 from sluice.outcome import Identity, Outcome, Spend, fail, finish, forward
 from sluice.providers.catalog import Catalog, ModelEntry
 from sluice.tenants import TenantConfig
@@ -125,6 +125,8 @@ def validate_response(
             duration_ms=_elapsed(started),
             error=inference.error,
             model=inference.model,
+            usage=envelope.earlier_usage,
+            cost_usd=envelope.earlier_cost_usd,
             checks=Checks(flags=list(envelope.flags)),
             spend=Spend.of(envelope),
         )
@@ -182,8 +184,8 @@ def validate_response(
             error=ErrorInfo(code=code, message=_block_reason(review, message), stage=STAGE),
             model=inference.model,
             content=review.safe_message if status is Status.BLOCKED else None,
-            usage=inference.usage,
-            cost_usd=inference.cost_usd,
+            usage=total_usage(envelope),
+            cost_usd=total_cost_usd(envelope),
             checks=checks,
             attributes=attributes,
             spend=Spend.of(envelope),
@@ -201,8 +203,8 @@ def validate_response(
         duration_ms=_elapsed(started),
         model=inference.model,
         content=content,
-        usage=inference.usage,
-        cost_usd=inference.cost_usd,
+        usage=total_usage(envelope),
+        cost_usd=total_cost_usd(envelope),
         checks=checks,
         attributes={
             **attributes,
@@ -230,15 +232,24 @@ def _send_back(
                 "repair_attempts": envelope.repair_attempts + 1,
                 "inference": None,
                 "flags": flags,
+                "earlier_usage": total_usage(envelope),
+                "earlier_cost_usd": total_cost_usd(envelope),
             }
         )
     entry = stronger_model(catalog, envelope)
     if entry is None:
         return None
+    earlier = envelope.route
     route = RouteDecision(
         model=entry.name,
         reason=f"retry after {', '.join(review.reasons) or 'review'}",
         provider_kind=entry.kind,
+        # The request still belongs to its route and arm (the feedback loop joins on them).
+        route=earlier.route if earlier else "",
+        tier=entry.tier,
+        arm=earlier.arm if earlier else None,
+        estimated_prompt_tokens=earlier.estimated_prompt_tokens if earlier else 0,
+        baseline_model=earlier.baseline_model if earlier else None,
     )
     return envelope.model_copy(
         update={
@@ -247,8 +258,25 @@ def _send_back(
             "inference": None,
             "followup": [],
             "flags": flags,
+            "earlier_usage": total_usage(envelope),
+            "earlier_cost_usd": total_cost_usd(envelope),
         }
     )
+
+
+def total_usage(envelope: Envelope) -> Usage:
+    """Tokens of every model call this request made: earlier (sent back) calls plus this one."""
+    earlier, current = envelope.earlier_usage, envelope.inference.usage if envelope.inference else Usage()
+    return Usage(
+        prompt_tokens=earlier.prompt_tokens + current.prompt_tokens,
+        completion_tokens=earlier.completion_tokens + current.completion_tokens,
+        total_tokens=earlier.total_tokens + current.total_tokens,
+    )
+
+
+def total_cost_usd(envelope: Envelope) -> float:
+    """What the request cost in all: a retry or repair is paid for, so it is on the bill."""
+    return envelope.earlier_cost_usd + (envelope.inference.cost_usd if envelope.inference else 0.0)
 
 
 def _block_reason(review: ReviewOutcome, message: str) -> str:

@@ -58,6 +58,10 @@ class Envelope(WireModel):
     retries: int = Field(default=0, ge=0, description="Answers sent back to another model so far")
     repair_attempts: int = Field(default=0, ge=0, description="Re-asks with a validation error so far")
     tried_models: list[str] = Field(default_factory=list)
+    earlier_usage: Usage = Field(
+        default_factory=Usage, description="Tokens of this request's earlier model calls (retries, repairs)"
+    )
+    earlier_cost_usd: float = Field(default=0.0, ge=0, description="Cost of those earlier calls")
     redactions: dict[str, str] = Field(
         default_factory=dict,
         description="Placeholder -> original, only when the tenant restores PII in answers; "

@@ -320,6 +320,39 @@ def test_empty_content_after_the_retry_is_response_invalid(content: str | None) 
     assert outcome.response.cost_usd == 0.0042  # the call was still paid for
 
 
+def test_every_call_of_a_retried_request_is_on_its_bill() -> None:
+    first = answered("")  # 4 + 6 tokens, $0.0042, on sim-small
+    again = assert_forward_attempt(review(first), attempt=1)
+    assert again.earlier_cost_usd == 0.0042
+    assert again.earlier_usage == Usage(prompt_tokens=4, completion_tokens=6, total_tokens=10)
+    second = again.model_copy(
+        update={
+            "inference": Inference(
+                model="sim-medium",
+                content="A real answer.",
+                finish_reason="stop",
+                usage=Usage(prompt_tokens=4, completion_tokens=3, total_tokens=7),
+                cost_usd=0.01,
+            )
+        }
+    )
+    outcome = review(second)
+    assert_final(outcome, Stage.VALIDATE_RESPONSE, Status.OK, None)
+    assert outcome.response is not None
+    assert outcome.response.cost_usd == pytest.approx(0.0142)
+    assert outcome.response.usage == Usage(prompt_tokens=8, completion_tokens=9, total_tokens=17)
+    assert outcome.event.cost_usd == pytest.approx(0.0142)  # the requests row in ClickHouse
+
+
+def test_a_retry_keeps_the_route_and_arm_it_was_routed_by() -> None:
+    routed = answered("").model_copy(
+        update={"route": RouteDecision(model="sim-small", reason="r", route="simple", arm="challenger")}
+    )
+    again = assert_forward_attempt(review(routed), attempt=1)
+    assert again.route is not None
+    assert (again.route.model, again.route.route, again.route.arm) == ("sim-medium", "simple", "challenger")
+
+
 def test_empty_content_with_no_stronger_model_left_is_response_invalid() -> None:
     outcome = review(answered("", model="sim-large"))
     assert_final(outcome, Stage.VALIDATE_RESPONSE, Status.FAILED, ErrorCode.RESPONSE_INVALID)
