@@ -65,7 +65,9 @@ async def wait_for_alerts(
         if len(alerts) >= count:
             return alerts
         if keep_sending is not None:  # good traffic dilutes the window's error rate
-            assert {r.status.value for r in await send(keep_sending, 10, "recovered")} == {"ok"}
+            # Right after recovery an open breaker may still refuse a few calls until its probe
+            # succeeds; the alert must resolve all the same once good answers dominate.
+            await send(keep_sending, 10, "recovered")
         await asyncio.sleep(0.5)
     raise AssertionError(f"expected {count} alerts within {timeout}s, got {await alerts_on_topic(stack)}")
 

@@ -123,8 +123,11 @@ def _warehouse_dump(stack: Stack) -> str:
         "from sluice.settings import Settings\n"
         "from sluice.warehouse.connection import connect\n"
         "w = connect(Settings())\n"
-        "tables = w.query('SELECT name FROM system.tables WHERE database = {d:String}', {'d': w.database})\n"
-        "rows = {t['name']: w.query(f\"SELECT * FROM `{w.database}`.`{t['name']}`\") for t in tables}\n"
+        'tables = w.query("SELECT name FROM system.tables WHERE database = {d:String}'
+        " AND engine != 'MaterializedView'\", {'d': w.database})\n"
+        # Every column as text: rollups hold aggregate states, which have no client-side type.
+        "rows = {t['name']: w.query(f\"SELECT * APPLY toString FROM `{w.database}`.`{t['name']}`\")"
+        " for t in tables}\n"
         "print(json.dumps(rows, default=str))\n"
     )
     done = subprocess.run(
