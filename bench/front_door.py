@@ -3,12 +3,13 @@ Kafka client path (SluiceClient), at a steady 100 req/s. Everything real: Tansu 
 worker process, the simulator over HTTP, and the gateway in its own process (as `sluice up`
 runs it apart from the load generator).
 
-    .venv/bin/python bench/http.py [--duration 20] [--quick]
+    .venv/bin/python bench/front_door.py [--duration 20] [--quick]
 
 The two paths alternate (kafka, http, kafka, http) on the same stack, so drift in the shared
 machine's load hits both. Latency is client-observed: send -> answer. The overhead reported is
 the difference of the two paths' percentiles. Both the load generator and the gateway run on
-uvloop, and a short warm-up on each path is discarded. Writes bench/results/http.json and http.txt.
+uvloop, and a short warm-up on each path is discarded. Writes
+bench/results/front_door.json and front_door.txt.
 """
 
 from __future__ import annotations
@@ -275,7 +276,7 @@ def main() -> None:
         **measured,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "http-quota" if args.quota else "http"
+    name = "front_door-quota" if args.quota else "front_door"
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     text = [
         f"HTTP front door vs Kafka client ({result['when']}), model latency {args.model_latency_ms:g} ms, "
