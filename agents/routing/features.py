@@ -171,7 +171,7 @@ def detect_language(text: str | Text) -> str:
     words = [w for w in (text if isinstance(text, Text) else Text(text)).words if not w.isdigit()]
     if not words:
         return "en"
-    latin = sum(1 for w in words if not _NON_LATIN.search(w))
+    latin = sum(1 for w in words if w.isascii() or not _NON_LATIN.search(w))  # isascii: no regex for most
     if latin / len(words) < 0.5:
         return "other"
     hits = {lang: sum(1 for w in words if w in stop) for lang, stop in _STOPWORDS.items()}
@@ -216,7 +216,8 @@ def extract(request: Request) -> Features:
     # enough to see what is asked, and routing stays cheap however long the prompt is.
     asked = "\n".join(written)[-SCAN_CHARS:]
     last = user_turns[-1][-SCAN_CHARS:] if user_turns else ""
-    text, turn = Text(asked), Text(last)
+    text = Text(asked)
+    turn = text if last == asked else Text(last)  # one user turn: the same text, split once
     numbers = len(_DIGITS.findall(asked)) + _NUMBER_WORDS.count(text)
     math_words = bool(_MATH.found(text)) or "%" in asked or bool(_MONEY.search(asked))
     json_format = 0
