@@ -147,7 +147,12 @@ _PHONE = re.compile(
     r"(?:[ ]?(?:x|ext\.?|#)[ ]?[0-9]{1,6})?(?![\w\-/]|[.,][0-9])",
     _A,
 )
-_DIGIT = re.compile(r"[0-9]")
+# Bytes of a text reduced to "0" (ASCII digit), "A" (ASCII capital) or " ": digit counts and
+# an IBAN's opening become substring checks. UTF-8 bytes of other characters are >= 0x80.
+_SHAPE = bytes(
+    ord("0") if chr(byte).isdigit() and byte < 128 else ord("A") if "A" <= chr(byte) <= "Z" else 32
+    for byte in range(256)
+)
 _NUMERIC = re.compile(r"[0-9](?:[ ().\-/]*+[0-9]){3,}", _A)
 _SEPARATORS = " ().-/"
 _RUN_LEAD = frozenset(" ().-/+")
@@ -464,8 +469,9 @@ def find_pii(text: str) -> list[PiiMatch]:
             take(_scan(_API_KEY, masked, PiiType.API_KEY))
     if "@" in text:
         take(_emails(masked))
-    digits = sum(map(text.count, "0123456789")) if _DIGIT.search(text) else 0
-    if digits >= 7:
+    shape = text.encode("utf-8", "surrogatepass").translate(_SHAPE)
+    digits = shape.count(b"0")
+    if digits >= 7 and b"AA00" in shape:  # an IBAN opens with two capitals and two digits
         take(_shrunk(masked, _IBAN, PiiType.IBAN, iban_valid, 15))
     # Masking only ever breaks runs, so runs found in the original text cover every candidate.
     runs = _numeric_runs(text) if digits >= 4 else []
