@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from agents.checks.literals import cheap_opening, literal_sets
+from agents.checks.literals import cheap_opening, literal_alternatives
 from agents.checks.normalize import NormalizeReport, normalize, normalize_report, token_stats
 
 __all__ = [
@@ -316,7 +316,7 @@ class RuleDetector:
                 self._by_key.setdefault(key, []).append(index)
         # Rules whose regex cannot open with a fast substring search get literal prefilters.
         self._literals = tuple(
-            () if cheap_opening(rule.pattern) else literal_sets(rule.pattern) for rule in self.rules
+            () if cheap_opening(rule.pattern) else literal_alternatives(rule.pattern) for rule in self.rules
         )
 
     @property
@@ -355,9 +355,15 @@ class RuleDetector:
             if literals and spans[-1][1] - spans[0][0] >= _PREFILTER_SPAN:
                 # A match lies inside one window, and so do the literals it must contain.
                 if spans[0][0] == 0 and spans[-1][1] == len(lowered):
-                    if not all(_any_in(lowered, strings, seen) for strings in literals):
+                    if not any(
+                        all(_any_in(lowered, strings, seen) for strings in alternative)
+                        for alternative in literals
+                    ):
                         continue
-                elif not all(_any_within(lowered, strings, spans) for strings in literals):
+                elif not any(
+                    all(_any_within(lowered, strings, spans) for strings in alternative)
+                    for alternative in literals
+                ):
                     continue
             match = None
             for start, end in spans:

@@ -20,7 +20,7 @@ with warnings.catch_warnings():  # the stdlib parser is the only exact reading o
     import sre_constants as _c
     import sre_parse as _p
 
-__all__ = ["cheap_opening", "literal_sets"]
+__all__ = ["cheap_opening", "literal_alternatives", "literal_sets"]
 
 _LIMIT = 48  # most distinct strings one subpattern may expand to before it counts as "any"
 _REPEATS = (_c.MAX_REPEAT, _c.MIN_REPEAT, _c.POSSESSIVE_REPEAT)
@@ -137,6 +137,27 @@ def literal_sets(pattern: re.Pattern[str], keep: int = 3) -> tuple[frozenset[str
     sets = {_minimal(s) for s in _required_seq(parsed.data)}
     useful = [s for s in sets if min(map(len, s)) >= 2]
     return tuple(sorted(useful, key=_rank, reverse=True)[:keep])
+
+
+def literal_alternatives(pattern: re.Pattern[str], keep: int = 3) -> tuple[tuple[frozenset[str], ...], ...]:
+    """`literal_sets` per top-level alternative of the pattern: a text can hold a match only
+    if, for some alternative, every one of its sets has a string in the text. Empty when some
+    alternative offers nothing useful (then no text can be ruled out)."""
+    if pattern.flags & re.IGNORECASE:
+        return ()
+    try:
+        parsed = _p.parse(pattern.pattern, pattern.flags).data
+    except re.error:
+        return ()
+    branches = parsed[0][1][1] if len(parsed) == 1 and parsed[0][0] is _c.BRANCH else [parsed]
+    alternatives: list[tuple[frozenset[str], ...]] = []
+    for branch in branches:
+        sets = {_minimal(s) for s in _required_seq(branch)}
+        useful = sorted((s for s in sets if min(map(len, s)) >= 2), key=_rank, reverse=True)[:keep]
+        if not useful:
+            return ()
+        alternatives.append(tuple(useful))
+    return tuple(alternatives)
 
 
 def _first_chars(items: Sequence[tuple[Any, Any]]) -> set[str] | None:

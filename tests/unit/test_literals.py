@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from agents.checks.injection import DEFAULT_SCANNER, _lower
-from agents.checks.literals import cheap_opening, literal_sets
+from agents.checks.literals import cheap_opening, literal_alternatives, literal_sets
 
 EVAL_SET = Path(__file__).resolve().parents[1] / "data" / "injection_eval.jsonl"
 
@@ -16,6 +16,16 @@ def test_sets_of_a_plain_alternation() -> None:
     sets = literal_sets(re.compile(r"(?:ignore|disregard)\s+(?:all|any)\s+(?:rules|instructions)"))
     assert frozenset({"ignore", "disregard"}) in sets
     assert frozenset({"rules", "instructions"}) in sets
+
+
+def test_alternatives_each_need_their_own_literals() -> None:
+    alternatives = literal_alternatives(re.compile(r"reply only|tell the user|focus on it"))
+    assert alternatives == (
+        (frozenset({"reply only"}),),
+        (frozenset({"tell the user"}),),
+        (frozenset({"focus on it"}),),
+    )
+    assert literal_alternatives(re.compile(r"reply only|\w+")) == ()  # one alternative is open
 
 
 def test_optional_and_unbounded_parts_give_no_set() -> None:
@@ -39,8 +49,13 @@ def test_every_rule_match_contains_its_literals() -> None:
     for detector in (*DEFAULT_SCANNER.detectors, *DEFAULT_SCANNER.context_detectors):
         for rule in detector.rules:
             sets = literal_sets(rule.pattern)
+            alternatives = literal_alternatives(rule.pattern)
             for text in lowered:
                 if rule.pattern.search(text) is not None:
                     checked += 1
                     assert all(any(s in text for s in strings) for strings in sets), (rule.label, text)
+                    assert not alternatives or any(
+                        all(any(s in text for s in strings) for strings in alternative)
+                        for alternative in alternatives
+                    ), (rule.label, text)
     assert checked > 200  # the eval set exercises most rules
