@@ -146,10 +146,10 @@ def literal_alternatives(pattern: re.Pattern[str], keep: int = 3) -> tuple[tuple
     if pattern.flags & re.IGNORECASE:
         return ()
     try:
-        parsed = _p.parse(pattern.pattern, pattern.flags).data
+        parsed: list[Any] = _p.parse(pattern.pattern, pattern.flags).data
     except re.error:
         return ()
-    branches = parsed[0][1][1] if len(parsed) == 1 and parsed[0][0] is _c.BRANCH else [parsed]
+    branches: list[Any] = parsed[0][1][1] if len(parsed) == 1 and parsed[0][0] is _c.BRANCH else [parsed]
     alternatives: list[tuple[frozenset[str], ...]] = []
     for branch in branches:
         sets = {_minimal(s) for s in _required_seq(branch)}
