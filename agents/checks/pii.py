@@ -155,6 +155,12 @@ _SHAPE = bytes(
 )
 _NUMERIC = re.compile(r"[0-9](?:[ ().\-/]*+[0-9]){3,}", _A)
 _SEPARATORS = " ().-/"
+# ASCII reduced to "0" (digit), "s" (separator) or "."; _NUMERIC over text is _NUMERIC_SHAPE here.
+_RUN_SHAPE = bytes(
+    ord("0") if 48 <= byte <= 57 else ord("s") if chr(byte) in _SEPARATORS else ord(".")
+    for byte in range(256)
+)
+_NUMERIC_SHAPE = re.compile(rb"0(?:s*+0){3,}")
 _RUN_LEAD = frozenset(" ().-/+")
 _EXT_BEFORE = re.compile(r"(?:x|ext\.?|#) ?$")
 _HEX = frozenset("0123456789abcdefABCDEF")
@@ -371,6 +377,11 @@ def _numeric_runs(text: str) -> list[tuple[int, int, int, int]]:
     separators. Each card, SSN and phone number lies inside a run of seven digits or more, and
     each IPv4 address inside one with three dots, so those patterns search only there."""
     runs: list[tuple[int, int, int, int]] = []
+    if text.isascii():  # the same search on a byte shape, where the engine skips to each "0" fast
+        for match in _NUMERIC_SHAPE.finditer(text.encode("ascii").translate(_RUN_SHAPE)):
+            start, end = match.span()
+            runs.append((start, end, match.group().count(b"0"), text.count(".", start, end)))
+        return runs
     for match in _NUMERIC.finditer(text):
         run = match.group()
         separators = sum(map(run.count, _SEPARATORS))
