@@ -378,9 +378,9 @@ def _numeric_runs(text: str) -> list[tuple[int, int, int, int]]:
     each IPv4 address inside one with three dots, so those patterns search only there."""
     runs: list[tuple[int, int, int, int]] = []
     if text.isascii():  # the same search on a byte shape, where the engine skips to each "0" fast
-        for match in _NUMERIC_SHAPE.finditer(text.encode("ascii").translate(_RUN_SHAPE)):
-            start, end = match.span()
-            runs.append((start, end, match.group().count(b"0"), text.count(".", start, end)))
+        for shaped in _NUMERIC_SHAPE.finditer(text.encode("ascii").translate(_RUN_SHAPE)):
+            start, end = shaped.span()
+            runs.append((start, end, shaped.group().count(b"0"), text.count(".", start, end)))
         return runs
     for match in _NUMERIC.finditer(text):
         run = match.group()
