@@ -414,9 +414,11 @@ def _regions(
 
 def _ipv6_hint(text: str) -> bool:
     """A colon between hex digits (or `::`): prose colons ("Note: ...") never qualify."""
+    colons = text.count(":")
+    if colons < 2:  # counting one character is far cheaper than looking for "::"
+        return False
     if "::" in text:
         return True
-    colons = text.count(":")
     if colons < 5:
         return False
     if colons > 64:
