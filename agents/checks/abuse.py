@@ -107,6 +107,15 @@ def _longest_repeat(tokens: Sequence[str]) -> int:
     return longest
 
 
+def _may_repeat(tokens: Sequence[str], limit: int) -> bool:
+    """Whether a run of more than `limit` equal tokens is possible: such a run spans two
+    multiples of `limit // 2`, whose tokens are then equal, so those few pairs decide."""
+    step = limit // 2
+    if step < 1:
+        return True
+    return any(tokens[k] == tokens[k + step] for k in range(0, len(tokens) - step, step))
+
+
 def check_abuse(text: str, policy: AbusePolicy | None = None, where: str = "") -> list[AbuseFinding]:
     """Findings for one text (raw, before normalisation, so control soup is still visible)."""
     policy = policy or AbusePolicy()
@@ -124,7 +133,7 @@ def check_abuse(text: str, policy: AbusePolicy | None = None, where: str = "") -
     longest = token_stats(text).longest
     if longest > policy.max_token_chars:
         add(AbuseKind.LONG_TOKEN, f"a {longest}-character token (limit {policy.max_token_chars})")
-    if len(tokens) > policy.max_token_repeats:
+    if len(tokens) > policy.max_token_repeats and _may_repeat(tokens, policy.max_token_repeats):
         # A run of n equal tokens makes n - 1 equal neighbours: count those in C first.
         repeats = sum(map(operator.eq, tokens, tokens[1:]))
         if repeats >= policy.max_token_repeats and _longest_repeat(tokens) > policy.max_token_repeats:

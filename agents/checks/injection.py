@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from agents.checks.literals import cheap_opening, literal_alternatives
 from agents.checks.normalize import NormalizeReport, normalize, normalize_report, token_stats
 
 __all__ = [
@@ -40,6 +41,8 @@ MAX_DECODED_CHARS = 16_384
 MAX_CANDIDATES = 8
 OBFUSCATION = "obfuscation"
 _MAX_KEY_HITS = 24
+# Below this many characters of windows a rule's regex is cheaper than its literal prefilter.
+_PREFILTER_SPAN = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +106,10 @@ _WORD = re.compile(r"\w+")
 _PHRASE = re.compile(r"[a-z0-9_ ]*[a-z0-9_][a-z0-9_ ]*")
 _TOKEN_SPLIT = str.maketrans({ch: " " for ch in '!"#$%&()*+,-./:;<=>?@[\\]^`{|}~“”‘’«»…'})
 _HEAD4 = operator.itemgetter(slice(0, 4))
+# The same split for ASCII text as bytes (several times faster); str.split() also splits at
+# \x1c-\x1f, bytes.split() does not, so those map to spaces here.
+_SPLIT_CHARS = '!"#$%&()*+,-./:;<=>?@[\\]^`{|}~\x1c\x1d\x1e\x1f'
+_BYTE_SPLIT = bytes.maketrans(_SPLIT_CHARS.encode("ascii"), b" " * len(_SPLIT_CHARS))
 _ROT13 = str.maketrans(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
     "nopqrstuvwxyzabcdefghijklmNOPQRSTUVWXYZabcdefghijklm",
@@ -210,10 +217,18 @@ class _Gate:
         self.rot_literals = [
             key.translate(_ROT13) for key in self.literals if any("a" <= c <= "z" for c in key)
         ]
+        # Byte-string twins of the word tables for the ASCII path of `present`.
+        self.short_b = {key.encode("ascii"): key for key in self.short}
+        self.by_head_b = {head.encode("ascii"): keys for head, keys in self.by_head.items()}
+        self.heads_b = set(self.by_head_b)
+        self.rot_heads_b = {head.encode("ascii") for head in self.rot_heads}
+        self.rot_short_b = {key.encode("ascii") for key in self.rot_short}
 
     def present(self, lowered: str) -> tuple[frozenset[str], bool]:
         """Keys that may occur, and whether the text holds rot13 forms of keys (a cheap signal
         that a rot13 view is worth scanning)."""
+        if lowered.isascii():
+            return self._present_ascii(lowered)
         words = set(lowered.translate(_TOKEN_SPLIT).split())
         heads = set(map(_HEAD4, words))
         found = words & self.short
@@ -221,12 +236,32 @@ class _Gate:
         if matched:
             found.update(*(self.by_head[head] for head in matched))
         rot13 = bool(heads & self.rot_heads or words & self.rot_short)
-        if lowered.isascii():
-            found.update(key for key in self.ascii_literals if key in lowered)
-        else:
-            found.update(key for key in self.literals if key in lowered)
-            rot13 = rot13 or any(key in lowered for key in self.rot_literals)
+        found.update(key for key in self.literals if key in lowered)
+        rot13 = rot13 or any(key in lowered for key in self.rot_literals)
         return frozenset(found), rot13
+
+    def _present_ascii(self, lowered: str) -> tuple[frozenset[str], bool]:
+        words = set(lowered.encode("ascii").translate(_BYTE_SPLIT).split())
+        heads = set(map(_HEAD4, words))
+        found = {self.short_b[word] for word in words & self.short_b.keys()}
+        matched = heads & self.heads_b
+        if matched:
+            found.update(*(self.by_head_b[head] for head in matched))
+        rot13 = bool(heads & self.rot_heads_b or words & self.rot_short_b)
+        found.update(key for key in self.ascii_literals if key in lowered)
+        return frozenset(found), rot13
+
+
+def _any_in(lowered: str, strings: frozenset[str], seen: dict[frozenset[str], bool]) -> bool:
+    found = seen.get(strings)
+    if found is None:
+        found = seen[strings] = any(string in lowered for string in strings)
+    return found
+
+
+def _any_within(lowered: str, strings: frozenset[str], spans: Sequence[tuple[int, int]]) -> bool:
+    find = lowered.find
+    return any(find(string, start, end) >= 0 for start, end in spans for string in strings)
 
 
 def _positions(lowered: str, key: str) -> list[int]:
@@ -279,16 +314,27 @@ class RuleDetector:
         for index, rule in enumerate(self.rules):
             for key in rule.keys:
                 self._by_key.setdefault(key, []).append(index)
+        # Rules whose regex cannot open with a fast substring search get literal prefilters.
+        self._literals = tuple(
+            () if cheap_opening(rule.pattern) else literal_alternatives(rule.pattern) for rule in self.rules
+        )
 
     @property
     def name(self) -> str:
         return self._name
 
     def hits(
-        self, lowered: str, present: frozenset[str], cache: dict[str, list[int]] | None = None
+        self,
+        lowered: str,
+        present: frozenset[str],
+        cache: dict[str, list[int]] | None = None,
+        seen: dict[frozenset[str], bool] | None = None,
     ) -> list[_Hit]:
+        """The rules that fire on `lowered`; `cache` (key positions) and `seen` (literal sets
+        found or not) may be shared by every detector scanning the same text."""
         found: list[_Hit] = []
         cache = {} if cache is None else cache
+        seen = {} if seen is None else seen
         live: set[str] = set()
         for key in present & self.keys:
             positions = cache.get(key)
@@ -305,6 +351,20 @@ class RuleDetector:
                     continue
             else:
                 spans = [(0, len(lowered))]
+            literals = self._literals[index]
+            if literals and spans[-1][1] - spans[0][0] >= _PREFILTER_SPAN:
+                # A match lies inside one window, and so do the literals it must contain.
+                if spans[0][0] == 0 and spans[-1][1] == len(lowered):
+                    if not any(
+                        all(_any_in(lowered, strings, seen) for strings in alternative)
+                        for alternative in literals
+                    ):
+                        continue
+                elif not any(
+                    all(_any_within(lowered, strings, spans) for strings in alternative)
+                    for alternative in literals
+                ):
+                    continue
             match = None
             for start, end in spans:
                 match = rule.search(lowered, start, end)
@@ -743,6 +803,12 @@ _LEET = str.maketrans(
     {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i"}
 )
 _LEET_HINT = re.compile(r"[013457](?<=[a-z][013457])[013457]*(?=[a-z])")
+# Bytes of a text reduced to "a" (ASCII lower-case letter), "1" (leet digit) or " ": counting
+# in this shape is a cheap necessary condition for the leetspeak hint.
+_LEET_SHAPE = bytes(
+    ord("a") if chr(byte) in "abcdefghijklmnopqrstuvwxyz" else ord("1") if chr(byte) in "013457" else 32
+    for byte in range(256)
+)
 _SPACED = re.compile(r"[^\W\d_](?<![^\W_][^\W\d_])(?:[ .\-_*|][^\W\d_]){2,}(?![^\W_])")
 _SPACED_SEP = re.compile(r"[ .\-_*|]")
 _BLANKS = re.compile(r"  +")
@@ -815,13 +881,22 @@ def _views(text: str, depth: int = 0, technique: str = "plain") -> list[tuple[st
     """(technique, lower-cased text) pairs to scan. Each extra view is built only when a cheap
     check says the text may need it; decoded payloads recurse to a fixed depth."""
     raw_lower = _lower(text).replace("\t", " ")
-    lowered = _BLANKS.sub(" ", raw_lower) if "  " in raw_lower else raw_lower
+    lowered = raw_lower
+    while "  " in lowered:  # same as _BLANKS.sub(" ", ...): each pass halves every run of blanks
+        lowered = lowered.replace("  ", " ")
     prefix = "" if technique == "plain" else technique + "+"
     views = [(technique, lowered)]
     stats = token_stats(text)
     if "rot13" in lowered or "rot-13" in lowered or "caesar" in lowered:
         views.append((prefix + "rot13", lowered.translate(_ROT13)))
-    if sum(map(lowered.count, "013457")) >= 3 and len(_LEET_HINT.findall(lowered)) >= 2:
+    shape = lowered.encode("utf-8", "surrogatepass").translate(_LEET_SHAPE)
+    # A leet hint is a run of leet digits between two letters: it needs "a1" and "1a" in the shape.
+    if (
+        shape.count(b"1") >= 3
+        and shape.count(b"a1") >= 2
+        and shape.count(b"1a") >= 2
+        and len(_LEET_HINT.findall(lowered)) >= 2
+    ):
         views.append((prefix + "leetspeak", lowered.translate(_LEET)))
     singles = stats.singles
     if singles >= 6 and singles * 4 >= stats.count and _SPACED.search(raw_lower):
@@ -936,8 +1011,9 @@ class InjectionScanner:
             if not present:
                 continue
             positions: dict[str, list[int]] = {}
+            seen: dict[frozenset[str], bool] = {}
             for detector in detectors:
-                hits = detector.hits(lowered, present, positions)
+                hits = detector.hits(lowered, present, positions, seen)
                 if not hits:
                     continue
                 if technique == "plain" and not passage and _quoted_mention(lowered, hits):

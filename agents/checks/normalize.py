@@ -95,11 +95,15 @@ def _strip(text: str) -> str:
     return _ANY.sub("", text.translate(_LINE_SEPARATORS))
 
 
+# Printable ASCII plus tab and newlines, as bytes to delete: what is left is not plain.
+_PLAIN_BYTES = bytes(range(0x20, 0x7F)) + b"\t\n\r"
+
+
 @lru_cache(maxsize=32)
 def plain_ascii(text: str) -> bool:
     """Printable ASCII plus tab and newlines is already normal (NFKC is the identity on ASCII);
     cached because the abuse and normalisation checks of one request ask about the same text."""
-    return text.isascii() and text.translate(_LAYOUT).isprintable()
+    return text.isascii() and not text.encode("ascii").translate(None, _PLAIN_BYTES)
 
 
 def normalize(text: str) -> str:
@@ -156,9 +160,43 @@ class TokenStats:
 LONG_TOKEN = 16
 
 
+# ASCII bytes reduced to " " (what str.split() splits at) or "x" (anything else).
+_WORD_SHAPE = bytes(32 if chr(byte) in " \t\n\x0b\x0c\r\x1c\x1d\x1e\x1f" else 120 for byte in range(128)) + (
+    b"x" * 128
+)
+_LONG_SHAPE = b"x" * LONG_TOKEN
+
+
 @lru_cache(maxsize=32)
 def token_stats(text: str) -> TokenStats:
-    words = tokens(text)
-    lengths = list(map(len, words))
-    long_tokens = tuple(itertools.compress(words, map(operator.ge, lengths, itertools.repeat(LONG_TOKEN))))
-    return TokenStats(len(words), max(lengths, default=0), lengths.count(1), long_tokens)
+    if not text.isascii():
+        words = tokens(text)
+        lengths = list(map(len, words))
+        longer = tuple(itertools.compress(words, map(operator.ge, lengths, itertools.repeat(LONG_TOKEN))))
+        return TokenStats(len(words), max(lengths, default=0), lengths.count(1), longer)
+    # ASCII: the same facts from a byte "shape" of the text, without splitting it into words.
+    # A token starts at every " x" of the blank-prefixed shape, a longer one at every " xx".
+    shape = text.encode("ascii").translate(_WORD_SHAPE)
+    padded = b" " + shape
+    count = padded.count(b" x")
+    singles = count - padded.count(b" xx")
+    long_tokens: list[str] = []
+    position = shape.find(_LONG_SHAPE)
+    while position != -1:
+        start = shape.rfind(b" ", 0, position) + 1
+        end = shape.find(b" ", position)
+        end = len(shape) if end == -1 else end
+        long_tokens.append(text[start:end])
+        position = shape.find(_LONG_SHAPE, end)
+    if long_tokens:
+        longest = max(map(len, long_tokens))
+    else:  # every token is shorter than LONG_TOKEN: binary search the longest run of "x"
+        low, high = 0, LONG_TOKEN - 1
+        while low < high:
+            middle = (low + high + 1) // 2
+            if b"x" * middle in shape:
+                low = middle
+            else:
+                high = middle - 1
+        longest = low
+    return TokenStats(count, longest, singles, tuple(long_tokens))

@@ -147,9 +147,20 @@ _PHONE = re.compile(
     r"(?:[ ]?(?:x|ext\.?|#)[ ]?[0-9]{1,6})?(?![\w\-/]|[.,][0-9])",
     _A,
 )
-_DIGIT = re.compile(r"[0-9]")
+# Bytes of a text reduced to "0" (ASCII digit), "A" (ASCII capital) or " ": digit counts and
+# an IBAN's opening become substring checks. UTF-8 bytes of other characters are >= 0x80.
+_SHAPE = bytes(
+    ord("0") if chr(byte).isdigit() and byte < 128 else ord("A") if "A" <= chr(byte) <= "Z" else 32
+    for byte in range(256)
+)
 _NUMERIC = re.compile(r"[0-9](?:[ ().\-/]*+[0-9]){3,}", _A)
 _SEPARATORS = " ().-/"
+# ASCII reduced to "0" (digit), "s" (separator) or "."; _NUMERIC over text is _NUMERIC_SHAPE here.
+_RUN_SHAPE = bytes(
+    ord("0") if 48 <= byte <= 57 else ord("s") if chr(byte) in _SEPARATORS else ord(".")
+    for byte in range(256)
+)
+_NUMERIC_SHAPE = re.compile(rb"0(?:s*+0){3,}")
 _RUN_LEAD = frozenset(" ().-/+")
 _EXT_BEFORE = re.compile(r"(?:x|ext\.?|#) ?$")
 _HEX = frozenset("0123456789abcdefABCDEF")
@@ -366,6 +377,11 @@ def _numeric_runs(text: str) -> list[tuple[int, int, int, int]]:
     separators. Each card, SSN and phone number lies inside a run of seven digits or more, and
     each IPv4 address inside one with three dots, so those patterns search only there."""
     runs: list[tuple[int, int, int, int]] = []
+    if text.isascii():  # the same search on a byte shape, where the engine skips to each "0" fast
+        for shaped in _NUMERIC_SHAPE.finditer(text.encode("ascii").translate(_RUN_SHAPE)):
+            start, end = shaped.span()
+            runs.append((start, end, shaped.group().count(b"0"), text.count(".", start, end)))
+        return runs
     for match in _NUMERIC.finditer(text):
         run = match.group()
         separators = sum(map(run.count, _SEPARATORS))
@@ -398,9 +414,11 @@ def _regions(
 
 def _ipv6_hint(text: str) -> bool:
     """A colon between hex digits (or `::`): prose colons ("Note: ...") never qualify."""
+    colons = text.count(":")
+    if colons < 2:  # counting one character is far cheaper than looking for "::"
+        return False
     if "::" in text:
         return True
-    colons = text.count(":")
     if colons < 5:
         return False
     if colons > 64:
@@ -464,8 +482,9 @@ def find_pii(text: str) -> list[PiiMatch]:
             take(_scan(_API_KEY, masked, PiiType.API_KEY))
     if "@" in text:
         take(_emails(masked))
-    digits = sum(map(text.count, "0123456789")) if _DIGIT.search(text) else 0
-    if digits >= 7:
+    shape = text.encode("utf-8", "surrogatepass").translate(_SHAPE)
+    digits = shape.count(b"0")
+    if digits >= 7 and b"AA00" in shape:  # an IBAN opens with two capitals and two digits
         take(_shrunk(masked, _IBAN, PiiType.IBAN, iban_valid, 15))
     # Masking only ever breaks runs, so runs found in the original text cover every candidate.
     runs = _numeric_runs(text) if digits >= 4 else []
