@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from sluice.local.broker import EmbeddedBroker, start_broker
+from sluice.local.simulator import SimulatorConfig, SimulatorServer, serve
+from sluice.providers.openai_http import ChatClient
 from sluice.settings import Settings
 
 
@@ -50,3 +52,24 @@ def live_settings(broker: EmbeddedBroker, tmp_path: Path, chdb_dsn: str) -> Sett
         broker_rebalance_timeout_s=3.0,
         broker_heartbeat_interval_s=0.5,
     )
+
+
+@pytest.fixture()
+async def simulator() -> AsyncIterator[SimulatorServer]:
+    """The model simulator over real HTTP on a free port: no latency, a fixed seed."""
+    server = await serve(SimulatorConfig(latency_ms=0, latency_jitter_ms=0, seed=1), port=0)
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+@pytest.fixture()
+async def client(settings: Settings, simulator: SimulatorServer) -> AsyncIterator[ChatClient]:
+    """The worker's model client pointed at `simulator`; one connection shard (each httpx client
+    loads the CA bundle, which dominates a short test)."""
+    chat = ChatClient(settings.with_overrides(simulator_port=simulator.port, infer_max_in_flight=32))
+    try:
+        yield chat
+    finally:
+        await chat.close()

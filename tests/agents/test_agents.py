@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ from schemas import (
 )
 from sluice.app import Pipeline, create_app
 from sluice.codec import Poison, encode
-from sluice.local.simulator import Fault, SimulatorConfig, SimulatorServer, serve
+from sluice.local.simulator import Fault, SimulatorServer
 from sluice.outcome import Outcome, utcnow
 from sluice.settings import Settings
 from sluice.tenants import AccessRules, QuotaRules, TenantConfig
@@ -118,15 +118,6 @@ def build(
         return pipeline, recorder
 
     yield make
-
-
-@pytest.fixture()
-async def simulator() -> AsyncIterator[SimulatorServer]:
-    server = await serve(SimulatorConfig(latency_ms=0, latency_jitter_ms=0, seed=1), port=0)
-    try:
-        yield server
-    finally:
-        await server.close()
 
 
 def request_bytes(**changes: Any) -> bytes:

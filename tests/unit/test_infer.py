@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -13,32 +12,13 @@ import pytest
 from agents.infer import chat_payload, infer
 from agents.validate_response import validate_response
 from schemas import Envelope, ErrorCode, Request, RouteDecision, Stage, Status, Usage
-from sluice.local.simulator import SimulatorConfig, SimulatorServer, serve
+from sluice.local.simulator import SimulatorServer
 from sluice.outcome import Outcome, event_id_for, utcnow
 from sluice.providers.catalog import BUILTIN_CATALOG, Catalog, ModelEntry
 from sluice.providers.openai_http import ChatClient, ProviderError, parse_completion
 from sluice.settings import Settings
 
 PROMPT = "hello world!"  # 12 chars -> 3 simulated prompt tokens
-
-
-@pytest.fixture()
-async def simulator() -> AsyncIterator[SimulatorServer]:
-    server = await serve(SimulatorConfig(latency_ms=0, latency_jitter_ms=0, seed=1), port=0)
-    try:
-        yield server
-    finally:
-        await server.close()
-
-
-@pytest.fixture()
-async def client(settings: Settings, simulator: SimulatorServer) -> AsyncIterator[ChatClient]:
-    # one connection shard: each httpx client loads the CA bundle, which dominates a short test
-    chat = ChatClient(settings.with_overrides(simulator_port=simulator.port, infer_max_in_flight=32))
-    try:
-        yield chat
-    finally:
-        await chat.close()
 
 
 def admin_url(server: SimulatorServer, path: str) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -18,12 +17,11 @@ from agents.inference.cache import CachedAnswer, ResponseCache, cache_eligible, 
 from agents.inference.costs import routing_savings_usd
 from agents.validate_response import validate_response
 from schemas import Envelope, ErrorCode, Request, RouteDecision, Stage, Status
-from sluice.local.simulator import SimulatorConfig, SimulatorServer, serve
+from sluice.local.simulator import SimulatorServer
 from sluice.outcome import Outcome, event_id_for, utcnow
 from sluice.providers.catalog import BUILTIN_CATALOG, Catalog, ModelEntry
 from sluice.providers.openai_http import ChatClient, Completion, ProviderError
 from sluice.providers.resilience import BreakerPolicy, Breakers, BreakerState, Transition
-from sluice.settings import Settings
 
 SMALL, MEDIUM, LARGE = "sim-small", "sim-medium", "sim-large"
 
@@ -339,24 +337,6 @@ def test_breaker_transitions_become_system_events_with_deterministic_ids() -> No
 
 
 # --- against the real simulator -------------------------------------------------------------------
-
-
-@pytest.fixture()
-async def simulator() -> AsyncIterator[SimulatorServer]:
-    server = await serve(SimulatorConfig(latency_ms=0, latency_jitter_ms=0, seed=1), port=0)
-    try:
-        yield server
-    finally:
-        await server.close()
-
-
-@pytest.fixture()
-async def client(settings: Settings, simulator: SimulatorServer) -> AsyncIterator[ChatClient]:
-    chat = ChatClient(settings.with_overrides(simulator_port=simulator.port, infer_max_in_flight=32))
-    try:
-        yield chat
-    finally:
-        await chat.close()
 
 
 async def set_fault(server: SimulatorServer, model: str, **fault: Any) -> None:
