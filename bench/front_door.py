@@ -14,13 +14,6 @@ bench/results/front_door.json and front_door.txt.
 
 from __future__ import annotations
 
-import sys
-
-# Run as a script, this file's directory comes first on sys.path and this module would shadow
-# the standard library's `http` package (which aiohttp and httpx import).
-if sys.path and sys.path[0] == __file__.rsplit("/", 1)[0]:
-    sys.path.pop(0)
-
 import argparse
 import asyncio
 import json
@@ -34,6 +27,7 @@ from typing import Any
 
 import aiohttp
 import httpx
+from harness import open_loop, start_process, wait_pipeline_ready, wait_until
 
 from sluice.edge.client import SluiceClient
 from sluice.edge.load import percentile
@@ -47,7 +41,7 @@ MAX_TOKENS = 32
 
 
 async def paced(rate: float, duration: float, one: Any) -> list[float]:
-    """Start `one(i)` at `rate` per second for `duration` seconds; their latencies (ms)."""
+    """Open-loop load of `one(i)`; the latencies (ms) of the calls that returned True."""
     latencies: list[float] = []
 
     async def timed(i: int) -> None:
@@ -55,14 +49,7 @@ async def paced(rate: float, duration: float, one: Any) -> list[float]:
         if await one(i):
             latencies.append((time.perf_counter() - sent) * 1000)
 
-    tasks = []
-    start = time.perf_counter()
-    for i in range(int(rate * duration)):
-        delay = start + i / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(timed(i)))
-    await asyncio.gather(*tasks)
+    await open_loop(rate, duration, timed)
     return latencies
 
 
@@ -122,18 +109,6 @@ def serve_gateway_forever(port: int) -> None:
             await asyncio.Event().wait()
 
     asyncio.run(serve())
-
-
-def wait_until(check: Any, what: str, timeout: float = 60.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if check():
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{what}: not ready within {timeout}s")
 
 
 async def drain(settings: Settings, quick_ms: float = 1000.0, limit_s: float = 180.0) -> float:
@@ -206,24 +181,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.quota
         else {},
     )
-    env = settings.child_env(os.environ)
     logs = home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     port = free_port()
 
-    def start(name: str, *command: str) -> subprocess.Popen[bytes]:
-        log = (logs / f"{name}.log").open("wb")
-        return subprocess.Popen([sys.executable, *command], env=env, stdout=log, stderr=subprocess.STDOUT)
-
     processes = [
-        start("simulator", "-m", "sluice", "simulator"),
-        worker := start("worker", "-m", "sluice", "worker"),
-        start("gateway", __file__, "--serve-gateway", str(port)),
+        start_process(settings, logs, "simulator"),
+        worker := start_process(settings, logs, "worker"),
+        start_process(settings, logs, "gateway", __file__, "--serve-gateway", str(port)),
     ]
     try:
-        wait_until(lambda: (settings.run_dir / f"worker-{worker.pid}.ready").exists(), "worker")
-        sim = settings.simulator_url.removesuffix("/v1") + "/healthz"
-        wait_until(lambda: httpx.get(sim).status_code == 200, "simulator")
+        wait_pipeline_ready(settings, worker)
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: httpx.get(url + "/healthz").status_code == 200, "gateway")
         return {"by_rate": [compare(settings, url, rate, args) for rate in args.rate]}

@@ -15,16 +15,14 @@ import asyncio
 import json
 import os
 import platform
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from harness import open_loop, start_process, wait_pipeline_ready
 
 from sluice.edge.client import SluiceClient
 from sluice.edge.load import percentile, run_load
@@ -96,14 +94,7 @@ async def overhead(settings: Settings, rate: float, duration: float) -> dict[str
             response = await client.request(f"overhead {i}", max_tokens=32)
             observed[response.request_id] = (time.perf_counter() - sent) * 1000
 
-        tasks = []
-        start = time.perf_counter()
-        for i in range(int(rate * duration)):
-            delay = start + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i)))
-        await asyncio.gather(*tasks)
+        await open_loop(rate, duration, one)
     model = await model_latency_by_request(settings)
     overheads = [observed[rid] - model[rid] for rid in observed if rid in model]
     return {
@@ -128,31 +119,11 @@ def run_case(model_latency_ms: float, args: argparse.Namespace) -> dict[str, Any
         broker_rebalance_timeout_s=3,
         broker_heartbeat_interval_s=0.5,
     )
-    env = settings.child_env(os.environ)
     logs = home / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    sim = subprocess.Popen(
-        [sys.executable, "-m", "sluice", "simulator"],
-        env=env,
-        stdout=(logs / "sim.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "sluice", "worker"],
-        env=env,
-        stdout=(logs / "worker.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    sim = start_process(settings, logs, "simulator")
+    worker = start_process(settings, logs, "worker")
     try:
-        deadline = time.time() + 60
-        while not list(settings.run_dir.glob(f"worker-{worker.pid}.ready")) and time.time() < deadline:
-            time.sleep(0.2)
-        while time.time() < deadline:
-            try:
-                if httpx.get(settings.simulator_url.removesuffix("/v1") + "/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        wait_pipeline_ready(settings, worker)
         print(f"\n== model latency {model_latency_ms:.0f} ms ==", flush=True)
         # The overhead run goes first, on a fresh pipeline: after the saturation run below the
         # broker and worker still carry its backlog effects, which would be measured as overhead.

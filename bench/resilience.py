@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import random
-import subprocess
 import sys
 import time
 import uuid
@@ -35,6 +34,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from harness import start_process, wait_pipeline_ready  # noqa: E402
 
 from schemas import Envelope, Request, Response, RouteDecision  # noqa: E402
 from sluice.codec import encode  # noqa: E402
@@ -191,15 +192,6 @@ async def cache(settings: Settings, total: int = 1000) -> dict[str, Any]:
     }
 
 
-def start(settings: Settings, logs: Path, command: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "sluice", command],
-        env=settings.child_env(os.environ),
-        stdout=(logs / f"{command}.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rate", type=float, default=150.0)
@@ -222,12 +214,9 @@ def main() -> None:
         broker_heartbeat_interval_s=0.5,
     )
     logs = home / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    sim, worker = start(settings, logs, "simulator"), start(settings, logs, "worker")
+    sim, worker = start_process(settings, logs, "simulator"), start_process(settings, logs, "worker")
     try:
-        deadline = time.time() + 60
-        while not list(settings.run_dir.glob(f"worker-{worker.pid}.ready")) and time.time() < deadline:
-            time.sleep(0.2)
+        wait_pipeline_ready(settings, worker)
         over = asyncio.run(failover(settings, args.rate, args.duration))
         print(f"failover: {json.dumps(over)}", flush=True)
         cached = asyncio.run(cache(settings))

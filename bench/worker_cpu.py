@@ -16,17 +16,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import httpx
+from harness import cpu_seconds, start_process, wait_pipeline_ready
 
 from sluice.edge.client import SluiceClient
 from sluice.edge.load import run_load
@@ -34,13 +32,6 @@ from sluice.local.broker import free_port, start_broker
 from sluice.settings import Settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def top_frames(folded: Path, limit: int = 25) -> list[tuple[str, float]]:
@@ -87,31 +78,13 @@ def main() -> None:
         simulator_latency_jitter_ms=0,
         **({} if args.fetch_wait_ms is None else {"consumer_fetch_wait_ms": args.fetch_wait_ms}),
     )
-    env = settings.child_env(os.environ)
     logs = home / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-m", "sluice", role],
-            env=env,
-            stdout=(logs / f"{role}.log").open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-        for role in ("simulator", "worker")
-    ]
+    children = [start_process(settings, logs, role) for role in ("simulator", "worker")]
     worker = children[1]
     spy: subprocess.Popen[bytes] | None = None
     folded = RESULTS / "worker_cpu.folded"
     try:
-        deadline = time.time() + 60
-        while not list(settings.run_dir.glob(f"worker-{worker.pid}.ready")) and time.time() < deadline:
-            time.sleep(0.2)
-        while time.time() < deadline:
-            try:
-                if httpx.get(settings.simulator_url.removesuffix("/v1") + "/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        wait_pipeline_ready(settings, worker)
         asyncio.run(load(settings, 20, 2))  # warm every stage before measuring
         if args.profile and shutil.which("py-spy"):
             spy = subprocess.Popen(

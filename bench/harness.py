@@ -1,0 +1,69 @@
+"""What the benchmarks share: start Sluice's processes on given settings, wait until requests
+can flow, pace an open-loop load, and read a process's CPU time. Imported by the scripts in
+this directory (run as `python bench/<name>.py`, which puts this directory on sys.path)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import httpx
+
+from sluice.settings import Settings
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def start_process(settings: Settings, logs: Path, name: str, *args: str) -> subprocess.Popen[bytes]:
+    """`python <args>` (default: `-m sluice <name>`) with these settings, logging to logs/<name>.log."""
+    logs.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [sys.executable, *(args or ("-m", "sluice", name))],
+        env=settings.child_env(os.environ),
+        stdout=(logs / f"{name}.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """Poll `check` (HTTP errors count as not yet) until true; fail loudly after `timeout`."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if check():
+                return
+        except httpx.HTTPError:
+            pass  # not listening yet: poll again
+        time.sleep(0.2)
+    raise RuntimeError(f"{what}: not ready within {timeout}s")
+
+
+def wait_pipeline_ready(settings: Settings, worker: subprocess.Popen[bytes]) -> None:
+    """The worker has its partitions (ready file) and the simulator answers /healthz."""
+    wait_until(lambda: (settings.run_dir / f"worker-{worker.pid}.ready").exists(), "worker")
+    health = settings.simulator_url.removesuffix("/v1") + "/healthz"
+    wait_until(lambda: httpx.get(health).status_code == 200, "simulator")
+
+
+async def open_loop(rate: float, duration: float, one: Callable[[int], Awaitable[object]]) -> None:
+    """Start `one(i)` at `rate` per second for `duration` seconds, whether or not earlier calls
+    have finished (open loop: a slow pipeline shows as latency, not as a lower rate)."""
+    tasks = []
+    start = time.perf_counter()
+    for i in range(int(rate * duration)):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i)))
+    await asyncio.gather(*tasks)
