@@ -226,8 +226,10 @@ class Pipeline:
         its actual cost, on the tenant's admission partition (after its admission). Sent before
         the response, so a crash in between repeats it (the admit step ignores repeats) rather
         than leaving the reservation held."""
+        if outcome.response is None or not self.has_quota(outcome.response.tenant):
+            return  # most tenants have no limits: nothing to settle, nothing to build
         settlement = settlement_of(outcome)
-        if settlement is not None and self.has_quota(settlement.tenant):
+        if settlement is not None:
             await self.send(self.admission_name, settlement.tenant.encode(), Admission(settlement=settlement))
 
     # --- end quotas ----------------------------------------------------------------------------
