@@ -11,8 +11,8 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sluice.local.broker import free_port
 from sluice.settings import Settings
 from sluice.warehouse.queries import running_sink_url
+from sluice.warehouse.sink import SinkStats, run_sink
 
 
 def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
@@ -219,7 +220,7 @@ async def responses_by_correlation(settings: Settings) -> Counter[str]:
     return counts
 
 
-async def publish_raw(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+async def publish_raw(bootstrap: str, topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     await producer.start()
     try:
@@ -239,3 +240,24 @@ async def eventually(check: object, timeout: float = 60.0, interval: float = 0.5
             return
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
+
+
+SINK_TIMEOUT_S = 30.0  # start-up and final flush of an in-process sink; an upper bound only
+
+
+@asynccontextmanager
+async def running_sink(settings: Settings) -> AsyncIterator[SinkStats]:
+    """The sink as a task of the test's loop; stopped cleanly (final flush) on exit."""
+    ready, stop, stats = asyncio.Event(), asyncio.Event(), SinkStats()
+    task = asyncio.create_task(run_sink(settings, ready=ready, stop=stop, stats=stats))
+    try:
+        waiter = asyncio.create_task(ready.wait())
+        await asyncio.wait({task, waiter}, timeout=SINK_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if task.done():
+            task.result()  # re-raise the sink's start-up error
+        assert ready.is_set(), "sink not ready in time"
+        yield stats
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, SINK_TIMEOUT_S)

@@ -10,8 +10,6 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,7 +17,6 @@ import httpx
 import orjson
 import pytest
 from aiohttp import web
-from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
 from schemas import Event, Feedback, RequestSummary, RouteAdvice, Stage, Status
@@ -27,44 +24,15 @@ from sluice.edge.http import build_http_app
 from sluice.local.broker import free_port
 from sluice.settings import Settings
 from sluice.warehouse.queries import running_sink_url
-from sluice.warehouse.sink import SinkStats, run_sink
 from sluice.warehouse.synthetic import synthetic_requests
 from sluice.warehouse.web import WebDashboard
-from tests.e2e.stack import eventually, read_topic
+from tests.e2e.stack import eventually, publish_raw, read_topic, running_sink
 from topics import EVENTS, FEEDBACK, ROUTE_ADVICE
 
 pytestmark = pytest.mark.e2e
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
-
-
-@asynccontextmanager
-async def running_sink(settings: Settings) -> AsyncIterator[SinkStats]:
-    ready, stop, stats = asyncio.Event(), asyncio.Event(), SinkStats()
-    task = asyncio.create_task(run_sink(settings, ready=ready, stop=stop, stats=stats))
-    try:
-        waiter = asyncio.create_task(ready.wait())
-        await asyncio.wait({task, waiter}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
-        if task.done():
-            task.result()
-        assert ready.is_set(), "sink not ready in time"
-        yield stats
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
-
-
-async def publish(settings: Settings, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", linger_ms=5)
-    await producer.start()
-    try:
-        for key, value in records:
-            await producer.send(topic, value, key=key)
-        await producer.flush()
-    finally:
-        await producer.stop()
 
 
 def event_records(events: list[Event]) -> list[tuple[bytes, bytes]]:
@@ -80,9 +48,9 @@ async def test_web_dashboard_renders_charts_and_metrics_parse(
     async with running_sink(settings) as stats:
         requests = list(synthetic_requests(600, spread_minutes=45))
         events = [e for request in requests for e in request]
-        await publish(settings, EVENTS.name(settings.topic_prefix), event_records(events))
+        await publish_raw(settings.bootstrap, EVENTS.name(settings.topic_prefix), event_records(events))
         rated = [(request[0].request_id, 1 - n % 3) for n, request in enumerate(requests[::4])]
-        await publish(settings, FEEDBACK.name(settings.topic_prefix), feedback_records(rated))
+        await publish_raw(settings.bootstrap, FEEDBACK.name(settings.topic_prefix), feedback_records(rated))
         await eventually(lambda: stats.rows_inserted["events"] >= len(events), timeout=60)
         await eventually(lambda: stats.rows_inserted["feedback"] >= len(rated), timeout=60)
 
@@ -192,10 +160,10 @@ async def test_negative_feedback_demotes_a_model_on_its_route(live_settings: Set
     bad = rated_requests("support", "sim-small", 6, "fb")
     good = rated_requests("support", "sim-medium", 6, "fb")
     async with running_sink(settings) as stats:
-        await publish(settings, EVENTS.name(prefix), event_records(bad + good))
+        await publish_raw(settings.bootstrap, EVENTS.name(prefix), event_records(bad + good))
         await eventually(lambda: stats.rows_inserted["requests"] >= 12, timeout=60)
         ratings = [(e.request_id, -1) for e in bad] + [(e.request_id, 1) for e in good]
-        await publish(settings, FEEDBACK.name(prefix), feedback_records(ratings))
+        await publish_raw(settings.bootstrap, FEEDBACK.name(prefix), feedback_records(ratings))
 
         async def advice() -> list[RouteAdvice]:
             records = await read_topic(settings.bootstrap, ROUTE_ADVICE.name(prefix), idle_s=0.3)
@@ -213,9 +181,11 @@ async def test_negative_feedback_demotes_a_model_on_its_route(live_settings: Set
 
         # The model recovers: enough good ratings lift the mean over feedback_recover_at.
         more = rated_requests("support", "sim-small", 14, "fb2")
-        await publish(settings, EVENTS.name(prefix), event_records(more))
+        await publish_raw(settings.bootstrap, EVENTS.name(prefix), event_records(more))
         await eventually(lambda: stats.rows_inserted["requests"] >= 26, timeout=60)
-        await publish(settings, FEEDBACK.name(prefix), feedback_records([(e.request_id, 1) for e in more]))
+        await publish_raw(
+            settings.bootstrap, FEEDBACK.name(prefix), feedback_records([(e.request_id, 1) for e in more])
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and len(published) < 2:
             published = await advice()

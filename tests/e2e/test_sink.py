@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,7 +18,7 @@ from sluice.bus import ensure_topics
 from sluice.settings import Settings
 from sluice.warehouse.connection import Warehouse, connect
 from sluice.warehouse.queries import SinkReader, open_for_reading, sink_file
-from sluice.warehouse.sink import SinkStats, run_sink
+from tests.e2e.stack import running_sink
 from topics import DEADLETTER, EVENTS, FEEDBACK
 
 pytestmark = pytest.mark.e2e
@@ -33,24 +32,6 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: f
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.1)
-
-
-@asynccontextmanager
-async def running_sink(settings: Settings) -> AsyncIterator[SinkStats]:
-    """The sink as a task of the test's loop; stopped cleanly (final flush) on exit."""
-    ready, stop, stats = asyncio.Event(), asyncio.Event(), SinkStats()
-    task = asyncio.create_task(run_sink(settings, ready=ready, stop=stop, stats=stats))
-    try:
-        waiter = asyncio.create_task(ready.wait())
-        await asyncio.wait({task, waiter}, timeout=TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
-        if task.done():
-            task.result()  # re-raise the sink's start-up error
-        assert ready.is_set(), "sink not ready in time"
-        yield stats
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, TIMEOUT_S)
 
 
 @pytest.fixture()
