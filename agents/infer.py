@@ -27,7 +27,6 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from agents.inference.cache import CachedAnswer, ResponseCache, cache_eligible, cache_key, cacheable
-from agents.inference.costs import routing_savings_usd
 from schemas import Checks, Envelope, ErrorCode, ErrorInfo, Event, Inference, Stage, Status, Usage
 from sluice.outcome import Identity, Outcome, Spend, event_id_for, finish, forward, utcnow
 from sluice.providers.catalog import Catalog, ModelEntry
@@ -260,8 +259,8 @@ def _answered(
         cost_usd=cost,
         model_latency_ms=completion.latency_ms,
         attempts=tally.attempts,
-        routing_savings_usd=routing_savings_usd(
-            catalog, baseline, completion.prompt_tokens, completion.completion_tokens, cost
+        routing_savings_usd=catalog.routing_savings(
+            baseline, entry.name, completion.prompt_tokens, completion.completion_tokens
         ),
     )
     cache_note = "bypass"
