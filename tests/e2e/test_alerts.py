@@ -101,6 +101,14 @@ async def test_error_rate_alert_fires_and_resolves(stack: Stack, tmp_path: Path)
             both = await wait_for_alerts(stack, 2, timeout=120, keep_sending=client)
             assert [a.state for a in both] == ["firing", "resolved"]
             assert both[1].since == both[0].since and both[1].value is not None and both[1].value <= 0.2
+            # Once the breakers have probed the recovered models, every answer is good again.
+            statuses: set[str] = set()
+            for _ in range(30):
+                statuses = {r.status.value for r in await send(client, 10, "after")}
+                if statuses == {"ok"}:
+                    break
+                await asyncio.sleep(1)
+            assert statuses == {"ok"}
         await asyncio.sleep(2)
         assert len(await alerts_on_topic(stack)) == 2, "no repeated transitions"
         assert [body["state"] for body in received] == ["firing", "resolved"]
