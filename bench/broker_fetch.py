@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from harness import cpu_seconds
 
+from sluice.edge.load import percentile
 from sluice.local.broker import start_broker
 
 RESULTS = Path(__file__).resolve().parent / "results" / "broker_fetch.json"
@@ -72,17 +73,16 @@ async def probe(
     finally:
         await producer.stop()
         await consumer.stop()
-    latencies.sort()
 
     def pct(q: float) -> float:
-        return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))], 1)
+        return round(percentile(latencies, q), 1)
 
     return {
         "fetch_wait_ms": wait_ms,
         "topics_fetched": topic_count,
         "records": sent,
         "received": len(latencies),
-        "hop_latency_ms": {"p50": pct(0.5), "p99": pct(0.99), "max": round(latencies[-1], 1)},
+        "hop_latency_ms": {"p50": pct(50), "p99": pct(99), "max": round(max(latencies), 1)},
         "broker_cpu_share_of_a_core": round(broker_cpu / elapsed, 3),
     }
 

@@ -29,6 +29,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from harness import cpu_seconds, open_loop
 
+from sluice.edge.load import percentile
 from sluice.local.broker import start_broker
 from sluice.settings import Settings
 
@@ -128,16 +129,15 @@ async def drive(
     finally:
         await producer.stop()
         await consumer.stop()
-    latencies.sort()
 
     def pct(q: float) -> float:
-        return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))], 1)
+        return round(percentile(latencies, q), 1)
 
     return {
         "offered_rps": rate,
         "requests": expected,
         "throughput_rps": round(expected / elapsed, 1),
-        "end_to_end_ms": {"p50": pct(0.50), "p95": pct(0.95), "p99": pct(0.99)},
+        "end_to_end_ms": {"p50": pct(50), "p95": pct(95), "p99": pct(99)},
         "cpu_ms_per_request": {name: round(seconds * 1000 / expected, 3) for name, seconds in used.items()},
     }
 
