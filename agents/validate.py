@@ -16,6 +16,7 @@ import orjson
 from pydantic import ValidationError
 
 from schemas import DeadLetter, Envelope, ErrorCode, ErrorInfo, Request, Stage, Status
+from sluice.edge.identity import refusal
 from sluice.outcome import Identity, Outcome, finish, forward, make_event, request_id_for
 from sluice.settings import Settings
 from sluice.tenants import DEFAULT_TENANT, TenantConfig
@@ -166,7 +167,7 @@ def validate_record(
     except ValidationError as exc:
         return reject(ErrorCode.INVALID_REQUEST, describe_validation_error(exc))
     tenant_config = tenants(request.tenant)
-    problem = check_access(request, request.tenant, tenant_config) or check_request(
+    problem = check_access(request, request.tenant, tenant_config, now) or check_request(
         request, limits, tenant_config
     )
     if problem is not None:
@@ -191,15 +192,14 @@ def validate_record(
     return Decided(outcome, key, request_id)
 
 
-def check_access(request: Request, tenant_id: str, tenant: TenantConfig) -> tuple[ErrorCode, str] | None:
-    """The tenant's API key check; the messages never contain the key."""
-    if tenant.accepts(None):
-        return None
-    if request.api_key is None:
-        return ErrorCode.UNAUTHORIZED, f"api_key: tenant {tenant_id!r} requires an API key"
-    if not tenant.accepts(request.api_key.get_secret_value()):
-        return ErrorCode.UNAUTHORIZED, f"api_key: not valid for tenant {tenant_id!r}"
-    return None
+def check_access(
+    request: Request, tenant_id: str, tenant: TenantConfig, now: datetime | None = None
+) -> tuple[ErrorCode, str] | None:
+    """The tenant's API key check (`sluice.edge.identity.refusal`, shared with the HTTP path);
+    the messages never contain the key."""
+    api_key = request.api_key.get_secret_value() if request.api_key is not None else None
+    problem = refusal(tenant, tenant_id, api_key, now or datetime.now(UTC))
+    return None if problem is None else (ErrorCode.UNAUTHORIZED, problem)
 
 
 def check_request(request: Request, limits: Limits, tenant: TenantConfig) -> tuple[ErrorCode, str] | None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
+from sluice import kafka_clients
 from sluice.settings import Settings
 from topics import ALL_TOPICS
 
@@ -17,7 +18,7 @@ log = logging.getLogger(__name__)
 async def ensure_topics(settings: Settings, attempts: int = 30) -> list[str]:
     """Create every missing topic; return the names created. Retries while the broker starts."""
     for attempt in range(1, attempts + 1):
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, client_id="sluice-admin")
+        admin = kafka_clients.admin(settings, client_id="sluice-admin")
         try:
             await admin.start()
         except KafkaConnectionError:

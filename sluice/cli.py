@@ -11,6 +11,7 @@ import sys
 import tomllib
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -136,70 +137,180 @@ def _cmd_dashboard(settings: Settings, args: argparse.Namespace) -> int:
 TENANT_ID = re.compile(r"[a-z0-9_-]{1,64}")
 
 
-def add_key_to_config(path: Path, tenant: str) -> str:
-    """Generate an API key for `tenant`, append its SHA-256 to `[tenants.<tenant>.access]
-    api_key_sha256` in the TOML file `path` (created when missing; everything else is kept,
-    comments excepted) and return the key. The key itself is never written anywhere."""
+def _load_document(path: Path) -> dict[str, Any]:
+    return tomllib.loads(path.read_text("utf-8")) if path.exists() else {}
+
+
+def _access_table(document: dict[str, Any], path: Path, tenant: str) -> dict[str, Any]:
+    tenants = document.setdefault("tenants", {})
+    config = tenants.setdefault(tenant, {}) if isinstance(tenants, dict) else None
+    access = config.setdefault("access", {}) if isinstance(config, dict) else None
+    if not isinstance(access, dict):
+        raise ValueError(f"{path}: tenants.{tenant}.access is not a table")
+    return access
+
+
+def _write_document(path: Path, document: dict[str, Any], tenant: str) -> None:
+    """Validate, then replace the file atomically (running processes never read half a file)."""
     import tomli_w
 
-    from sluice.tenants import TenantConfig, hash_key, new_api_key
+    from sluice.tenants import TenantConfig
 
-    if not TENANT_ID.fullmatch(tenant):
-        raise ValueError(f"tenant id must match [a-z0-9_-]{{1,64}}, not {tenant!r}")
-    document: dict[str, Any] = tomllib.loads(path.read_text("utf-8")) if path.exists() else {}
-    tenants = document.setdefault("tenants", {})
-    config = tenants.setdefault(tenant, {})
-    access = config.setdefault("access", {})
-    if not all(isinstance(part, dict) for part in (tenants, config, access)):
-        raise ValueError(f"{path}: tenants.{tenant}.access is not a table")
-    key = new_api_key()
-    access["api_key_sha256"] = [*access.get("api_key_sha256", []), hash_key(key)]
-    TenantConfig.model_validate(config)  # refuse to write a file the settings could not load
+    TenantConfig.model_validate(document["tenants"][tenant])  # refuse to write what would not load
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temporary.write_bytes(tomli_w.dumps(document).encode("utf-8"))
     if path.exists():
         os.chmod(temporary, path.stat().st_mode & 0o777)
     os.replace(temporary, path)
+
+
+def add_key_to_config(path: Path, tenant: str, *, label: str = "", expires_at: datetime | None = None) -> str:
+    """Generate an API key for `tenant`, append its SHA-256 (with label, creation time and
+    optional expiry) to `[[tenants.<tenant>.access.keys]]` in the TOML file `path` (created when
+    missing; everything else is kept, comments excepted) and return the key. The key itself is
+    never written anywhere."""
+    from sluice.tenants import hash_key, new_api_key
+
+    if not TENANT_ID.fullmatch(tenant):
+        raise ValueError(f"tenant id must match [a-z0-9_-]{{1,64}}, not {tenant!r}")
+    if expires_at is not None and expires_at.tzinfo is None:
+        raise ValueError("the expiry needs a time zone, e.g. 2027-01-31T00:00:00Z")
+    document = _load_document(path)
+    access = _access_table(document, path, tenant)
+    key = new_api_key()
+    entry: dict[str, Any] = {"sha256": hash_key(key), "created_at": datetime.now(UTC).replace(microsecond=0)}
+    if label:
+        entry["label"] = label
+    if expires_at is not None:
+        entry["expires_at"] = expires_at
+    if access.get("disabled") and not access.get("keys") and not access.get("api_key_sha256"):
+        access["disabled"] = False  # disabled when its last key was revoked: a new key enables it
+    access["keys"] = [*access.get("keys", []), entry]
+    _write_document(path, document, tenant)
     return key
+
+
+def revoke_key_in_config(path: Path, tenant: str, key_or_id: str) -> int:
+    """Remove a tenant's key, named by the key itself or by its id (the start of its hash, at
+    least 8 hex digits, as `list-keys` shows it); returns how many entries were removed. When
+    the last key goes, the tenant is disabled: a tenant without keys would need none."""
+    from sluice.tenants import hash_key
+
+    if not path.exists():
+        raise ValueError(f"{path} does not exist")
+    document = _load_document(path)
+    if tenant not in document.get("tenants", {}):
+        raise ValueError(f"tenant {tenant!r} is not configured in {path}")
+    access = _access_table(document, path, tenant)
+    wanted = key_or_id.strip().lower()
+    if re.fullmatch(r"[0-9a-f]{8,64}", wanted):
+
+        def doomed(digest: str) -> bool:
+            return digest.lower().startswith(wanted) or digest.lower() == hash_key(key_or_id)
+
+    elif key_or_id:
+
+        def doomed(digest: str) -> bool:
+            return digest.lower() == hash_key(key_or_id)
+
+    else:
+        raise ValueError("name the key to revoke: the key itself or its id from list-keys")
+    plain = [digest for digest in access.get("api_key_sha256", []) if not doomed(str(digest))]
+    keys = [entry for entry in access.get("keys", []) if not doomed(str(entry.get("sha256", "")))]
+    removed = len(access.get("api_key_sha256", [])) + len(access.get("keys", [])) - len(plain) - len(keys)
+    if removed > 1 and not key_or_id.startswith("sk-"):
+        raise ValueError(f"{key_or_id!r} matches {removed} keys; give more digits of the id")
+    if removed:
+        access["api_key_sha256"], access["keys"] = plain, keys
+        if not plain and not keys:
+            access["disabled"] = True
+        _write_document(path, document, tenant)
+    return removed
 
 
 def _cmd_tenant_add_key(_: Settings, args: argparse.Namespace) -> int:
     path = Path(args.config)
     try:
-        key = add_key_to_config(path, args.tenant)
-    except (ValueError, OSError, tomllib.TOMLDecodeError) as exc:
+        expires_at = None
+        if args.expires_in_days is not None:
+            expires_at = datetime.now(UTC).replace(microsecond=0) + timedelta(days=args.expires_in_days)
+        key = add_key_to_config(path, args.tenant, label=args.label, expires_at=expires_at)
+    except (ValueError, OSError) as exc:  # TOMLDecodeError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(key)
+    until = f", valid until {expires_at.isoformat()}" if expires_at else ""
     print(
-        f"New API key for tenant {args.tenant!r} (its SHA-256 was added to {path}).\n"
+        f"New API key for tenant {args.tenant!r}{until} (its SHA-256 was added to {path}).\n"
         "Store it now: it is shown only this once and Sluice keeps only its hash.\n"
-        "Processes already running load the new key when restarted.",
+        "Running processes that watch this file accept it within a few seconds.",
         file=sys.stderr,
     )
     return 0
 
 
-def _cmd_tenant_list(settings: Settings, args: argparse.Namespace) -> int:
-    from sluice.tenants import TenantConfig
+def _cmd_tenant_revoke_key(_: Settings, args: argparse.Namespace) -> int:
+    path = Path(args.config)
+    try:
+        removed = revoke_key_in_config(path, args.tenant, args.key)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if not removed:
+        print(f"error: tenant {args.tenant!r} has no such key in {path}", file=sys.stderr)
+        return 1
+    print(f"Revoked {removed} key(s) of tenant {args.tenant!r} in {path}.")
+    print("Running processes that watch this file refuse it within a few seconds.", file=sys.stderr)
+    return 0
 
-    if args.config is not None:
-        try:
-            document = tomllib.loads(Path(args.config).read_text("utf-8"))
-            raw = document.get("tenants", {})
-            tenants = {name: TenantConfig.model_validate(config) for name, config in raw.items()}
-        except (ValueError, OSError, AttributeError) as exc:  # pydantic's errors are ValueErrors
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-    else:
-        tenants = dict(settings.tenants)
+
+def _configured_tenants(settings: Settings, config: str | None) -> dict[str, Any]:
+    from sluice.tenants import read_tenants_file
+
+    return read_tenants_file(Path(config)) if config is not None else dict(settings.tenants)
+
+
+def _cmd_tenant_list(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        tenants = _configured_tenants(settings, args.config)
+    except (ValueError, OSError) as exc:  # pydantic's errors are ValueErrors
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     if not tenants:
         print("no tenants configured: every tenant (e.g. demo) has the defaults and needs no key")
         return 0
     for name in sorted(tenants):
         access = tenants[name].access
         models = ", ".join(access.allowed_models) or "all"
-        print(f"{name:<24} keys={len(access.api_key_sha256):<3} models={models}")
+        state = " disabled" if access.disabled else ""
+        print(f"{name:<24} keys={len(access.all_keys):<3} models={models}{state}")
+    return 0
+
+
+def _cmd_tenant_list_keys(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        tenants = _configured_tenants(settings, args.config)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    now = datetime.now(UTC)
+    names = [args.tenant] if args.tenant else sorted(tenants)
+    rows = [("TENANT", "KEY ID", "STATE", "CREATED", "EXPIRES", "LABEL")]
+    for name in names:
+        if name not in tenants:
+            print(f"error: tenant {name!r} is not configured", file=sys.stderr)
+            return 1
+        for key in tenants[name].access.all_keys:
+            state = "active" if key.valid_at(now) else "expired"
+            created = key.created_at.isoformat() if key.created_at else "-"
+            expires = key.expires_at.isoformat() if key.expires_at else "never"
+            rows.append((name, key.id, state, created, expires, key.label or "-"))
+    if len(rows) == 1:
+        print("no API keys configured")
+        return 0
+    widths = [max(len(row[column]) for row in rows) for column in range(5)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[5])
     return 0
 
 
@@ -241,9 +352,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_key.add_argument("tenant")
     add_key.add_argument("--config", default="sluice.toml", help="TOML file to write (default: %(default)s)")
     add_key.set_defaults(run=_cmd_tenant_add_key)
+    add_key.add_argument("--label", default="", help="what the key is for, shown by list-keys")
+    add_key.add_argument(
+        "--expires-in-days", type=float, default=None, help="the key stops working after this many days"
+    )
+    revoke = tenant.add_parser("revoke-key", help="remove an API key; running processes refuse it in seconds")
+    revoke.add_argument("tenant")
+    revoke.add_argument("key", help="the key itself, or its id as list-keys shows it")
+    revoke.add_argument("--config", default="sluice.toml", help="TOML file to write (default: %(default)s)")
+    revoke.set_defaults(run=_cmd_tenant_revoke_key)
     listing = tenant.add_parser("list", help="configured tenants and how many keys each has")
     listing.add_argument("--config", default=None, help="read this TOML file (default: the settings)")
     listing.set_defaults(run=_cmd_tenant_list)
+    list_keys = tenant.add_parser("list-keys", help="each API key's id, state, creation, expiry and label")
+    list_keys.add_argument("tenant", nargs="?", default=None, help="only this tenant (default: all)")
+    list_keys.add_argument("--config", default=None, help="read this TOML file (default: the settings)")
+    list_keys.set_defaults(run=_cmd_tenant_list_keys)
     return parser
 
 

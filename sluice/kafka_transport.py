@@ -10,8 +10,12 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import faust.auth
 from faust.transport import drivers
 from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from sluice.kafka_clients import security_options
+from sluice.settings import Settings
 
 SCHEME = "sluice-kafka"
 
@@ -40,3 +44,20 @@ def broker_url(bootstrap: str, fetch_max_wait_ms: int) -> str:
     drivers.TRANSPORTS.aliases[SCHEME] = f"{__name__}:Transport"
     first, *rest = bootstrap.split(",")
     return ";".join([f"{SCHEME}://{first}", *rest])
+
+
+def broker_credentials(settings: Settings) -> faust.auth.Credentials | None:
+    """The Faust app's `broker_credentials` for the Kafka security settings (None: plaintext),
+    built from the same options as every other client (sluice.kafka_clients)."""
+    options = security_options(settings)
+    protocol, context = options["security_protocol"], options.get("ssl_context")
+    if protocol.startswith("SASL_"):
+        return faust.auth.SASLCredentials(
+            username=options["sasl_plain_username"],
+            password=options["sasl_plain_password"],
+            ssl_context=context,
+            mechanism=options["sasl_mechanism"],
+        )
+    if context is not None:
+        return faust.auth.SSLCredentials(context)
+    return None

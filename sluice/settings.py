@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -17,9 +17,21 @@ from pydantic_settings import (
 )
 
 from sluice.observability.rules import AlertRule, default_alert_rules
-from sluice.tenants import DEFAULT_TENANT, TenantConfig
+from sluice.tenants import TenantConfig, TenantDirectory, TenantPolicy
 
 EMBEDDED_BROKER_PORT = 9092
+TOML_FILE = "sluice.toml"
+
+
+class _TomlSource(TomlConfigSettingsSource):
+    """sluice.toml; when it configures tenants, it also becomes the watched tenants file, so
+    running processes follow `sluice tenant add-key/revoke-key` without a restart."""
+
+    def __call__(self) -> dict[str, Any]:
+        data = super().__call__()
+        if "tenants" in data and "tenants_file" not in data:
+            data["tenants_file"] = str(Path(TOML_FILE).resolve())
+        return data
 
 
 class Settings(BaseSettings):
@@ -27,7 +39,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(
         env_prefix="SLUICE_",
-        toml_file="sluice.toml",
+        toml_file=TOML_FILE,
         extra="ignore",
         frozen=True,
     )
@@ -129,6 +141,23 @@ class Settings(BaseSettings):
 
     # --- tenants -------------------------------------------------------------------------
     tenants: dict[str, TenantConfig] = Field(default_factory=dict)
+    tenants_file: Path | None = Field(
+        default=None,
+        description="TOML file whose [tenants] table running processes reload when it changes "
+        "(default: sluice.toml when it configures tenants); unset: tenants are fixed at start",
+    )
+    tenants_poll_s: float = Field(default=1.0, gt=0, description="How often the tenants file is checked")
+
+    # --- Kafka security (every Kafka client Sluice makes: see sluice/kafka_clients.py) ---------
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = Field(default=None, description="CA bundle; unset: the system's")
+    kafka_ssl_certfile: Path | None = Field(default=None, description="Client certificate (mutual TLS)")
+    kafka_ssl_keyfile: Path | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_ssl_check_hostname: bool = True
 
     # --- client --------------------------------------------------------------------------
     client_timeout_s: float = 60.0
@@ -158,7 +187,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Order is precedence: explicit arguments, then env, then sluice.toml.
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+        return (init_settings, env_settings, _TomlSource(settings_cls))
 
     @field_validator("home")
     @classmethod
@@ -203,13 +232,26 @@ class Settings(BaseSettings):
                     json.dumps(value) if isinstance(value, dict | list) else str(value)
                 )
         env["SLUICE_CLICKHOUSE_DSN"] = self.warehouse_dsn
-        if self.alert_webhook_url is not None:
-            env["SLUICE_ALERT_WEBHOOK_URL"] = self.alert_webhook_url.get_secret_value()
+        secrets = {
+            "SLUICE_ALERT_WEBHOOK_URL": self.alert_webhook_url,
+            "SLUICE_KAFKA_SASL_PASSWORD": self.kafka_sasl_password,
+            "SLUICE_KAFKA_SSL_KEY_PASSWORD": self.kafka_ssl_key_password,
+        }
+        env.update({name: value.get_secret_value() for name, value in secrets.items() if value is not None})
         env.update(extra)
         return env
 
+    @cached_property
+    def tenant_directory(self) -> TenantDirectory:
+        """This process's tenants, following `tenants_file` when one is set."""
+        return TenantDirectory(self.tenants, self.tenants_file, poll_s=self.tenants_poll_s)
+
+    def tenant_policy(self) -> TenantPolicy:
+        return self.tenant_directory.policy()
+
     def tenant(self, tenant_id: str) -> TenantConfig:
-        return self.tenants.get(tenant_id, DEFAULT_TENANT)
+        """A tenant's rules, as of the tenants file's last change (see TenantPolicy.config)."""
+        return self.tenant_directory.policy().config(tenant_id)
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields changed (tests and the CLI's flags use it)."""

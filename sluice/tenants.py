@@ -1,19 +1,25 @@
-"""Per-tenant configuration (`[tenants.<id>]` in sluice.toml, or SLUICE_TENANTS as JSON).
+"""Per-tenant configuration (`[tenants.<id>]` in sluice.toml, or SLUICE_TENANTS as JSON), its
+compiled form (`TenantPolicy`) and the watcher that reloads it when the file changes.
 
-A tenant without an entry gets the defaults, so the embedded `demo` tenant works untouched."""
+While no tenant has API keys, a tenant without an entry gets the defaults, so the embedded
+`demo` tenant works untouched. Once any tenant has keys, only configured tenants are served."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
 import secrets
+import time
+import tomllib
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from schemas import ErrorCode
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 ActionName = Literal["pass", "flag", "retry", "block"]
 
@@ -56,8 +62,11 @@ class InputRules(BaseModel):
     )
 
 
+log = logging.getLogger("sluice.tenants")
+
 API_KEY_PREFIX = "sk-sluice-"
 DEFAULT_TENANT_ID = "demo"
+KEY_ID_CHARS = 12  # the public id of a key: the first hex digits of its hash
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -71,12 +80,39 @@ def new_api_key() -> str:
     return API_KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-def _matches(digest: str, hashes: tuple[str, ...]) -> bool:
-    """Constant-time membership: every stored hash is compared, whatever matched first."""
-    found = False
-    for stored in hashes:
-        found |= hmac.compare_digest(digest, stored)
-    return found
+def key_id(digest: str) -> str:
+    """The id under which a key is listed and revoked: never the key, only a prefix of its hash."""
+    return digest[:KEY_ID_CHARS]
+
+
+def _hex_digest(value: str) -> str:
+    digest = value.strip().lower()
+    if not _SHA256_HEX.match(digest):
+        raise ValueError("must be a hex SHA-256 digest (64 hex characters)")
+    return digest
+
+
+class ApiKey(BaseModel):
+    """One API key as stored (`[[tenants.<id>.access.keys]]`): its hash, never the key itself."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sha256: str = Field(description="Hex SHA-256 of the key")
+    label: str = Field(default="", max_length=200, description="What the key is for (shown by list-keys)")
+    created_at: AwareDatetime | None = None
+    expires_at: AwareDatetime | None = Field(default=None, description="Refused from this instant on")
+
+    @field_validator("sha256")
+    @classmethod
+    def _digest(cls, value: str) -> str:
+        return _hex_digest(value)
+
+    @property
+    def id(self) -> str:
+        return key_id(self.sha256)
+
+    def valid_at(self, now: datetime) -> bool:
+        return self.expires_at is None or now < self.expires_at
 
 
 class AccessRules(BaseModel):
@@ -85,8 +121,12 @@ class AccessRules(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     api_key_sha256: tuple[str, ...] = Field(
-        default=(), description="Hex SHA-256 of each accepted API key; empty: no key needed"
+        default=(), description="Hex SHA-256 of each accepted API key (no expiry); empty: no key needed"
     )
+    keys: tuple[ApiKey, ...] = Field(
+        default=(), description="Accepted API keys with label and optional expiry (what add-key writes)"
+    )
+    disabled: bool = Field(default=False, description="Refuse every request of this tenant (unauthorized)")
     allowed_models: tuple[str, ...] = Field(
         default=(), description="Model names (or 'auto') this tenant may ask for; empty: all"
     )
@@ -103,10 +143,19 @@ class AccessRules(BaseModel):
     @field_validator("api_key_sha256")
     @classmethod
     def _hex_digests(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        digests = tuple(item.strip().lower() for item in value)
-        if not all(_SHA256_HEX.match(item) for item in digests):
-            raise ValueError("each entry must be a hex SHA-256 digest (64 hex characters)")
-        return digests
+        try:
+            return tuple(_hex_digest(item) for item in value)
+        except ValueError:
+            raise ValueError("each entry must be a hex SHA-256 digest (64 hex characters)") from None
+
+    @property
+    def all_keys(self) -> tuple[ApiKey, ...]:
+        """Every accepted key, the plain `api_key_sha256` entries as keys without expiry."""
+        return (*(ApiKey(sha256=digest) for digest in self.api_key_sha256), *self.keys)
+
+    def may_use(self, model: str) -> bool:
+        """Whether the tenant may be answered by `model` (its allow-list; empty: every model)."""
+        return not self.allowed_models or model in self.allowed_models
 
 
 class QuotaRules(BaseModel):
@@ -143,40 +192,123 @@ class TenantConfig(BaseModel):
 
     @property
     def requires_key(self) -> bool:
-        return bool(self.access.api_key_sha256)
+        return self.access.disabled or bool(self.access.api_key_sha256 or self.access.keys)
 
-    def accepts(self, api_key: str | None) -> bool:
-        """Whether a request with this key (None: no key) may use the tenant."""
+    def accepts(self, api_key: str | None, now: datetime | None = None) -> bool:
+        """Whether a request with this key (None: no key) may use the tenant at `now`. Every
+        stored hash is compared (constant time), whichever matched first."""
+        if self.access.disabled:
+            return False
         if not self.requires_key:
             return True
         if api_key is None:
             return False
-        return _matches(hash_key(api_key), self.access.api_key_sha256)
+        digest, moment = hash_key(api_key), now or datetime.now(UTC)
+        found = False
+        for key in self.access.all_keys:
+            found |= hmac.compare_digest(digest, key.sha256) and key.valid_at(moment)
+        return found
 
 
 DEFAULT_TENANT = TenantConfig()
+# What a tenant without an entry gets once any tenant has keys: every request is unauthorized.
+UNCONFIGURED_TENANT = TenantConfig(access=AccessRules(disabled=True))
 
 
-def tenant_resolver(
-    tenants: Mapping[str, TenantConfig], default_tenant: str = DEFAULT_TENANT_ID
-) -> Callable[[str | None], str]:
-    """The HTTP front door's key -> tenant mapping: a key whose hash a tenant lists -> that
-    tenant; no key -> `default_tenant`; any other key -> GatewayError(unauthorized). While no
-    tenant has keys configured at all, every request is `default_tenant`'s (the contract's
-    "demo when no keys are configured"; SDKs insist on sending some key)."""
-    owners = [(tenant_id, config.access.api_key_sha256) for tenant_id, config in tenants.items()]
-    any_keys = any(hashes for _, hashes in owners)
+@dataclass(frozen=True)
+class TenantPolicy:
+    """The tenants compiled once per change of their configuration: lookups by id and by key hash."""
 
-    def resolve(api_key: str | None) -> str:
-        if api_key is None or not any_keys:
-            return default_tenant
-        digest = hash_key(api_key)
-        matched = [tenant_id for tenant_id, hashes in owners if _matches(digest, hashes)]
-        if len(matched) == 1:
-            return matched[0]
-        from sluice.edge.gateway import GatewayError  # here: the gateway imports this module's users
+    tenants: Mapping[str, TenantConfig]
+    owners: Mapping[str, tuple[tuple[str, ApiKey], ...]] = field(default_factory=dict)
+    any_keys: bool = False
+    version: int = 0
 
-        reason = "API key is not valid" if not matched else "API key is configured for several tenants"
-        raise GatewayError(ErrorCode.UNAUTHORIZED, reason)
+    @classmethod
+    def compile(cls, tenants: Mapping[str, TenantConfig], version: int = 0) -> TenantPolicy:
+        owners: dict[str, list[tuple[str, ApiKey]]] = {}
+        for tenant_id, config in tenants.items():
+            for key in config.access.all_keys:
+                owners.setdefault(key.sha256, []).append((tenant_id, key))
+        any_keys = any(config.requires_key for config in tenants.values())
+        frozen = {digest: tuple(entries) for digest, entries in owners.items()}
+        return cls(dict(tenants), frozen, any_keys, version)
 
-    return resolve
+    def config(self, tenant_id: str) -> TenantConfig:
+        """A configured tenant's rules; an unconfigured tenant gets the defaults while no tenant
+        has keys, and is refused (disabled) once any has: the contract's "demo only while no
+        keys are configured, or when configured explicitly"."""
+        configured = self.tenants.get(tenant_id)
+        if configured is not None:
+            return configured
+        return UNCONFIGURED_TENANT if self.any_keys else DEFAULT_TENANT
+
+    def key_owners(self, api_key: str) -> tuple[tuple[str, ApiKey], ...]:
+        """(tenant, stored key) for every tenant that lists this key, expired or not."""
+        return self.owners.get(hash_key(api_key), ())
+
+
+def read_tenants_file(path: Path) -> dict[str, TenantConfig]:
+    """The `[tenants]` table of a TOML file, validated; raises OSError or ValueError."""
+    document = tomllib.loads(path.read_text("utf-8"))
+    raw = document.get("tenants", {})
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: 'tenants' is not a table")
+    return {str(name): TenantConfig.model_validate(config) for name, config in raw.items()}
+
+
+FileStamp = tuple[int, int, int]
+
+
+class TenantDirectory:
+    """The current TenantPolicy of a process. With a tenants file, the file's (mtime, size,
+    inode) is checked at most every `poll_s` seconds when the policy is used, and the policy is
+    recompiled once per change, never per request: a revoked key stops working within about
+    `poll_s` without a restart. A file that does not parse keeps the last good policy (logged)."""
+
+    def __init__(
+        self,
+        tenants: Mapping[str, TenantConfig],
+        file: Path | None = None,
+        *,
+        poll_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._policy = TenantPolicy.compile(tenants)
+        self.file, self.poll_s, self._clock = file, poll_s, clock
+        self._stamp = self._read_stamp()
+        self._checked_at = clock()
+        self.reloads = 0
+        self.failed_reloads = 0
+
+    def policy(self) -> TenantPolicy:
+        if self.file is not None and self._clock() - self._checked_at >= self.poll_s:
+            self.refresh()
+        return self._policy
+
+    def refresh(self) -> bool:
+        """Check the file now; True when a changed file was loaded."""
+        self._checked_at = self._clock()
+        stamp = self._read_stamp()
+        if stamp == self._stamp or self.file is None:
+            return False
+        self._stamp = stamp
+        try:
+            tenants = read_tenants_file(self.file)
+        except (OSError, ValueError) as exc:  # TOMLDecodeError and ValidationError are ValueErrors
+            self.failed_reloads += 1
+            log.error("tenants file %s not loaded (%s); the earlier tenants stay in force", self.file, exc)
+            return False
+        self._policy = TenantPolicy.compile(tenants, version=self._policy.version + 1)
+        self.reloads += 1
+        log.info("tenants file %s reloaded: %d tenant(s)", self.file, len(tenants))
+        return True
+
+    def _read_stamp(self) -> FileStamp | None:
+        if self.file is None:
+            return None
+        try:
+            stat = self.file.stat()
+        except OSError:
+            return None
+        return stat.st_mtime_ns, stat.st_size, stat.st_ino

@@ -1,8 +1,10 @@
 """`SluiceClient`: publish requests to Kafka and await each answer by correlation ID.
 
 One producer and one reply consumer serve any number of requests in flight: responses are
-matched to waiting futures by correlation_id, so thousands of concurrent calls cost one
-consumer, not one each."""
+matched to waiting futures by (tenant, correlation_id) - correlation_ids are chosen by clients,
+so two tenants may pick the same one - and thousands of concurrent calls cost one consumer.
+The reply reader runs under a supervisor: if it dies, `readiness()` says so and it is restarted
+where it stopped reading, so no answer that arrived meanwhile is skipped."""
 
 from __future__ import annotations
 
@@ -16,8 +18,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import ValidationError
 
 from schemas import Feedback, Response
+from sluice import kafka_clients
 from sluice.codec import encode
 from sluice.settings import Settings
+from sluice.supervise import Supervisor
 from topics import FEEDBACK, REQUESTS, RESPONSES
 
 log = logging.getLogger("sluice.client")
@@ -50,10 +54,11 @@ class SluiceClient:
         self.feedback_topic = FEEDBACK.name(prefix)
         self.reply_to = reply_to or RESPONSES.name(prefix)
         self.timeout_s = timeout_s or self.settings.client_timeout_s
-        self._pending: dict[str, asyncio.Future[Response]] = {}
+        self._pending: dict[tuple[str, str], asyncio.Future[Response]] = {}
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._supervisor: Supervisor | None = None
+        self._next_offsets: dict[TopicPartition, int] = {}
         self.unmatched_responses = 0
 
     async def __aenter__(self) -> SluiceClient:
@@ -68,10 +73,13 @@ class SluiceClient:
     async def start(self) -> None:
         """Connect, and position the reply consumer at the end before any request is sent,
         so no response can slip past between sending and listening."""
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=0)
+        self._producer = kafka_clients.producer(
+            self.settings, bootstrap=self.bootstrap, acks="all", linger_ms=0
+        )
         await self._producer.start()
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
+        self._consumer = kafka_clients.consumer(
+            self.settings,
+            bootstrap=self.bootstrap,
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="latest",
@@ -83,8 +91,14 @@ class SluiceClient:
         self._consumer.assign(assigned)
         await self._consumer.seek_to_end(*assigned)
         for tp in assigned:
-            await self._consumer.position(tp)
-        self._reader = asyncio.create_task(self._read_replies(), name="sluice-client-replies")
+            self._next_offsets[tp] = await self._consumer.position(tp)
+        self._supervisor = Supervisor("client")
+        self._supervisor.supervise("replies", self._read_replies)
+        await self._supervisor.start()
+
+    def readiness(self) -> dict[str, bool]:
+        """{"client.replies": alive}: false from the reader's death until its restart."""
+        return self._supervisor.readiness() if self._supervisor is not None else {"client.replies": False}
 
     async def _wait_for_partitions(self, topic: str, attempts: int = 50) -> set[int]:
         assert self._consumer is not None
@@ -97,9 +111,9 @@ class SluiceClient:
         raise RuntimeError(f"reply topic {topic!r} does not exist (is Sluice running?)")
 
     async def stop(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
+        if self._supervisor is not None:
+            await self._supervisor.stop()
+            self._supervisor = None
         for future in self._pending.values():
             future.cancel()
         self._pending.clear()
@@ -109,12 +123,18 @@ class SluiceClient:
             await self._producer.stop()
 
     async def _read_replies(self) -> None:
-        assert self._consumer is not None
+        """Deliver replies until stopped. Each (re)start resumes at the first record not yet
+        delivered, so a reader that died and was restarted skips nothing."""
+        consumer = self._consumer
+        assert consumer is not None
+        for tp, offset in self._next_offsets.items():
+            consumer.seek(tp, offset)
         while True:
-            batches = await self._consumer.getmany(timeout_ms=500, max_records=5000)
-            for records in batches.values():
+            batches = await consumer.getmany(timeout_ms=500, max_records=5000)
+            for tp, records in batches.items():
                 for record in records:
                     self._deliver(record.value)
+                    self._next_offsets[tp] = record.offset + 1
 
     def _deliver(self, raw: bytes | None) -> None:
         try:
@@ -122,7 +142,7 @@ class SluiceClient:
         except ValidationError as exc:
             log.warning("ignoring an unreadable record on %s: %s", self.reply_to, exc.errors()[0]["msg"])
             return
-        future = self._pending.get(response.correlation_id)
+        future = self._pending.get((response.tenant, response.correlation_id))
         if future is None or future.done():
             self.unmatched_responses += 1
             return
@@ -155,17 +175,19 @@ class SluiceClient:
         }
         if self.reply_to != RESPONSES.name(self.settings.topic_prefix):
             body.setdefault("reply_to", self.reply_to)
-        future = self.expect(correlation_id)
+        future = self.expect(correlation_id, tenant)
         try:
             await self._producer.send(self.requests_topic, encode(body), key=correlation_id.encode())
             return await self.wait(correlation_id, future, timeout_s)
         finally:
-            self._pending.pop(correlation_id, None)
+            if self._pending.get((tenant, correlation_id)) is future:
+                del self._pending[(tenant, correlation_id)]
 
-    def expect(self, correlation_id: str) -> asyncio.Future[Response]:
-        """Register interest in a correlation_id before its request is published."""
+    def expect(self, correlation_id: str, tenant: str = "demo") -> asyncio.Future[Response]:
+        """Register interest in the answer to (tenant, correlation_id) before its request is
+        published. A request whose tenant could not be read is answered with tenant ""."""
         future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
-        self._pending[correlation_id] = future
+        self._pending[(tenant, correlation_id)] = future
         return future
 
     async def wait(
@@ -176,6 +198,9 @@ class SluiceClient:
             return await asyncio.wait_for(future, limit)
         except TimeoutError as exc:
             raise SluiceTimeout(correlation_id, limit) from exc
+
+    def in_flight(self, correlation_id: str, tenant: str) -> bool:
+        return (tenant, correlation_id) in self._pending
 
     async def feedback(self, feedback: Feedback) -> None:
         assert self._producer is not None, "client not started"

@@ -14,6 +14,7 @@ import logging
 import math
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from pydantic import ValidationError
 from schemas import ErrorCode, Feedback, Request, Response, Status
 from sluice.edge.client import SluiceClient, SluiceTimeout
 from sluice.edge.http import ReadinessProbe, build_http_app
+from sluice.edge.identity import TenantResolver, Unauthorized, tenant_resolver
 from sluice.providers.catalog import Catalog, load_catalog
 from sluice.settings import Settings
 
@@ -65,7 +67,7 @@ _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant"
 
 
 class GatewayError(Exception):
-    """An error answer; its code decides HTTP status and type. `resolve_tenant` raises it too."""
+    """An error answer; its code decides HTTP status and type."""
 
     def __init__(
         self, code: ErrorCode, message: str, param: str | None = None, retry_after_s: float | None = None
@@ -307,13 +309,14 @@ def sse_body(chunks: list[dict[str, Any]]) -> bytes:
     return b"".join(b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in chunks) + b"data: [DONE]\n\n"
 
 
-def models_body(catalog: Catalog, *, created: int) -> dict[str, Any]:
+def models_body(catalog: Catalog, *, created: int, allowed: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The catalog's models; with a tenant's allow-list (`allowed`, empty: all), only those."""
     names = ["auto", *(entry.name for entry in catalog.models)]
+    names = [name for name in names if not allowed or name in allowed]
     data = [{"id": name, "object": "model", "created": created, "owned_by": "sluice"} for name in names]
     return {"object": "list", "data": data}
 
 
-TenantResolver = Callable[[str | None], str]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -352,9 +355,28 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     raise GatewayError(ErrorCode.PAYLOAD_TOO_LARGE, f"body is larger than {limit} bytes")
 
 
+class RequestOwners:
+    """request_id -> tenant of the answers this gateway relayed (the newest `capacity`), so a
+    rating of another tenant's request is refused with 404 (existence is not revealed)."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._owners: OrderedDict[str, str] = OrderedDict()
+
+    def add(self, request_id: str, tenant: str) -> None:
+        self._owners[request_id] = tenant
+        self._owners.move_to_end(request_id)
+        while len(self._owners) > self.capacity:
+            self._owners.popitem(last=False)
+
+    def owner(self, request_id: str) -> str | None:
+        return self._owners.get(request_id)
+
+
 class Gateway:
     """The front door's routes and the one SluiceClient they share (`start` connects it).
-    `resolve_tenant(api_key)` maps a key (None without a header) to its tenant."""
+    `resolve_tenant(api_key)` maps a key (None without a header) to its tenant or raises
+    Unauthorized; by default it follows the settings' tenants file (sluice.edge.identity)."""
 
     def __init__(
         self,
@@ -366,12 +388,15 @@ class Gateway:
     ) -> None:
         self.settings = settings
         self.default_tenant = default_tenant
-        self.resolve_tenant: TenantResolver = resolve_tenant or (lambda _key: self.default_tenant)
+        self.resolve_tenant: TenantResolver = resolve_tenant or tenant_resolver(
+            settings.tenant_policy, default_tenant
+        )
+        self.owners = RequestOwners()
         self.grace_s = grace_s  # waited beyond the request's deadline for the pipeline's own answer
         self.catalog = load_catalog(settings)
         self.created = int(time.time())
         self._client: SluiceClient | None = None
-        self._in_flight: set[str] = set()
+        self._in_flight: set[tuple[str, str]] = set()
 
     async def start(self) -> None:
         client = SluiceClient(settings=self.settings)
@@ -384,7 +409,17 @@ class Gateway:
             await client.stop()
 
     async def readiness(self) -> dict[str, bool]:
-        return {"gateway": self._client is not None}
+        """Connected, and the reply reader alive: while it is down every request would time out."""
+        client = self._client
+        return {"gateway": client is not None, **(client.readiness() if client is not None else {})}
+
+    def _tenant_of(self, request: web.Request) -> tuple[str, str | None]:
+        """(tenant, api_key) of an HTTP request; 401 when the key does not identify a tenant."""
+        api_key = bearer_key(request.headers.get("Authorization"))
+        try:
+            return self.resolve_tenant(api_key), api_key
+        except Unauthorized as exc:
+            raise GatewayError(ErrorCode.UNAUTHORIZED, exc.message) from None
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", _guarded(self._chat))
@@ -397,7 +432,7 @@ class Gateway:
         return self._client
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        tenant = self.resolve_tenant(api_key := bearer_key(request.headers.get("Authorization")))
+        tenant, api_key = self._tenant_of(request)
         correlation_id = correlation_id_from(request.headers.get("X-Request-Id"))
         echo = {"X-Request-Id": correlation_id}
         raw = await read_body(request, BODY_SLACK * self.settings.max_request_bytes)
@@ -406,16 +441,17 @@ class Gateway:
         )
         if isinstance(call, GatewayError):
             return error_response(call, echo)
-        if correlation_id in self._in_flight:  # one reply future per id: a twin would steal it
+        if (tenant, correlation_id) in self._in_flight:  # one reply future per id: a twin would steal it
             return error_response(_invalid("X-Request-Id: a request with this id is in flight"), echo)
-        self._in_flight.add(correlation_id)
+        self._in_flight.add((tenant, correlation_id))
         try:
             timeout_s = call.deadline_ms / 1000 + self.grace_s
             response = await self._connected().request(**call.request, timeout_s=timeout_s)
         except SluiceTimeout as exc:
             return error_response(GatewayError(ErrorCode.TIMEOUT, str(exc)), echo)
         finally:
-            self._in_flight.discard(correlation_id)
+            self._in_flight.discard((tenant, correlation_id))
+        self.owners.add(response.request_id, tenant)
         if (error := response_error(response)) is not None:
             return error_response(error, echo)
         model, created = call.request.get("model", "auto"), int(time.time())
@@ -425,16 +461,26 @@ class Gateway:
         headers = {"Cache-Control": "no-cache", **echo}
         return web.Response(body=sse_body(chunks), headers=headers, content_type="text/event-stream")
 
-    async def _models(self, _: web.Request) -> web.StreamResponse:
-        return json_response(models_body(self.catalog, created=self.created))
+    async def _models(self, request: web.Request) -> web.StreamResponse:
+        tenant, _ = self._tenant_of(request)
+        allowed = self.settings.tenant(tenant).access.allowed_models
+        return json_response(models_body(self.catalog, created=self.created, allowed=allowed))
 
     async def _feedback(self, request: web.Request) -> web.StreamResponse:
-        tenant = self.resolve_tenant(bearer_key(request.headers.get("Authorization")))
+        tenant, _ = self._tenant_of(request)
         feedback = parse_feedback(await read_body(request, MAX_FEEDBACK_BYTES), tenant=tenant)
         if isinstance(feedback, GatewayError):
             return error_response(feedback)
+        if self.owners.owner(feedback.request_id) not in (None, tenant):
+            return json_response(_not_found(feedback.request_id), 404)
         await self._connected().feedback(feedback)
         return json_response({"accepted": True}, 202)
+
+
+def _not_found(request_id: str) -> dict[str, Any]:
+    message = f"no request {request_id!r} of this tenant"
+    error = {"message": message, "type": "invalid_request_error", "code": "not_found"}
+    return {"error": {**error, "param": "request_id"}}
 
 
 @asynccontextmanager

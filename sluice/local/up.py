@@ -25,7 +25,6 @@ from sluice.edge.http import build_http_app
 from sluice.local.broker import EmbeddedBroker, die_with_parent, port_open, start_broker
 from sluice.providers.catalog import load_catalog
 from sluice.settings import Settings
-from sluice.tenants import tenant_resolver
 from sluice.warehouse.web import WebDashboard
 from sluice.worker import ready_file
 
@@ -125,7 +124,7 @@ def run_up(settings: Settings) -> int:
         print(f"sink       ClickHouse {where}", flush=True)
         supervisor.spawn("worker")
         print("worker     stages validate -> sanitize -> route -> infer -> validate_response", flush=True)
-        gateway = Gateway(settings, resolve_tenant=tenant_resolver(settings.tenants))  # after topics
+        gateway = Gateway(settings)  # after topics; follows the tenants file
         await gateway.start()
 
         async def readiness() -> dict[str, bool]:

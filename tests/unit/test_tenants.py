@@ -1,5 +1,5 @@
-"""Tenant access: key hashing, `accepts`, the gateway's key -> tenant resolver, and the
-`sluice tenant` commands that write key hashes into sluice.toml."""
+"""Tenant access: key hashing, `accepts`, expiry, the one identity decision for both paths
+(sluice.edge.identity), the tenants file reload, and the `sluice tenant` commands."""
 
 from __future__ import annotations
 
@@ -7,23 +7,27 @@ import hashlib
 import json
 import os
 import tomllib
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from schemas import ErrorCode
-from sluice.cli import add_key_to_config, main
-from sluice.edge.gateway import GatewayError
+from sluice.cli import add_key_to_config, main, revoke_key_in_config
+from sluice.edge.identity import Unauthorized, refusal, tenant_for_key, tenant_resolver
 from sluice.settings import Settings
 from sluice.tenants import (
     API_KEY_PREFIX,
     DEFAULT_TENANT,
+    UNCONFIGURED_TENANT,
     AccessRules,
+    ApiKey,
     TenantConfig,
+    TenantDirectory,
+    TenantPolicy,
     hash_key,
+    key_id,
     new_api_key,
-    tenant_resolver,
 )
 
 KEY = "sk-sluice-unit-test-key-1"
@@ -77,29 +81,77 @@ def test_tenant_access_loads_from_settings_data() -> None:
     settings = Settings(tenants={"acme": {"access": {"api_key_sha256": [hash_key(KEY)]}}})
     assert settings.tenant("acme").accepts(KEY)
     assert not settings.tenant("acme").accepts(None)
-    assert settings.tenant("demo").accepts(None)
+    # Once a tenant has keys, an unconfigured tenant (demo included) is refused ...
+    assert settings.tenant("demo") is UNCONFIGURED_TENANT and not settings.tenant("demo").accepts(None)
+    # ... unless it is configured explicitly.
+    explicit = Settings(tenants={"acme": {"access": {"api_key_sha256": [hash_key(KEY)]}}, "demo": {}})
+    assert explicit.tenant("demo").accepts(None)
 
 
 # --- the gateway's resolver ----------------------------------------------------------------------
 
 
-def test_resolver_maps_keys_to_their_tenant() -> None:
+def test_resolver_maps_keys_to_their_tenant_and_refuses_keyless_requests() -> None:
     resolve = tenant_resolver({"acme": keyed(KEY), "globex": keyed(OTHER), "plain": TenantConfig()})
     assert resolve(KEY) == "acme"
     assert resolve(OTHER) == "globex"
-    assert resolve(None) == "demo"
-    for wrong in ("sk-wrong", hash_key(KEY), ""):
-        with pytest.raises(GatewayError) as refused:
+    for wrong in ("sk-wrong", hash_key(KEY), "", None):
+        with pytest.raises(Unauthorized) as refused:
             resolve(wrong)
-        assert refused.value.code is ErrorCode.UNAUTHORIZED
         assert "sk-" not in refused.value.message and hash_key(KEY) not in refused.value.message
+
+
+def test_resolver_serves_keyless_requests_only_to_an_explicitly_configured_demo() -> None:
+    assert tenant_resolver({"acme": keyed(KEY), "demo": TenantConfig()})(None) == "demo"
+    with pytest.raises(Unauthorized):
+        tenant_resolver({"acme": keyed(KEY), "demo": keyed(OTHER)})(None)
 
 
 def test_resolver_refuses_a_key_shared_by_two_tenants() -> None:
     resolve = tenant_resolver({"acme": keyed(KEY), "globex": keyed(KEY)})
-    with pytest.raises(GatewayError) as refused:
+    with pytest.raises(Unauthorized, match="several tenants"):
         resolve(KEY)
-    assert refused.value.code is ErrorCode.UNAUTHORIZED
+
+
+def test_expired_keys_and_disabled_tenants_are_refused_on_both_paths() -> None:
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    old = ApiKey(sha256=hash_key(KEY), expires_at=now - timedelta(seconds=1))
+    fresh = ApiKey(sha256=hash_key(OTHER), expires_at=now + timedelta(days=1))
+    acme = TenantConfig(access=AccessRules(keys=(old, fresh)))
+    policy = TenantPolicy.compile({"acme": acme, "off": keyed("sk-off", disabled=True)})
+    with pytest.raises(Unauthorized, match="expired"):
+        tenant_for_key(policy, KEY, now=now)
+    assert tenant_for_key(policy, OTHER, now=now) == "acme"
+    with pytest.raises(Unauthorized, match="disabled"):
+        tenant_for_key(policy, "sk-off", now=now)
+    assert refusal(acme, "acme", KEY, now) is not None
+    assert refusal(acme, "acme", OTHER, now) is None
+    assert refusal(acme, "acme", OTHER, now + timedelta(days=2)) is not None
+    assert refusal(policy.config("off"), "off", "sk-off", now) == "tenant 'off' is disabled"
+    assert "not configured" in str(refusal(policy.config("demo"), "demo", None, now))
+    assert refusal(TenantPolicy.compile({}).config("demo"), "demo", None, now) is None
+
+
+def test_the_tenants_file_is_reloaded_once_per_change(tmp_path: Path) -> None:
+    config = tmp_path / "sluice.toml"
+    first = add_key_to_config(config, "acme")
+    clock = [0.0]
+    directory = TenantDirectory({}, config, poll_s=1.0, clock=lambda: clock[0])
+    assert not directory.policy().any_keys  # the file as it was at start-up is the settings' business
+    second = add_key_to_config(config, "acme")
+    assert directory.policy().version == 0  # not polled before poll_s has passed
+    clock[0] = 1.0
+    policy = directory.policy()
+    assert policy.version == 1 and tenant_for_key(policy, second) == "acme" == tenant_for_key(policy, first)
+    clock[0] = 5.0
+    assert directory.policy() is policy and directory.reloads == 1  # unchanged file: no recompile
+    assert revoke_key_in_config(config, "acme", first) == 1
+    clock[0] = 6.0
+    with pytest.raises(Unauthorized):
+        tenant_for_key(directory.policy(), first)
+    config.write_text("tenants = [")  # a broken edit keeps the last good policy
+    clock[0] = 7.0
+    assert tenant_for_key(directory.policy(), second) == "acme" and directory.failed_reloads == 1
 
 
 def test_resolver_without_any_keys_configured_sends_everyone_to_demo() -> None:
@@ -134,7 +186,9 @@ def test_add_key_writes_only_the_hash_and_keeps_the_rest(tmp_path: Path) -> None
     assert document["http_port"] == 9000 and document["topic_prefix"] == "x."
     assert document["tenants"]["acme"]["output"] == {"domain": "billing", "brand_names": ["Acme"]}
     assert document["tenants"]["globex"] == {"input": {"restore_pii": True}}
-    assert document["tenants"]["acme"]["access"]["api_key_sha256"] == [hash_key(first), hash_key(second)]
+    stored = document["tenants"]["acme"]["access"]["keys"]
+    assert [entry["sha256"] for entry in stored] == [hash_key(first), hash_key(second)]
+    assert all(entry["created_at"].tzinfo is not None and "expires_at" not in entry for entry in stored)
     tenant = TenantConfig.model_validate(document["tenants"]["acme"])
     assert tenant.accepts(first) and tenant.accepts(second) and not tenant.accepts(None)
     assert not list(tmp_path.glob(".*.tmp"))
@@ -148,7 +202,8 @@ def test_add_key_creates_the_file_and_settings_load_it(
     settings = Settings()
     assert settings.tenant("newco").accepts(key)
     assert not settings.tenant("newco").accepts(None)
-    assert settings.tenant("demo").accepts(None)
+    assert not settings.tenant("demo").accepts(None)
+    assert settings.tenants_file == tmp_path / "sluice.toml"  # watched: add/revoke need no restart
 
 
 def test_add_key_refuses_a_bad_tenant_id(tmp_path: Path) -> None:
@@ -197,3 +252,43 @@ def test_cli_list_with_nothing_configured(
     monkeypatch.setenv("SLUICE_TENANTS", json.dumps({}))
     assert run_cli(["tenant", "list"]) == 0
     assert "no tenants configured" in capsys.readouterr().out
+
+
+def test_cli_revoke_key_and_list_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in [n for n in os.environ if n.startswith("SLUICE_")]:
+        monkeypatch.delenv(name)
+    assert run_cli(["tenant", "add-key", "acme", "--label", "ci", "--expires-in-days", "30"]) == 0
+    first = capsys.readouterr().out.strip()
+    assert run_cli(["tenant", "add-key", "acme"]) == 0
+    second = capsys.readouterr().out.strip()
+    assert run_cli(["tenant", "list-keys"]) == 0
+    listing = capsys.readouterr().out
+    assert key_id(hash_key(first)) in listing and key_id(hash_key(second)) in listing
+    assert "ci" in listing and "never" in listing and listing.count("active") == 2
+    assert first not in listing and hash_key(first) not in listing
+
+    assert run_cli(["tenant", "revoke-key", "acme", key_id(hash_key(first))]) == 0
+    capsys.readouterr()
+    assert run_cli(["tenant", "revoke-key", "acme", first]) == 1  # already gone
+    assert "no such key" in capsys.readouterr().err
+    assert run_cli(["tenant", "revoke-key", "acme", second]) == 0  # by the key itself
+    capsys.readouterr()
+    settings = Settings()
+    assert not settings.tenant("acme").accepts(first) and not settings.tenant("acme").accepts(second)
+    assert settings.tenant("acme").access.disabled  # no keys left must not mean "no key needed"
+    assert run_cli(["tenant", "list-keys", "acme"]) == 0
+    assert "no API keys configured" in capsys.readouterr().out
+    third = add_key_to_config(tmp_path / "sluice.toml", "acme")
+    assert Settings().tenant("acme").accepts(third)
+
+
+def test_revoke_refuses_an_ambiguous_id(tmp_path: Path) -> None:
+    config = tmp_path / "sluice.toml"
+    add_key_to_config(config, "acme")
+    with pytest.raises(ValueError, match="the key itself or its id"):
+        revoke_key_in_config(config, "acme", "")
+    with pytest.raises(ValueError, match="not configured"):
+        revoke_key_in_config(config, "globex", "0" * 12)
