@@ -17,6 +17,7 @@ from schemas import ChatMessage, Checks, Envelope, ErrorCode, ErrorInfo, RouteDe
 from sluice.outcome import Identity, Outcome, Spend, fail, finish, forward
 from sluice.providers.catalog import Catalog, ModelEntry
 from sluice.tenants import TenantConfig
+from sluice.tokens import estimate_tokens
 
 STAGE = Stage.VALIDATE_RESPONSE
 TIER_ORDER = {"small": 0, "medium": 1, "large": 2}
@@ -81,14 +82,45 @@ def pii_findings(text: str) -> list[tuple[str, str]]:
     return [(match.type.value, match.value) for match in find_pii(text)]
 
 
-def stronger_model(catalog: Catalog, envelope: Envelope) -> ModelEntry | None:
-    """The cheapest untried model of at least the current tier (a retry should not get weaker)."""
+def retry_misfit(
+    entry: ModelEntry,
+    envelope: Envelope,
+    tenant: TenantConfig,
+    catalog: Catalog,
+    extra_prompt_tokens: int = 0,
+) -> str | None:
+    """Why one more call to `entry` would leave the tenant's access rules (None: it fits): a
+    model outside `allowed_models` (as the router reads it: catalog names listed; none: all),
+    or a worst case (estimated prompt + max_tokens) that, added to what the request has already
+    cost, exceeds `max_cost_per_request_usd`."""
+    names = {model.name for model in catalog.models}
+    allowed = {name for name in tenant.access.allowed_models if name in names}
+    if allowed and entry.name not in allowed:
+        return f"{entry.name} is not in access.allowed_models"
+    cap = tenant.access.max_cost_per_request_usd
+    if cap is None:
+        return None
+    prompt_tokens = (envelope.route.estimated_prompt_tokens if envelope.route else 0) + extra_prompt_tokens
+    worst = total_cost_usd(envelope) + entry.cost_usd(prompt_tokens, envelope.request.max_tokens)
+    if worst > cap:
+        return f"{entry.name} would bring the request to ${worst:.6f} > access.max_cost_per_request_usd"
+    return None
+
+
+def stronger_model(
+    catalog: Catalog, envelope: Envelope, tenant: TenantConfig | None = None
+) -> ModelEntry | None:
+    """The cheapest untried model of at least the current tier (a retry should not get weaker)
+    that stays inside the tenant's allowed models and cost cap."""
     current = catalog.get(envelope.route.model) if envelope.route else None
     floor = TIER_ORDER[current.tier] if current else 0
+    rules = tenant or TenantConfig()
     candidates = [
         entry
         for entry in catalog.models
-        if entry.name not in envelope.tried_models and TIER_ORDER[entry.tier] >= floor
+        if entry.name not in envelope.tried_models
+        and TIER_ORDER[entry.tier] >= floor
+        and retry_misfit(entry, envelope, rules, catalog) is None
     ]
     return min(candidates, key=lambda e: (TIER_ORDER[e.tier], e.output_price_per_1k), default=None)
 
@@ -155,7 +187,24 @@ def validate_response(
     )
     attributes = {key: str(value) for key, value in review.scores.items()}
     if review.decision is Action.RETRY and catalog is not None:
-        again = _send_back(envelope, review, catalog, flags)
+        again = _send_back(envelope, review, catalog, flags, tenant or TenantConfig())
+        if isinstance(again, str):  # a retry was due, but none fits the tenant's access rules
+            return finish(
+                who,
+                STAGE,
+                Status.FAILED,
+                reply_to=envelope.reply_to,
+                received_at=envelope.received_at,
+                now=now,
+                duration_ms=_elapsed(started),
+                error=ErrorInfo(code=ErrorCode.RESPONSE_INVALID, message=again, stage=STAGE),
+                model=inference.model,
+                usage=total_usage(envelope),
+                cost_usd=total_cost_usd(envelope),
+                checks=checks,
+                attributes={**attributes, "retry": "refused_by_access_rules"},
+                spend=Spend.of(envelope),
+            )
         if again is not None:
             return forward(
                 again,
@@ -216,12 +265,18 @@ def validate_response(
 
 
 def _send_back(
-    envelope: Envelope, review: ReviewOutcome, catalog: Catalog, flags: list[str]
-) -> Envelope | None:
-    """The envelope for one more model call, or None when there is nothing left to try."""
+    envelope: Envelope, review: ReviewOutcome, catalog: Catalog, flags: list[str], tenant: TenantConfig
+) -> Envelope | str | None:
+    """The envelope for one more model call; None when there is nothing left to try; the
+    reason (a str) when models are left but none within the tenant's allowed models and cost cap."""
     inference = envelope.inference
     assert inference is not None
     if review.repair_prompt:
+        current = catalog.get(envelope.route.model) if envelope.route else None
+        extra = estimate_tokens([inference.content or "", review.repair_prompt])
+        misfit = retry_misfit(current, envelope, tenant, catalog, extra) if current else None
+        if misfit is not None:
+            return _refused(review, misfit)
         followup = [
             ChatMessage(role="assistant", content=inference.content or ""),
             ChatMessage(role="user", content=review.repair_prompt),
@@ -236,8 +291,10 @@ def _send_back(
                 "earlier_cost_usd": total_cost_usd(envelope),
             }
         )
-    entry = stronger_model(catalog, envelope)
+    entry = stronger_model(catalog, envelope, tenant)
     if entry is None:
+        if stronger_model(catalog, envelope) is not None:
+            return _refused(review, "no untried model within the tenant's allowed models and cost cap")
         return None
     earlier = envelope.route
     route = RouteDecision(
@@ -262,6 +319,11 @@ def _send_back(
             "earlier_cost_usd": total_cost_usd(envelope),
         }
     )
+
+
+def _refused(review: ReviewOutcome, why: str) -> str:
+    checks = ", ".join(review.reasons) or "review"
+    return f"the answer failed {checks} and cannot be retried within this tenant's access rules: {why}"
 
 
 def total_usage(envelope: Envelope) -> Usage:

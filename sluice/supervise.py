@@ -30,9 +30,12 @@ class TaskEnded(RuntimeError):
 class SupervisedTask(Service):  # type: ignore[misc]
     """One background coroutine as a restartable service."""
 
-    def __init__(self, name: str, factory: TaskFactory, **options: Any) -> None:
+    def __init__(
+        self, name: str, factory: TaskFactory, done: Callable[[], bool] | None = None, **options: Any
+    ) -> None:
         self.task_name = name
         self.factory = factory
+        self.done = done  # when it returns True, the coroutine returning is its normal end
         self.starts = 0
         self.deaths = 0
         self.last_error: str | None = None
@@ -58,7 +61,8 @@ class SupervisedTask(Service):  # type: ignore[misc]
         except Exception as exc:
             self._died(f"{type(exc).__name__}: {exc}")
             raise
-        if not self.should_stop:
+        self.running_since = None
+        if not self.should_stop and not (self.done is not None and self.done()):
             self._died("returned")
             raise TaskEnded(f"{self.task_name} returned")
 
@@ -95,9 +99,12 @@ class Supervisor(OneForOneSupervisor):  # type: ignore[misc]
         self._failures: dict[str, int] = {}
         _LIVE.add(self)
 
-    def supervise(self, name: str, factory: TaskFactory) -> SupervisedTask:
-        """Add a task; it starts with the supervisor (or at once when the supervisor runs)."""
-        task = SupervisedTask(name, factory, loop=self.loop)
+    def supervise(
+        self, name: str, factory: TaskFactory, done: Callable[[], bool] | None = None
+    ) -> SupervisedTask:
+        """Add a task; it starts with the supervisor (or at once when the supervisor runs).
+        `done()` true means the coroutine returning is its normal end, not a death."""
+        task = SupervisedTask(name, factory, done, loop=self.loop)
         self.tasks[name] = task
         self.add(task)
         if self.started:

@@ -153,10 +153,6 @@ class AccessRules(BaseModel):
         """Every accepted key, the plain `api_key_sha256` entries as keys without expiry."""
         return (*(ApiKey(sha256=digest) for digest in self.api_key_sha256), *self.keys)
 
-    def may_use(self, model: str) -> bool:
-        """Whether the tenant may be answered by `model` (its allow-list; empty: every model)."""
-        return not self.allowed_models or model in self.allowed_models
-
 
 class QuotaRules(BaseModel):
     """Rate limits and the daily budget (enforced by the admit step after validate). A limit

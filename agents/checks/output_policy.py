@@ -396,6 +396,19 @@ def find_pii_leaks(answer: str, detector: PiiDetector, user_text: str = "") -> l
 # ---------------------------------------------------------------------------------------------
 
 
+# What each runner of check_output decides: when one crashes, the review acts as if each of
+# these checks had fired (fail closed), so a crash in a blocking check blocks.
+CHECKS_OF_RUNNER: dict[str, tuple[str, ...]] = {
+    "banned": ("banned_term", "banned_topic"),
+    "competitor": ("competitor",),
+    "profanity": ("profanity",),
+    "off_task": ("brand_disparagement", "off_task"),
+    "system_prompt_leak": ("system_prompt_leak",),
+    "pii_leak": ("pii_leak",),
+    "refusal": ("refusal", "truncated"),
+}
+
+
 def check_output(
     answer: str,
     policy: OutputPolicy,
@@ -407,7 +420,8 @@ def check_output(
     pii_detector: PiiDetector | None = None,
     check_off_task: bool = True,
 ) -> tuple[list[Finding], dict[str, str | float]]:
-    """Run every output-policy check; a check that raises is reported as check_error, not propagated.
+    """Run every output-policy check; a check that raises is reported as check_error with the
+    runner's name (see CHECKS_OF_RUNNER), not propagated.
     check_off_task=False for structured (JSON) answers, whose wording says nothing about the domain."""
     findings: list[Finding] = []
     scores: dict[str, str | float] = {}

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from agents.checks.grounding import DEFAULT_HALLUCINATION_THRESHOLD, GroundingResult, score_groundedness
-from agents.checks.output_policy import Finding, OutputPolicy, PiiDetector, check_output
+from agents.checks.output_policy import CHECKS_OF_RUNNER, Finding, OutputPolicy, PiiDetector, check_output
 from agents.checks.schema_check import SchemaResult, build_repair_prompt, check_schema
 
 log = logging.getLogger(__name__)
@@ -115,8 +115,10 @@ def review_response(
     *,
     pii_detector: PiiDetector | None = None,
 ) -> ReviewOutcome:
-    """Review one answer. Never raises: an internal failure becomes the check_error action (flag by
-    default) rather than an exception the stage would have to handle."""
+    """Review one answer. Never raises: an internal failure becomes a check_error outcome rather
+    than an exception the stage would have to handle. It fails closed: when the checks that did
+    not run include one whose action is block (pii_leak, system_prompt_leak, ... by default),
+    the answer is blocked; otherwise it is flagged (the check_error action)."""
     policy = policy if isinstance(policy, ResponsePolicy) else ResponsePolicy()
     request = request if isinstance(request, ReviewInput) else ReviewInput()
     try:
@@ -128,9 +130,9 @@ def review_response(
             pii_detector,
         )
     except Exception:
-        log.exception("review_response failed; passing the answer through flagged")
-        action = policy.action_for("check_error")
+        action = _crash_action(policy, DEFAULT_ACTIONS.keys() | policy.actions.keys())
         blocked = action is Action.BLOCK
+        log.exception("review_response failed; the answer is %s", "blocked" if blocked else "flagged")
         return ReviewOutcome(
             decision=action,
             error_code=POLICY_VIOLATION if blocked else None,
@@ -177,7 +179,10 @@ def _review(
     )
     scores.update(policy_scores)
     for f in findings:
-        fired.setdefault(f.check, _detail(f))
+        if f.check == "check_error":
+            _crashed(fired, f.detail)
+        else:
+            fired.setdefault(f.check, _detail(f))
 
     grounding: GroundingResult | None = None
     if "refusal" in fired or "empty" in fired:
@@ -222,7 +227,7 @@ def _schema(
         result = check_schema(answer, request.response_format, request.json_schema)
     except Exception:
         log.exception("schema check failed")
-        fired["check_error"] = "schema"
+        _crashed(fired, "schema")
         scores["error.schema"] = "exception"
         return SchemaResult(None), None
     scores["schema.valid"] = "n/a" if result.schema_valid is None else str(result.schema_valid).lower()
@@ -266,7 +271,7 @@ def _grounding(
         )
     except Exception:
         log.exception("grounding check failed")
-        fired["check_error"] = "grounding"
+        _crashed(fired, "grounding")
         scores["error.grounding"] = "exception"
         return None
     scores["grounding.fabricated_specifics"] = float(len(result.fabricated_specifics))
@@ -295,6 +300,27 @@ def _grounding(
     return result
 
 
+def _crashed(fired: dict[str, str], runner: str) -> None:
+    """Record that a check runner raised (several may)."""
+    earlier = fired.get("check_error")
+    fired["check_error"] = f"{earlier},{runner}" if earlier else runner
+
+
+# Checks decided by runners outside check_output, for a crash of theirs.
+_RUNNER_CHECKS = {
+    **CHECKS_OF_RUNNER,
+    "schema": ("schema_invalid",),
+    "grounding": ("hallucination", "fabricated_citation", "low_confidence"),
+}
+
+
+def _crash_action(policy: ResponsePolicy, checks: Iterable[str]) -> Action:
+    """Block when any check that could not run would block; else the check_error action."""
+    if any(policy.action_for(check) is Action.BLOCK for check in checks):
+        return Action.BLOCK
+    return policy.action_for("check_error")
+
+
 def _decide(
     fired: dict[str, str],
     scores: dict[str, str | float],
@@ -309,7 +335,10 @@ def _decide(
         if check != "schema_invalid" and detail:  # schema errors quote the answer; the rest is safe
             scores[f"detail.{check}"] = detail
         action = policy.action_for(check)
-        if check == "schema_invalid" and repair_prompt is None:
+        if check == "check_error":
+            runners = detail.split(",")
+            action = _crash_action(policy, [c for r in runners for c in _RUNNER_CHECKS.get(r, ())])
+        elif check == "schema_invalid" and repair_prompt is None:
             action = Action.BLOCK  # repair budget spent: the client must not get unparseable output
         elif action is Action.RETRY and check != "schema_invalid" and request.retries >= policy.max_retries:
             # Nothing usable left to send for an empty answer; anything else goes out as configured.

@@ -4,7 +4,10 @@ Every worker reads the whole topic from its beginning with a group-less consumer
 group (what a Faust agent uses) would hand the topic's one partition to a single worker, and
 its committed offsets would leave a restarted worker with an empty book until the evaluator
 next published. Reading a compacted topic from the start replays exactly the newest advice per
-(route, model), so every worker, fresh or restarted, routes with the same advice."""
+(route, model), so every worker, fresh or restarted, routes with the same advice.
+
+The follower runs under a supervisor (sluice.supervise): a broker error or a bug that kills it
+is logged, shows on readiness (`sluice.supervise.all_readiness`) and restarts it with backoff."""
 
 from __future__ import annotations
 
@@ -12,13 +15,15 @@ import asyncio
 import logging
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka import TopicPartition
 from pydantic import ValidationError
 
 from agents.routing.advice import AdviceBook
 from schemas import RouteAdvice
+from sluice import kafka_clients
 from sluice.codec import decode
+from sluice.settings import Settings
+from sluice.supervise import run_supervised
 
 log = logging.getLogger("sluice.route_advice")
 
@@ -41,20 +46,22 @@ def apply_record(book: AdviceBook, key: bytes | None, value: bytes | None) -> st
     return "applied" if book.update(advice) else "skipped: older than known advice"
 
 
-async def follow_route_advice(bootstrap: str, topic: str, book: AdviceBook, retry_s: float = RETRY_S) -> None:
-    """Read `topic` from the beginning and keep following it until cancelled. A broker error
-    restarts the read from the beginning after `retry_s` (replaying is harmless: newest wins)."""
-    while True:
-        try:
-            await _follow(bootstrap, topic, book)
-        except KafkaError as exc:
-            log.warning("route advice: %s; reading %s again in %.0f s", exc, topic, retry_s)
-            await asyncio.sleep(retry_s)
+async def follow_route_advice(
+    source: Settings | str, topic: str, book: AdviceBook, retry_s: float = RETRY_S
+) -> None:
+    """Read `topic` from the beginning and keep following it until cancelled. A death (broker
+    error or bug) restarts the read from the beginning after a backoff starting at `retry_s`
+    (replaying is harmless: newest wins). `source` is the process's Settings (a bootstrap string
+    is accepted too: the security settings then come from the environment and sluice.toml)."""
+    settings = source if isinstance(source, Settings) else Settings(kafka_bootstrap=source)
+    await run_supervised(
+        "route_advice", lambda: _follow(settings, topic, book), base_s=retry_s, max_s=max(retry_s, 30.0)
+    )
 
 
-async def _follow(bootstrap: str, topic: str, book: AdviceBook) -> None:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+async def _follow(settings: Settings, topic: str, book: AdviceBook) -> None:
+    consumer = kafka_clients.consumer(
+        settings,
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

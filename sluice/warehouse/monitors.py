@@ -11,15 +11,18 @@ import asyncio
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
+from pydantic import ValidationError
 
 from schemas import Alert, RouteAdvice
+from sluice import kafka_clients
 from sluice.observability.prom import ALERTS_FIRING, CONSUMER_LAG
 from sluice.observability.rules import AlertRule
 from sluice.settings import Settings
@@ -43,6 +46,11 @@ log = logging.getLogger(__name__)
 
 UNROUTED, NO_MODEL = "(unrouted)", "(none)"
 DEFAULT_RAW_TTL_DAYS, DEFAULT_ROLLUP_TTL_DAYS = 30, 400
+HISTORY = 1000  # transitions kept in memory per job (tests and /stats); the topics have them all
+
+
+def _history() -> deque[Any]:
+    return deque(maxlen=HISTORY)
 
 
 class Publisher(Protocol):
@@ -110,8 +118,8 @@ class LagMonitor:
         """One consumer per group that never subscribes: it only reads the group's committed
         offsets (OffsetFetch) and the end offsets, so it never joins or disturbs the group."""
         for group in self.groups():
-            reader = AIOKafkaConsumer(
-                bootstrap_servers=self.settings.bootstrap,
+            reader = kafka_clients.consumer(
+                self.settings,
                 group_id=group,
                 client_id="sluice-lag",
                 enable_auto_commit=False,
@@ -158,7 +166,9 @@ class LagMonitor:
 
 @dataclass
 class AlertEvaluator:
-    """Evaluates every rule each interval; publishes, logs and POSTs only transitions."""
+    """Evaluates every rule each interval; publishes, logs and POSTs only transitions. A rule's
+    state changes only once its transition is on the alerts topic: when the publish fails, the
+    next evaluation finds the same transition and publishes it then, so none is lost."""
 
     settings: Settings
     warehouse: Warehouse
@@ -166,7 +176,7 @@ class AlertEvaluator:
     lag: LagMonitor | None = None
     http: httpx.AsyncClient | None = None
     firing: dict[str, datetime] = field(default_factory=dict)
-    published: list[Alert] = field(default_factory=list)
+    published: deque[Alert] = field(default_factory=_history)
 
     async def value(self, rule: AlertRule) -> float | None:
         if rule.metric == "consumer_lag":
@@ -182,14 +192,17 @@ class AlertEvaluator:
             value = await self.value(rule)
             now = datetime.now(UTC)
             if rule.breached(value) and rule.name not in self.firing:
-                self.firing[rule.name] = now
                 transitions.append(self._alert(rule, "firing", value, now, now))
             elif not rule.breached(value) and rule.name in self.firing:
-                since = self.firing.pop(rule.name)
-                transitions.append(self._alert(rule, "resolved", value, since, now))
-            ALERTS_FIRING.labels(rule.name).set(1 if rule.name in self.firing else 0)
+                transitions.append(self._alert(rule, "resolved", value, self.firing[rule.name], now))
         for alert in transitions:
-            await self._announce(alert)
+            await self._announce(alert)  # raises when the topic refused it: the state stays
+            if alert.state == "firing":
+                self.firing[alert.rule] = alert.since
+            else:
+                self.firing.pop(alert.rule, None)
+        for rule in self.settings.alert_rules:
+            ALERTS_FIRING.labels(rule.name).set(1 if rule.name in self.firing else 0)
         return transitions
 
     def _alert(
@@ -247,14 +260,13 @@ class FeedbackAdvisor:
     warehouse: Warehouse
     producer: Publisher
     demoted: dict[tuple[str, str], bool] = field(default_factory=dict)
-    published: list[RouteAdvice] = field(default_factory=list)
+    published: deque[RouteAdvice] = field(default_factory=_history)
+    skipped_records: int = 0
 
     async def load(self) -> None:
         """The newest advice already on the compacted topic, so a restart repeats nothing."""
         topic = ROUTE_ADVICE.name(self.settings.topic_prefix)
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap, group_id=None, enable_auto_commit=False
-        )
+        consumer = kafka_clients.consumer(self.settings, group_id=None, enable_auto_commit=False)
         await consumer.start()
         try:
             partitions = consumer.partitions_for_topic(topic)
@@ -270,12 +282,22 @@ class FeedbackAdvisor:
             while not await _caught_up(consumer, tps, ends):
                 for records in (await consumer.getmany(timeout_ms=200)).values():
                     for record in records:
-                        if record.value is None:
-                            continue
-                        advice = RouteAdvice.model_validate_json(record.value)
-                        self.demoted[(advice.route, advice.model)] = advice.demote
+                        self._remember(record.value, f"{record.topic}@{record.offset}")
         finally:
             await consumer.stop()
+
+    def _remember(self, value: bytes | None, where: str) -> None:
+        """Fold one record of the advice topic in; a malformed one is logged and skipped, so one
+        bad record never stops the sink from starting."""
+        if value is None:
+            return
+        try:
+            advice = RouteAdvice.model_validate_json(value)
+        except ValidationError as exc:
+            self.skipped_records += 1
+            log.error("route advice at %s skipped: not a valid RouteAdvice (%s)", where, exc.error_count())
+            return
+        self.demoted[(advice.route, advice.model)] = advice.demote
 
     async def evaluate(self) -> list[RouteAdvice]:
         settings = self.settings

@@ -15,17 +15,20 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar
 
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from pydantic import ValidationError
 
 from schemas import DeadLetter, Event, Feedback
+from sluice import kafka_clients
 from sluice.bus import ensure_topics
 from sluice.observability.prom import SINK_ROWS
 from sluice.settings import Settings
+from sluice.supervise import Supervisor
 from sluice.warehouse.connection import Warehouse, aconnect
 from sluice.warehouse.migrate import amigrate, migrations_dir
 from sluice.warehouse.monitors import AlertEvaluator, FeedbackAdvisor, LagMonitor, apply_retention, every
@@ -386,9 +389,10 @@ class _Assigned(ConsumerRebalanceListener):  # type: ignore[misc]
 
 @dataclass
 class Monitors:
-    """The sink's periodic jobs (sluice.warehouse.monitors), run as tasks beside the loop."""
+    """The sink's periodic jobs (sluice.warehouse.monitors), run beside the loop under one
+    supervisor: a job that dies is logged, shown on readiness and restarted with backoff."""
 
-    tasks: list[asyncio.Task[None]]
+    supervisor: Supervisor
     lag: LagMonitor
     http: httpx.AsyncClient
     alerts: AlertEvaluator
@@ -409,13 +413,15 @@ class Monitors:
             (settings.alert_interval_s, alerts.evaluate, "alert evaluation"),
             (settings.feedback_interval_s, advisor.evaluate, "route advice"),
         )
-        tasks = [asyncio.create_task(every(interval, stop, job, what)) for interval, job, what in jobs]
-        return cls(tasks, lag, http, alerts, advisor)
+        supervisor = Supervisor("sink")
+        for interval, job, what in jobs:
+            loop = partial(every, interval, stop, job, what)
+            supervisor.supervise(what.replace(" ", "_"), loop, done=stop.is_set)
+        await supervisor.start()
+        return cls(supervisor, lag, http, alerts, advisor)
 
     async def stop(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.supervisor.stop()
         await self.lag.stop()
         await self.http.aclose()
 
@@ -444,10 +450,10 @@ async def run_sink(
         await apply_retention(warehouse, settings)
         server = await start_query_server(settings, warehouse, stats.snapshot)
         sink = Sink(settings, warehouse, stats, stop)
-        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, client_id="sluice-sink", acks="all")
+        producer = kafka_clients.producer(settings, client_id="sluice-sink", acks="all")
         await producer.start()
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.bootstrap,
+        consumer = kafka_clients.consumer(
+            settings,
             group_id=settings.sink_group,
             client_id="sluice-sink",
             enable_auto_commit=False,

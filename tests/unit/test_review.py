@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from agents.checks.output_policy import OutputPolicy
 from agents.checks.review import (
     POLICY_VIOLATION,
@@ -232,4 +234,30 @@ def test_never_raises_on_garbage() -> None:
     out = review_response(None, None, weird, None, pii_detector=exploding)  # type: ignore[arg-type]
     assert isinstance(out, ReviewOutcome)
     out = review_response(GOOD, "stop", None, POLICY, pii_detector=exploding)  # type: ignore[arg-type]
-    assert "check_error" in out.flags and out.decision is Action.FLAG
+    assert "check_error" in out.flags and out.decision is Action.BLOCK  # pii_leak blocks: so does its crash
+
+
+def test_a_crash_in_a_blocking_check_blocks_and_in_a_flagging_one_flags() -> None:
+    def exploding(_text: str) -> list[tuple[str, str]]:
+        raise ValueError("boom")
+
+    out = review_response(GOOD, "stop", TRACKING_REQUEST, POLICY, pii_detector=exploding)
+    assert out.decision is Action.BLOCK and out.error_code == "policy_violation"
+    assert out.safe_message == POLICY.safe_message and out.scores["detail.check_error"] == "pii_leak"
+    relaxed = ResponsePolicy(output=POLICY.output, actions={"pii_leak": Action.FLAG})
+    out = review_response(GOOD, "stop", TRACKING_REQUEST, relaxed, pii_detector=exploding)
+    assert out.decision is Action.FLAG and "check_error" in out.flags
+
+
+def test_a_crash_of_the_whole_review_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    import agents.checks.review as review
+
+    def broken(*_args: object) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(review, "_review", broken)
+    out = review_response(GOOD, "stop", TRACKING_REQUEST, POLICY)
+    assert out.decision is Action.BLOCK and out.flags == ("check_error",)
+    lenient = {check: Action.FLAG for check in review.DEFAULT_ACTIONS}
+    out = review_response(GOOD, "stop", TRACKING_REQUEST, ResponsePolicy(POLICY.output, actions=lenient))
+    assert out.decision is Action.FLAG
