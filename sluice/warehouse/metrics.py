@@ -272,7 +272,8 @@ ORDER BY repeated_questions DESC, model
 SATISFACTION = NamedQuery(
     "satisfaction",
     "User satisfaction from feedback, by model and route: ratings, mean rating (-1..1), positive "
-    "and negative shares. Ratings are joined to their request's model, so raw rows are read.",
+    "and negative shares. One rating per request counts, the latest, and only from the tenant "
+    "that owns the request. Ratings are joined to their request's model, so raw rows are read.",
     f"""
 SELECT
     if(r.model = '', '(none)', r.model) AS model,
@@ -281,17 +282,26 @@ SELECT
     round(avg(f.rating), 3) AS mean_rating,
     round(countIf(f.rating > 0) / ratings, 4) AS positive_share,
     round(countIf(f.rating < 0) / ratings, 4) AS negative_share
-FROM {{db}}.feedback AS f FINAL
+FROM
+(
+    SELECT request_id, tenant, argMax(rating, (ts, feedback_id)) AS rating
+    FROM {{db}}.feedback FINAL
+    WHERE {RAW_WINDOW.format(column="ts")}
+    GROUP BY request_id, tenant
+) AS f
 INNER JOIN
 (
-    SELECT request_id, argMax(model, inserted_at) AS model, argMax(route, inserted_at) AS route
+    SELECT
+        request_id,
+        argMax(tenant, inserted_at) AS tenant,
+        argMax(model, inserted_at) AS model,
+        argMax(route, inserted_at) AS route
     FROM {{db}}.requests
     WHERE request_id IN (
         SELECT request_id FROM {{db}}.feedback WHERE {RAW_WINDOW.format(column="ts")}
     )
     GROUP BY request_id
-) AS r ON f.request_id = r.request_id
-WHERE {RAW_WINDOW.format(column="f.ts")}
+) AS r ON f.request_id = r.request_id AND f.tenant = r.tenant
 GROUP BY model, route
 ORDER BY ratings DESC, model, route
 """,

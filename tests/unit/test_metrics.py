@@ -105,13 +105,23 @@ def loaded(tmp_path_factory: pytest.TempPathFactory, chdb_dsn: str) -> Iterator[
         ),
     ]
     load(warehouse, events)
-    ratings = [("a1", 1), ("a2", -1), ("a3", -1), ("b1", 1)]
+    # (request, rating tenant, rating, seconds ago): a3's earlier +1 is replaced by its later -1;
+    # globex's ratings of acme's a1 and a2 and acme's rating of globex's b1 do not count.
+    ratings = [
+        ("a1", "acme", 1, 5), ("a2", "acme", -1, 5), ("a3", "acme", 1, 9), ("a3", "acme", -1, 4),
+        ("b1", "globex", 1, 5), ("a1", "globex", -1, 3), ("a2", "globex", 1, 3), ("b1", "acme", -1, 3),
+    ]  # fmt: skip
     insert(
         warehouse,
         "feedback",
         [
-            feedback_row(Feedback(request_id=rid, tenant="acme", rating=rating), 0, n, NOW)  # type: ignore[arg-type]
-            for n, (rid, rating) in enumerate(ratings)
+            feedback_row(
+                Feedback(request_id=rid, tenant=tenant, rating=rating),  # type: ignore[arg-type]
+                0,
+                n,
+                NOW - timedelta(seconds=ago),
+            )
+            for n, (rid, tenant, rating, ago) in enumerate(ratings)
         ],
     )
     yield warehouse
