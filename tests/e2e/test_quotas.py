@@ -17,9 +17,10 @@ from agents.admission import reservation_for
 from schemas import Envelope, ErrorCode, Request, Response, Status
 from sluice.edge.client import SluiceClient
 from sluice.edge.gateway import serve_gateway
+from sluice.edge.identity import tenant_resolver
 from sluice.local.broker import EmbeddedBroker, free_port
 from sluice.providers.catalog import BUILTIN_CATALOG
-from sluice.tenants import AccessRules, QuotaRules, TenantConfig, hash_key, tenant_resolver
+from sluice.tenants import AccessRules, QuotaRules, TenantConfig, hash_key
 from tests.e2e.stack import Stack, eventually, read_topic, running_stack, stack_settings
 
 pytestmark = pytest.mark.e2e

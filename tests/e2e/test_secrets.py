@@ -19,9 +19,10 @@ from aiokafka import AIOKafkaConsumer
 
 from sluice.edge.client import SluiceClient
 from sluice.edge.gateway import serve_gateway
+from sluice.edge.identity import tenant_resolver
 from sluice.local.broker import EmbeddedBroker, free_port
 from sluice.settings import Settings
-from sluice.tenants import AccessRules, TenantConfig, hash_key, new_api_key, tenant_resolver
+from sluice.tenants import AccessRules, TenantConfig, hash_key, new_api_key
 from tests.e2e.stack import Stack, eventually, read_topic, running_stack, settings_env, stack_settings
 
 pytestmark = pytest.mark.e2e
@@ -39,7 +40,11 @@ def stack(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> I
         root,
         "s",
         simulator_seed=5,
-        tenants={"acme": TenantConfig(access=AccessRules(api_key_sha256=(hash_key(KEY),)))},
+        # demo is configured explicitly: once acme has keys, an unconfigured tenant is refused
+        tenants={
+            "acme": TenantConfig(access=AccessRules(api_key_sha256=(hash_key(KEY),))),
+            "demo": TenantConfig(),
+        },
     )
     assert KEY not in json.dumps(settings_env(settings)), "the processes are given the hash only"
     with running_stack(settings, root / "logs") as running:

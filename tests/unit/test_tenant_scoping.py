@@ -83,6 +83,20 @@ def test_a_repair_counts_what_the_request_already_cost() -> None:
     assert spent.response.error.code is ErrorCode.RESPONSE_INVALID
 
 
+def test_a_crash_injected_into_pii_leak_blocks_the_answer() -> None:
+    def crashing(_text: str) -> list[tuple[str, str]]:
+        raise RuntimeError("injected: the PII detector crashed")
+
+    envelope = answered("Your parcel ships tomorrow.")
+    outcome = validate_response(envelope, utcnow(), tenant=TenantConfig(), pii_detector=crashing)
+    assert outcome.response is not None and outcome.response.status is Status.BLOCKED
+    assert outcome.response.error is not None and outcome.response.error.code is ErrorCode.POLICY_VIOLATION
+    assert outcome.response.content == TenantConfig().output.safe_message
+    assert "check_error" in outcome.response.checks.flags
+    healthy = validate_response(envelope, utcnow(), tenant=TenantConfig(), pii_detector=lambda _t: [])
+    assert healthy.response is not None and healthy.response.status is Status.OK
+
+
 # --- alerts and route advice ------------------------------------------------------------------
 
 
