@@ -68,7 +68,7 @@ async def test_chat_completion_with_the_openai_sdk(sdk: openai.AsyncOpenAI, root
     assert set(sluice["checks"]) == {"groundedness", "hallucination", "schema_valid", "flags"}
     async with httpx.AsyncClient() as http:
         health = await http.get(f"{root_url}/healthz")
-    assert health.status_code == 200 and health.json()["parts"] == {"gateway": True}
+    assert health.status_code == 200 and health.json()["parts"] == {"gateway": True, "client.replies": True}
 
 
 async def test_streaming_with_the_openai_sdk(sdk: openai.AsyncOpenAI, stack: Stack) -> None:
