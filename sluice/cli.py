@@ -82,6 +82,8 @@ def _cmd_send(settings: Settings, args: argparse.Namespace) -> int:
     async def send() -> int:
         async with SluiceClient(settings=settings, timeout_s=args.timeout) as client:
             options: dict[str, Any] = {"model": args.model}
+            if args.api_key:
+                options["api_key"] = args.api_key
             if args.max_tokens:
                 options["max_tokens"] = args.max_tokens
             try:
@@ -114,6 +116,7 @@ def _cmd_load(settings: Settings, args: argparse.Namespace) -> int:
                         "tenant": args.tenant,
                         "model": args.model,
                         "correlation_id": f"load-{uuid.uuid4().hex}",
+                        **({"api_key": args.api_key} if args.api_key else {}),
                     },
                     on_progress=lambda done, _total: progress.update(task, completed=done),
                 )
@@ -314,6 +317,9 @@ def _cmd_tenant_list_keys(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+API_KEY_HELP = "the tenant's API key, needed once tenants have keys (default: $SLUICE_API_KEY)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sluice", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -332,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     send = sub.add_parser("send", help="send one request and print its response")
     send.add_argument("prompt")
     send.add_argument("--tenant", default="demo")
+    send.add_argument("--api-key", default=os.environ.get("SLUICE_API_KEY"), help=API_KEY_HELP)
     send.add_argument("--model", default="auto")
     send.add_argument("--max-tokens", type=int, default=0)
     send.add_argument("--timeout", type=float, default=60.0)
@@ -340,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--rate", type=float, required=True, help="requests per second")
     load.add_argument("--duration", type=float, required=True, help="seconds")
     load.add_argument("--tenant", default="demo")
+    load.add_argument("--api-key", default=os.environ.get("SLUICE_API_KEY"), help=API_KEY_HELP)
     load.add_argument("--model", default="auto")
     load.add_argument("--prompt", default="Summarise the benefits of queues")
     load.set_defaults(run=_cmd_load)

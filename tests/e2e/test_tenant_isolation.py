@@ -7,6 +7,8 @@ restarted, and loses no answer."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -20,7 +22,7 @@ from sluice.edge.client import SluiceClient
 from sluice.edge.gateway import Gateway, serve_gateway
 from sluice.local.broker import EmbeddedBroker, free_port
 from sluice.tenants import read_tenants_file
-from tests.e2e.stack import Stack, read_topic, running_stack, stack_settings
+from tests.e2e.stack import Stack, read_topic, running_stack, settings_env, stack_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -216,3 +218,16 @@ async def test_a_dead_reply_reader_shows_on_readiness_and_loses_no_answer(
     assert up.status_code == 200 and up.json()["parts"]["client.replies"] is True
     assert [answer.status_code for answer in answers] == [200] * 5
     assert client._supervisor.tasks["replies"].deaths == 1
+
+
+def test_the_cli_sends_with_the_tenants_key(stack: Stack, keys: dict[str, str]) -> None:
+    def send(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "sluice", "send", "Say hello.", "--tenant", "acme", *args]
+        return subprocess.run(
+            command, env=settings_env(stack.settings), capture_output=True, text=True, timeout=60
+        )
+
+    refused, served = send(), send("--api-key", keys["acme"], "--max-tokens", "8")
+    assert refused.returncode == 1 and '"unauthorized"' in refused.stdout
+    assert served.returncode == 0 and '"status": "ok"' in served.stdout
+    assert keys["acme"] not in served.stdout + served.stderr
