@@ -186,6 +186,15 @@ def _routing(data: dict[str, Any]) -> str:
     )
 
 
+def _fuzz(data: dict[str, Any]) -> str:
+    http, kafka = data["http"], data["kafka"]
+    return (
+        f"{data['inputs']} inputs ({http['sent']} HTTP, {kafka['sent']} Kafka): "
+        f"{data['process_crashes']} process crashes, {data['lost']} without exactly one answer; "
+        f"Kafka: {kafka['answered']} answered, {kafka['dead_lettered']} dead-lettered"
+    )
+
+
 SUMMARIES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "pipeline": ("goodput of one worker (Kafka client path) and overhead over the model call", _pipeline),
     "worker_cpu": ("CPU per request of each process, optional py-spy profile", _worker_cpu),
@@ -198,6 +207,7 @@ SUMMARIES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "broker_fetch": ("one hop's latency and the embedded broker's CPU against the fetch wait", _broker_fetch),
     "resilience": ("failover with the primary model down mid-load; cache hit rate", _resilience),
     "routing": ("`model: auto` cost and quality on labelled prompts", _routing),
+    "fuzz": ("random and mutated inputs through the HTTP front door and onto sluice.requests", _fuzz),
 }
 
 
