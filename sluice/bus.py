@@ -96,7 +96,8 @@ async def ensure_topics(settings: Settings, attempts: int = 30) -> list[str]:
     admin = await _connected_admin(settings, attempts)
     try:
         existing = set(await admin.list_topics())
-        wanted = [_new_topic(settings, s) for s in ALL_TOPICS if s.name(settings.topic_prefix) not in existing]
+        missing = [spec for spec in ALL_TOPICS if spec.name(settings.topic_prefix) not in existing]
+        wanted = [_new_topic(settings, spec) for spec in missing]
         if wanted:
             try:
                 await admin.create_topics(wanted)

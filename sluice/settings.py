@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     )
     processing_guarantee: str = Field(default="at_least_once", description="exactly_once: real Kafka only")
     worker_datadir: Path | None = None
-    worker_host: str = Field(default="127.0.0.1", description="Worker /healthz, /readyz, /metrics bind address")
+    worker_host: str = Field(default="127.0.0.1", description="Worker /healthz, /readyz, /metrics address")
     worker_port: int = Field(default=0, ge=0, description="Worker health and metrics port; 0: any free port")
     drain_timeout_s: float = Field(
         default=30.0, gt=0, description="SIGTERM: longest wait for in-flight work before stopping anyway"
@@ -118,7 +118,7 @@ class Settings(BaseSettings):
         default=None, ge=1, description="Partitions of the stage topics and sluice.responses; unset: topics/"
     )
     topic_partitions: dict[str, int] = Field(
-        default_factory=dict, description="Partitions per other topic by suffix, e.g. {\"events\": 12}"
+        default_factory=dict, description='Partitions per other topic by suffix, e.g. {"events": 12}'
     )
     topic_replication_factor: int = Field(default=1, ge=1, description="Sluice topics and Faust changelogs")
     topic_min_insync_replicas: int = Field(default=1, ge=1, description="min.insync.replicas of every topic")

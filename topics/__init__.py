@@ -83,7 +83,8 @@ class TopicLayout:
         grouped = {spec.suffix for spec in COPARTITIONED}
         for suffix, count in self.partitions.items():
             if suffix not in known:
-                raise ValueError(f"topic_partitions: unknown topic {suffix!r}; topics: {', '.join(sorted(known))}")
+                names = ", ".join(sorted(known))
+                raise ValueError(f"topic_partitions: unknown topic {suffix!r}; topics: {names}")
             if suffix in grouped:
                 raise ValueError(
                     f"topic_partitions: {suffix!r} is a stage topic; set stage_partitions instead "
