@@ -77,6 +77,8 @@ async def serve_gateway_process(
             on_listening(f"http://{settings.http_host}:{settings.http_port}")
         await stop.wait()
         lifecycle.draining = True
+        if settings.gateway_drain_delay_s:  # still serving, unready: balancers stop sending here
+            await asyncio.sleep(settings.gateway_drain_delay_s)
         log.info("draining: no new connections; waiting for requests in flight")
     finally:
         await runner.cleanup()  # closes the listener, then waits for handlers in flight

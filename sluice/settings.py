@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     worker_datadir: Path | None = None
     worker_host: str = Field(default="127.0.0.1", description="Worker /healthz, /readyz, /metrics address")
     worker_port: int = Field(default=0, ge=0, description="Worker health and metrics port; 0: any free port")
+    gateway_drain_delay_s: float = Field(
+        default=0.0, ge=0, description="SIGTERM: serve on this long, /readyz 503, so balancers move away"
+    )
     drain_timeout_s: float = Field(
         default=30.0, gt=0, description="SIGTERM: longest wait for in-flight work before stopping anyway"
     )

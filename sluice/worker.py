@@ -71,15 +71,15 @@ class SluiceWorker(faust.Worker):  # type: ignore[misc]
         self.sluice_settings = settings
         self.pipeline = pipeline
         self.metrics: HealthServer | None = None
-        self.started = False
+        self.serving = False
         self.draining = False
 
     async def readiness(self) -> dict[str, bool]:
         app = self.pipeline.app
         return {
-            "worker": self.started,
-            "assigned": self.started and not app.rebalancing,
-            "tables_recovered": self.started and app.tables.recovery.completed.is_set(),
+            "worker": self.serving,
+            "assigned": self.serving and not app.rebalancing,
+            "tables_recovered": self.serving and app.tables.recovery.completed.is_set(),
         }
 
     async def on_first_start(self) -> None:
@@ -94,7 +94,7 @@ class SluiceWorker(faust.Worker):  # type: ignore[misc]
         self._drain_then_stop(signal.SIGINT)
 
     def _drain_then_stop(self, signum: signal.Signals) -> None:
-        if self.draining or not self.started:  # a second signal, or nothing started: stop now
+        if self.draining or not self.serving:  # a second signal, or nothing started: stop now
             self._schedule_shutdown(signum)
             return
         self.draining = True
@@ -103,15 +103,23 @@ class SluiceWorker(faust.Worker):  # type: ignore[misc]
         self.add_future(self._drain(signum))
 
     async def _drain(self, signum: signal.Signals) -> None:
-        """Faust's own revoke path (stop_flow, wait_empty) applied to the whole assignment."""
-        consumer = self.pipeline.app.consumer
+        """Faust's own partition-revoke sequence, applied to the whole assignment: no more
+        fetching, records queued but not started are dropped (not acked, so not committed:
+        the next worker gets them), records started are finished and acked, then committed."""
+        app = self.pipeline.app
+        consumer = app.consumer
         consumer.stop_flow()
+        app.flow_control.suspend()
+        consumer.pause_partitions(consumer.assignment())
+        app.flow_control.clear()
         timeout = self.sluice_settings.drain_timeout_s
         log.info("draining: waiting up to %.0f s for records in flight", timeout)
         try:
             await asyncio.wait_for(consumer.wait_empty(), timeout)
         except TimeoutError:
             log.warning("drain timed out after %.0f s; unfinished records will be redelivered", timeout)
+        await app.producer.flush()
+        log.info("drained: records in flight finished and committed")
         self._schedule_shutdown(signum)
 
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
@@ -125,7 +133,7 @@ class SluiceWorker(faust.Worker):  # type: ignore[misc]
         await super().on_startup_finished()
         settle_garbage_collector()
         settings = self.sluice_settings
-        self.started = True
+        self.serving = True
         path = ready_file(settings)
         path.parent.mkdir(parents=True, exist_ok=True)
         base = self.metrics.url if self.metrics is not None else None
