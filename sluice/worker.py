@@ -118,6 +118,10 @@ class SluiceWorker(faust.Worker):  # type: ignore[misc]
             await asyncio.wait_for(consumer.wait_empty(), timeout)
         except TimeoutError:
             log.warning("drain timed out after %.0f s; unfinished records will be redelivered", timeout)
+        # wait_empty's commit returns without committing when a periodic commit is under way
+        # (Faust lets one coroutine commit at a time); the acks after that one must be committed.
+        await consumer.maybe_wait_for_commit_to_finish()
+        await consumer.force_commit()
         await app.producer.flush()
         log.info("drained: records in flight finished and committed")
         self._schedule_shutdown(signum)

@@ -164,6 +164,7 @@ async def test_worker_drains_on_sigterm_under_load(stack: Stack) -> None:
             if index == 40:
                 old = stack.processes.pop("worker")
                 old.send_signal(signal.SIGTERM)
+                sigterm_at = __import__("datetime").datetime.now(__import__("datetime").UTC).isoformat()
             await asyncio.sleep(0.025)
         code = await asyncio.to_thread(old.wait, 60)
         assert code == 0, f"the drained worker exits 0; logs in {stack.logs}"
@@ -183,6 +184,12 @@ async def test_worker_drains_on_sigterm_under_load(stack: Stack) -> None:
                 c[e["correlation_id"]] += 1
         print("INFER EVENTS", sorted(c.values()), len(c))
         print("DUPS", [k for k, v in c.items() if v > 1][:5])
+        dups = {k for k, v in c.items() if v > 1}
+        for _, value, part, off in evs:
+            e = json.loads(value)
+            if e.get("correlation_id") in dups:
+                print("EV", e["correlation_id"][-6:], e["stage"], e["status"], e["ts"], part, off, e.get("attributes"))
+        print("SIGTERM AT", sigterm_at)
     assert total_calls(stack) - calls_before == len(ids), "no model call was repeated after the drain"
 
 

@@ -63,7 +63,8 @@ def test_the_production_shape() -> None:
     for needed in ("kafka", "clickhouse", "migrate", "gateway", "worker", "sink", "simulator"):
         assert needed in services, needed
     assert {"prometheus", "grafana"} <= set(services)
-    assert services["migrate"]["command"] == ["migrate", "--topics"] and services["migrate"]["restart"] == "no"
+    assert services["migrate"]["command"] == ["migrate", "--topics"]
+    assert services["migrate"]["restart"] == "no", "a job: runs once"
     assert services["gateway"]["deploy"]["replicas"] == 2
     assert services["worker"]["deploy"]["replicas"] == 2
     assert services["simulator"]["profiles"] == ["demo"]
