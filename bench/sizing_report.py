@@ -114,6 +114,11 @@ def render(results: dict[str, Any]) -> str:
         + ", ".join(f"{case['throughput_rps']} answered/s" for case in sustained)
         + " (most of them timeouts: past saturation goodput falls) | `bench/results/pipeline.json` |",
         "",
+        "At this low rate the sink's CPU per request is mostly its periodic jobs (consumer lag, alert",
+        "rules, route advice), a fixed cost; its capacity is the ingest measurement (rows/s) above.",
+        "The box was overloaded by other jobs during the run (see the load average), hence the low",
+        "goodput and long latencies of the load itself; CPU per request is what the plan uses.",
+        "",
         "A Faust worker is one Python process on one core, so its CPU time per request is its",
         f"capacity: {inputs['worker_ms']:.1f} ms per request is at most {1000 / inputs['worker_ms']:.0f} "
         "requests/s per worker process at 100% of a core. Wall-clock throughput on this shared box",
