@@ -22,6 +22,7 @@ from sluice.bus import ensure_topics
 from sluice.edge.http import HealthServer, start_health_server
 from sluice.observability.prom import observe_event
 from sluice.settings import Settings
+from topics import REQUESTS
 
 STAGES_ENTRY_POINT = "sluice.stages"
 log = logging.getLogger("sluice.worker")
@@ -73,6 +74,7 @@ class SluiceWorker(faust.Worker):  # type: ignore[misc]
         self.metrics: HealthServer | None = None
         self.serving = False
         self.draining = False
+        pipeline.app.on_partitions_assigned.connect(self.on_rebalanced)
 
     async def readiness(self) -> dict[str, bool]:
         app = self.pipeline.app
@@ -136,13 +138,33 @@ class SluiceWorker(faust.Worker):  # type: ignore[misc]
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()
         settle_garbage_collector()
-        settings = self.sluice_settings
         self.serving = True
+        self.write_ready_file()
+
+    def write_ready_file(self) -> None:
+        """pid, app id, /metrics URL and the requests partitions this worker owns right now
+        (rewritten after every rebalance, so an operator sees who does what)."""
+        settings = self.sluice_settings
         path = ready_file(settings)
         path.parent.mkdir(parents=True, exist_ok=True)
-        base = self.metrics.url if self.metrics is not None else None
-        info = {"pid": os.getpid(), "app_id": settings.app_id, "metrics_url": base and f"{base}/metrics"}
-        path.write_text(json.dumps(info))
+        metrics_url = f"{self.metrics.url}/metrics" if self.metrics is not None else None
+        requests_topic = REQUESTS.name(settings.topic_prefix)
+        owned = sorted(
+            tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == requests_topic
+        )
+        info = {
+            "pid": os.getpid(),
+            "app_id": settings.app_id,
+            "metrics_url": metrics_url,
+            "partitions": owned,
+        }
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(info))
+        temporary.replace(path)  # readers never see half a file
+
+    async def on_rebalanced(self, _sender: Any, assigned: Any = None, **_: Any) -> None:
+        if ready_file(self.sluice_settings).exists():  # after start-up: keep the file current
+            self.write_ready_file()
 
     async def on_stop(self) -> None:
         ready_file(self.sluice_settings).unlink(missing_ok=True)
