@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sluice.edge.client import SluiceClient
 from sluice.local.broker import EmbeddedBroker, free_port
 from sluice.settings import Settings
-from tests.e2e.stack import Stack, read_topic, responses_by_correlation, stack_settings
+from tests.e2e.stack import Stack, read_topic, responses_by_correlation, settings_env, stack_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -248,16 +247,12 @@ def count_events(settings: Settings) -> tuple[int, int]:
         "row = w.query('SELECT count() AS rows, uniqExact(event_id) AS ids FROM {db}.events')[0]\n"
         "print(json.dumps([int(row['rows']), int(row['ids'])]))\n"
     )
-    env = stack_env(settings)
+    env = settings_env(settings)
     out = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, check=True, timeout=120
     )
     rows, ids = json.loads(out.stdout)
     return int(rows), int(ids)
-
-
-def stack_env(settings: Settings) -> dict[str, str]:
-    return settings.child_env(os.environ)
 
 
 async def test_simulator_drains_on_sigterm(stack: Stack) -> None:
@@ -279,7 +274,7 @@ def test_a_fewer_partitioned_topic_stops_a_process_with_a_clear_error(stack: Sta
     settings = stack.settings.with_overrides(stage_partitions=12)
     done = subprocess.run(
         [sys.executable, "-m", "sluice", "worker"],
-        env=stack_env(settings),
+        env=settings_env(settings),
         capture_output=True,
         text=True,
         timeout=120,
