@@ -74,6 +74,8 @@ def render(results: dict[str, Any]) -> str:
     inputs = inputs_from(results)
     load_report = sizing["processes"]["load"]
     latency = load_report["latency_from_schedule_ms"]
+    events = float(sizing["processes"]["events_per_request"])
+    records = events + 2
     model_ms = sizing["processes"]["settings"]["simulator_latency_ms"]
     start_load = sizing["machine"]["loadavg_1_5_15_at_start"]
     end_load = sizing["machine"]["loadavg_1_5_15_at_end"]
@@ -116,8 +118,14 @@ def render(results: dict[str, Any]) -> str:
         "",
         "At this low rate the sink's CPU per request is mostly its periodic jobs (consumer lag, alert",
         "rules, route advice), a fixed cost; its capacity is the ingest measurement (rows/s) above.",
-        "The box was overloaded by other jobs during the run (see the load average), hence the low",
-        "goodput and long latencies of the load itself; CPU per request is what the plan uses.",
+        *(
+            [
+                "The box was overloaded by other jobs during the run (see the load average), hence the low",
+                "goodput and long latencies of the load itself; CPU per request is what the plan uses.",
+            ]
+            if load_report["goodput_rps"] < 0.9 * load_report["rate"]
+            else []
+        ),
         "",
         "A Faust worker is one Python process on one core, so its CPU time per request is its",
         f"capacity: {inputs['worker_ms']:.1f} ms per request is at most {1000 / inputs['worker_ms']:.0f} "
@@ -155,8 +163,9 @@ def render(results: dict[str, Any]) -> str:
         "  the 1,000 or 10,000 req/s rows was run.",
         "- The broker is not in the table: the measurement used the embedded Tansu broker "
         f"({cpu.get('broker (embedded Tansu)', 0):.1f} ms CPU per request",
-        "  across all hops). Size Apache Kafka by its own guides: at 10,000 req/s every request is",
-        "  about 12 records on the stage, response and event topics (~120,000 records/s).",
+        "  across all hops). Size Apache Kafka by its own guides: with the default chained layout a",
+        f"  request is about {records:.0f} records (the request, {events:g} stage events, the response), so",
+        f"  10,000 req/s is ~{records * 10:.0f},000 records/s; `SLUICE_CHAIN_BREAKS` adds one per split hop.",
         "- Real models add latency, not CPU: a worker holds up to `SLUICE_INFER_MAX_IN_FLIGHT` (1,000)",
         "  calls at once, so at 10,000 req/s and 2 s model latency 20,000 calls are in flight across",
         "  the workers; check each model's `max_concurrency` and the provider's rate limits.",
