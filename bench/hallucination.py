@@ -33,6 +33,8 @@ from agents.checks.grounding import (  # noqa: E402
     score_groundedness,
 )
 
+from bench import heldout  # noqa: E402
+
 DATA = ROOT / "tests" / "data" / "hallucination_eval.jsonl"
 RESULTS = ROOT / "bench" / "results" / "hallucination.json"
 
@@ -185,7 +187,11 @@ def main() -> None:
             "per_kind": per_kind(pairs, threshold),
             "best_threshold_on_this_split": best_threshold(pairs),
         }
+    results["public_corpora"] = heldout.grounding_tables(threshold)
     results["latency"] = latency()
+    results["learned_model_latency"] = heldout.grounding_model_latency()
+    results["load_average"] = list(os.getloadavg())
+    results["date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     for split in [s for s in ("dev", "test", "all") if s in results]:

@@ -1,0 +1,169 @@
+"""Per-corpus tables on the public held-out corpora, shared by bench/sanitize.py and bench/hallucination.py.
+
+Nothing here chooses a threshold: each detector runs at its shipped operating point (the sanitize
+stage's default policy; the tenant default hallucination threshold). The learned models are measured
+beside the shipped scorers so the comparison is visible; which one the stages use is stated in the
+output ("shipped").
+"""
+
+from __future__ import annotations
+
+import bisect
+import gzip
+import json
+import os
+import random
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from agents.checks.grounding import DEFAULT_HALLUCINATION_THRESHOLD, score_groundedness  # noqa: E402
+from agents.checks.grounding_model import default_model as grounding_model  # noqa: E402
+from agents.checks.injection_model import default_model as injection_model  # noqa: E402
+from agents.checks.sanitizer import Action, sanitize_request  # noqa: E402
+
+DATA = ROOT / "tests" / "data"
+INJECTION_CORPORA = ("injection_spikee.jsonl", "injection_agentdojo.jsonl", "injection_raginject.jsonl")
+GROUNDING_CORPORA = (("grounding_fib.jsonl.gz", "subset"), ("grounding_cpkc.jsonl", "task"))
+
+
+def load(name: str) -> list[dict[str, Any]]:
+    path = DATA / name
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def injection_tables() -> dict[str, Any]:
+    """Recall per channel and false-positive rate for the shipped rules, the n-gram model alone and
+    either of them, at their default operating points."""
+    model = injection_model()
+    out: dict[str, Any] = {}
+    for name in INJECTION_CORPORA:
+        tally: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
+        for row in load(name):
+            context = [(p["id"], p["text"]) for p in row.get("context", [])]
+            rules = sanitize_request([("user", row["text"])], context).decision.action is not Action.ALLOW
+            learned = max([model.score(row["text"])] + [model.score(t) for _i, t in context]) >= 0.5
+            for detector, hit in (("rules (shipped)", rules), ("n-gram model", learned), ("either", rules or learned)):
+                for channel in (row["channel"], "all"):
+                    cell = tally[(detector, channel, row["label"])]
+                    cell[0] += hit
+                    cell[1] += 1
+        table: dict[str, Any] = {}
+        for (detector, channel, label), (hits, n) in sorted(tally.items()):
+            key = "recall" if label == "attack" else "false_positive_rate"
+            table.setdefault(detector, {}).setdefault(channel, {})[key] = _rate(hits, n)
+            table[detector][channel]["n_" + label] = n
+        out[name.removesuffix(".jsonl")] = table
+        print(f"\n{name}: injection detected (flag or block) at the default policy")
+        print(f"  {'detector':16s} {'channel':9s} {'attacks':>7s} {'recall':>7s} {'benign':>7s} {'FPR':>7s}")
+        for detector, channels in table.items():
+            for channel, m in channels.items():
+                print(
+                    f"  {detector:16s} {channel:9s} {m.get('n_attack', 0):7d} {_fmt(m.get('recall'))} "
+                    f"{m.get('n_benign', 0):7d} {_fmt(m.get('false_positive_rate'))}"
+                )
+    return out
+
+
+def _fmt(value: float | None) -> str:
+    return f"{value:7.3f}" if value is not None else "      -"
+
+
+def roc_auc(scored: list[tuple[float, bool]]) -> float | None:
+    """P(a hallucinated answer scores lower than a supported one), ties half."""
+    pos = [s for s, h in scored if h]
+    neg = [s for s, h in scored if not h]
+    if not pos or not neg:
+        return None
+    wins = 0.0
+    neg_sorted = sorted(neg)
+    for s in pos:
+        lo = bisect.bisect_left(neg_sorted, s)
+        hi = bisect.bisect_right(neg_sorted, s)
+        wins += (len(neg_sorted) - hi) + 0.5 * (hi - lo)
+    return round(wins / (len(pos) * len(neg)), 4)
+
+
+def grounding_tables(threshold: float = DEFAULT_HALLUCINATION_THRESHOLD) -> dict[str, Any]:
+    """ROC AUC and flag accuracy at the tenant default threshold, per corpus and task/subset."""
+    model = grounding_model()
+    out: dict[str, Any] = {}
+    for name, key in GROUNDING_CORPORA:
+        groups: dict[str, list[tuple[float, float, bool]]] = defaultdict(list)
+        for row in load(name):
+            passages = [(p["id"], p["text"]) for p in row["context"]]
+            lexical = score_groundedness(row["answer"], passages, question=row["question"]).groundedness
+            learned = model.score(row["answer"], passages, row["question"])
+            item = (1.0 if lexical is None else lexical, learned, row["label"] == "hallucinated")
+            groups[row[key]].append(item)
+            groups["all"].append(item)
+        table: dict[str, Any] = {}
+        for group, items in groups.items():
+            table[group] = {"n": len(items)}
+            for label, pick in (("lexical (shipped)", 0), ("learned model", 1)):
+                scored = [(it[pick], it[2]) for it in items]
+                table[group][label] = {
+                    "auc": roc_auc(scored),
+                    "accuracy": _rate(sum((s < threshold) == h for s, h in scored), len(scored)),
+                }
+        out[name.split(".")[0]] = table
+        print(f"\n{name}: groundedness, hallucination flag at threshold {threshold}")
+        print(f"  {'subset':14s} {'n':>5s} {'scorer':18s} {'AUC':>7s} {'accuracy':>8s}")
+        for group, m in table.items():
+            for label in ("lexical (shipped)", "learned model"):
+                print(f"  {group:14s} {m['n']:5d} {label:18s} {_fmt(m[label]['auc'])} {_fmt(m[label]['accuracy'])}")
+    return out
+
+
+def _p99(samples: list[float]) -> dict[str, float]:
+    samples.sort()
+    return {
+        "p50_ms": round(samples[len(samples) // 2], 3),
+        "p99_ms": round(samples[int(len(samples) * 0.99) - 1], 3),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }
+
+
+def injection_model_latency(prompt: str, iterations: int = 2000) -> dict[str, float]:
+    """CPU time of the n-gram model alone on one prompt (it would add to the stage's rules)."""
+    model = injection_model()
+    cpu = []
+    for _ in range(iterations):
+        c0 = time.thread_time()
+        model.score(prompt)
+        cpu.append((time.thread_time() - c0) * 1000)
+    return {"prompt_chars": len(prompt), **_p99(cpu)}
+
+
+def grounding_model_latency(iterations: int = 1000) -> dict[str, float]:
+    """CPU time of the learned groundedness score (lexical score included) for a ~1 KB answer
+    against ~4 KB of context, built from the held-out QA corpus's passages."""
+    rows = load("grounding_cpkc.jsonl")
+    rng = random.Random(11)
+    model = grounding_model()
+    texts = [r["context"][0]["text"] for r in rows]
+    cpu = []
+    for i in range(iterations):
+        context = ""
+        while len(context) < 4000:
+            context += " " + rng.choice(texts)
+        answer = ""
+        while len(answer) < 1000:
+            answer += " " + rng.choice(texts)
+        passages = [("doc-1", context[:4096])]
+        c0 = time.thread_time()
+        model.score(answer[:1024], passages, "who is it?")
+        cpu.append((time.thread_time() - c0) * 1000)
+        del i
+    return {"answer_chars": 1024, "context_chars": 4096, **_p99(cpu)}
