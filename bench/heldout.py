@@ -54,7 +54,11 @@ def injection_tables() -> dict[str, Any]:
             context = [(p["id"], p["text"]) for p in row.get("context", [])]
             rules = sanitize_request([("user", row["text"])], context).decision.action is not Action.ALLOW
             learned = max([model.score(row["text"])] + [model.score(t) for _i, t in context]) >= 0.5
-            for detector, hit in (("rules (shipped)", rules), ("n-gram model", learned), ("either", rules or learned)):
+            for detector, hit in (
+                ("rules (shipped)", rules),
+                ("n-gram model", learned),
+                ("either", rules or learned),
+            ):
                 for channel in (row["channel"], "all"):
                     cell = tally[(detector, channel, row["label"])]
                     cell[0] += hit
@@ -122,7 +126,8 @@ def grounding_tables(threshold: float = DEFAULT_HALLUCINATION_THRESHOLD) -> dict
         print(f"  {'subset':14s} {'n':>5s} {'scorer':18s} {'AUC':>7s} {'accuracy':>8s}")
         for group, m in table.items():
             for label in ("lexical (shipped)", "learned model"):
-                print(f"  {group:14s} {m['n']:5d} {label:18s} {_fmt(m[label]['auc'])} {_fmt(m[label]['accuracy'])}")
+                cells = f"{_fmt(m[label]['auc'])} {_fmt(m[label]['accuracy'])}"
+                print(f"  {group:14s} {m['n']:5d} {label:18s} {cells}")
     return out
 
 
@@ -167,3 +172,53 @@ def grounding_model_latency(iterations: int = 1000) -> dict[str, float]:
         cpu.append((time.thread_time() - c0) * 1000)
         del i
     return {"answer_chars": 1024, "context_chars": 4096, **_p99(cpu)}
+
+
+def readme_tables() -> str:
+    """The README's "Detectors on public data" tables, generated from the last bench results."""
+    results = ROOT / "bench" / "results"
+    sanitize = json.loads((results / "sanitize.json").read_text(encoding="utf-8"))
+    halluc = json.loads((results / "hallucination.json").read_text(encoding="utf-8"))
+    lines = [
+        "| held-out corpus | channel | attacks / benign | rules (shipped): recall / FPR "
+        "| n-gram model: recall / FPR | either |",
+        "|---|---|---|---|---|---|",
+    ]
+    for corpus, table in sanitize["public_corpora"].items():
+        for channel in ("direct", "indirect"):
+            cells = [table[d].get(channel) for d in ("rules (shipped)", "n-gram model", "either")]
+            if not cells[0]:
+                continue
+            counts = f"{cells[0].get('n_attack', 0)} / {cells[0].get('n_benign', 0)}"
+            pairs = [f"{_cell(c.get('recall'))} / {_cell(c.get('false_positive_rate'))}" for c in cells if c]
+            lines.append(f"| {corpus} | {channel} | {counts} | " + " | ".join(pairs) + " |")
+    lines += [
+        "",
+        f"| held-out corpus | subset | n | lexical (shipped): AUC / accuracy at {halluc['threshold']} "
+        "| learned model: AUC / accuracy |",
+        "|---|---|---|---|---|",
+    ]
+    for corpus, table in halluc["public_corpora"].items():
+        for subset, m in table.items():
+            lex, learned = m["lexical (shipped)"], m["learned model"]
+            lines.append(
+                f"| {corpus} | {subset} | {m['n']} | {_cell(lex['auc'])} / {_cell(lex['accuracy'])} | "
+                f"{_cell(learned['auc'])} / {_cell(learned['accuracy'])} |"
+            )
+    lat = sanitize["latency"]
+    lines += [
+        "",
+        f"Latency (CPU time, p99): sanitize a 2 KB prompt {lat['p99_us'] / 1000:.2f} ms with the rules; "
+        f"the n-gram model adds {sanitize['learned_model_latency']['p99_ms']:.2f} ms. Groundedness of a "
+        f"~1 KB answer: lexical {halluc['latency']['cpu_p99_ms']:.2f} ms against 5.5 KB; learned model "
+        f"(lexical score included) {halluc['learned_model_latency']['p99_ms']:.2f} ms against 4 KB.",
+    ]
+    return "\n".join(lines)
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+if __name__ == "__main__":
+    print(readme_tables())

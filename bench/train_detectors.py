@@ -91,7 +91,9 @@ def _windows(text: str, bits: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def injection_examples(rows: list[dict[str, Any]], bits: int) -> tuple[list[Any], np.ndarray, np.ndarray, list[int]]:
+def injection_examples(
+    rows: list[dict[str, Any]], bits: int
+) -> tuple[list[Any], np.ndarray, np.ndarray, list[int]]:
     feats, labels, weights, owner = [], [], [], []
     for i, row in enumerate(rows):
         for text in (row["text"], row.get("context") or ""):
@@ -131,13 +133,27 @@ def train_injection(bits: int = 18) -> None:
     benign = np.array([oof[i] for i, r in enumerate(rows) if r["label"] == 0])
     attack = np.array([oof[i] for i, r in enumerate(rows) if r["label"] == 1])
     cut = _threshold_at_fpr(benign, 0.01)
-    print(f"injection out-of-fold: cut {cut:.3f}, recall {np.mean(attack >= cut):.3f} at fpr {np.mean(benign >= cut):.3f}")
+    print(
+        f"injection out-of-fold: cut {cut:.3f}, recall {np.mean(attack >= cut):.3f} "
+        f"at fpr {np.mean(benign >= cut):.3f}"
+    )
     x, y, wt, _ = injection_examples(rows, bits)
     w, b = fit_logistic(x, y, wt * np.where(y > 0, 1.0, 2.0), 1 << bits, l2=1e-6, steps=250)
     spread = float(np.std(np.concatenate([benign, attack]))) or 1.0
-    meta = {"bias": b, "bits": bits, "cut": cut, "scale": 2.0 / spread, "orders": list(im.ORDERS),
-            "trained_on": sorted({r["source"] for r in rows}), "rows": len(rows)}
-    _save(im.MODEL_FILE, weights=w.astype(np.float16), meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
+    meta = {
+        "bias": b,
+        "bits": bits,
+        "cut": cut,
+        "scale": 2.0 / spread,
+        "orders": list(im.ORDERS),
+        "trained_on": sorted({r["source"] for r in rows}),
+        "rows": len(rows),
+    }
+    _save(
+        im.MODEL_FILE,
+        weights=w.astype(np.float16),
+        meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+    )
 
 
 def _save(name: str, **arrays: np.ndarray) -> None:
@@ -149,7 +165,9 @@ def _save(name: str, **arrays: np.ndarray) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("which", nargs="?", default="all", choices=("injection", "grounding", "all"))
     args = parser.parse_args(argv)
     if args.which in ("injection", "all"):

@@ -38,8 +38,15 @@ def train_grounding() -> None:
     own = _rows(ROOT / "tests" / "data" / "hallucination_eval.jsonl")
     rows += [r for r in own if r["split"] == "dev"]
     zipf = zipf_table()
-    probe = gm.GroundingModel((0.0,) * len(gm.FEATURES), 0.0, (0.0,) * len(gm.FEATURES), (1.0,) * len(gm.FEATURES), zipf)
-    x = np.array([probe.features(r["answer"], [(p["id"], p["text"]) for p in r["context"]], r.get("question", "")) for r in rows])
+    probe = gm.GroundingModel(
+        (0.0,) * len(gm.FEATURES), 0.0, (0.0,) * len(gm.FEATURES), (1.0,) * len(gm.FEATURES), zipf
+    )
+    x = np.array(
+        [
+            probe.features(r["answer"], [(p["id"], p["text"]) for p in r["context"]], r.get("question", ""))
+            for r in rows
+        ]
+    )
     y = np.array([r["label"] == "supported" for r in rows], float)
     means, scales = x.mean(0), x.std(0) + 1e-6
     z = (x - means) / scales
@@ -55,11 +62,23 @@ def train_grounding() -> None:
     cuts = np.linspace(0.05, 0.95, 91)
     acc = [float(np.mean((p >= c) == (y > 0))) for c in cuts]
     best = float(cuts[int(np.argmax(acc))])
-    shift = math.log(DEFAULT_HALLUCINATION_THRESHOLD / (1 - DEFAULT_HALLUCINATION_THRESHOLD)) - math.log(best / (1 - best))
-    print(f"grounding training: AUC {auc(p, y):.3f}, best cut {best:.2f} (accuracy {max(acc):.3f}), intercept shift {shift:+.3f}")
-    data = {"weights": w.tolist(), "bias": b + shift, "means": means.tolist(), "scales": scales.tolist(),
-            "features": list(gm.FEATURES), "zipf": zipf, "trained_on": ["vitaminc (BIG-bench)", "hallucination_eval dev"],
-            "rows": len(rows)}
+    shift = math.log(DEFAULT_HALLUCINATION_THRESHOLD / (1 - DEFAULT_HALLUCINATION_THRESHOLD)) - math.log(
+        best / (1 - best)
+    )
+    print(
+        f"grounding training: AUC {auc(p, y):.3f}, best cut {best:.2f} (accuracy {max(acc):.3f}), "
+        f"intercept shift {shift:+.3f}"
+    )
+    data = {
+        "weights": w.tolist(),
+        "bias": b + shift,
+        "means": means.tolist(),
+        "scales": scales.tolist(),
+        "features": list(gm.FEATURES),
+        "zipf": zipf,
+        "trained_on": ["vitaminc (BIG-bench)", "hallucination_eval dev"],
+        "rows": len(rows),
+    }
     path = MODEL_DIR / gm.MODEL_FILE
     path.write_bytes(gzip.compress(json.dumps(data, sort_keys=True).encode(), mtime=0))
     print(f"wrote {path.relative_to(ROOT)} ({path.stat().st_size} bytes) sha256 {_sha(path)}")
@@ -75,4 +94,8 @@ def auc(score: np.ndarray, positive: np.ndarray) -> float:
     ranks = (sums / counts)[inverse]
     pos = positive > 0
     n_pos, n_neg = pos.sum(), (~pos).sum()
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)) if n_pos and n_neg else float("nan")
+    return (
+        float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+        if n_pos and n_neg
+        else float("nan")
+    )

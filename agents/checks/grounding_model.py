@@ -19,6 +19,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import pairwise
 
 from agents.checks.grounding import score_groundedness
 from agents.checks.models import read_verified
@@ -39,16 +40,30 @@ FEATURES = (
     "log_length",
 )
 MAX_IDF = 8.0
+
+
+def _wordset(text: str) -> frozenset[str]:
+    """A word list written as prose."""
+    return frozenset(text.split())
+
+
 _TOKEN = re.compile(r"[^\W_]+")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
-_STOP = frozenset(
-    """a an the of to in on at by for with from and or but is are was were be been being it its this that these
-    those as he she they them his her their we you i not no do does did has have had will would can could
-    which who whom what when where why how there here than then so if into about over after before also""".split()
+_STOP = _wordset(
+    """
+    a an the of to in on at by for with from and or but is are was were be been being it its this
+    that these those as he she they them his her their we you i not no do does did has have had will
+    would can could which who whom what when where why how there here than then so if into about
+    over after before also
+    """
 )
-_NEGATIONS = frozenset({"not", "no", "never", "none", "nobody", "nothing", "neither", "nor", "cannot", "without"})
-_MONTHS = frozenset(
-    "january february march april may june july august september october november december".split()
+_NEGATIONS = frozenset(
+    {"not", "no", "never", "none", "nobody", "nothing", "neither", "nor", "cannot", "without"}
+)
+_MONTHS = _wordset(
+    """
+    january february march april may june july august september october november december
+    """
 )
 
 
@@ -68,7 +83,7 @@ class GroundingModel:
         context = " ".join(text for _pid, text in passages).lower()
         ctx_tokens = _TOKEN.findall(context)
         ctx = set(ctx_tokens)
-        ctx_pairs = set(zip(ctx_tokens, ctx_tokens[1:], strict=False))
+        ctx_pairs = set(pairwise(ctx_tokens))
         tokens = _TOKEN.findall(answer.lower())
         content = [t for t in tokens if t not in _STOP] or tokens
         if not content:
@@ -76,7 +91,7 @@ class GroundingModel:
         present = [t in ctx for t in content]
         idfs = [self.idf(t) for t in content]
         missing = [i for t, i, p in zip(content, idfs, present, strict=True) if not p]
-        pairs = list(zip(tokens, tokens[1:], strict=False))
+        pairs = list(pairwise(tokens))
         numbers = [t for t in content if t.isdigit()]
         best = 0.0
         best_sentence = ""
@@ -105,7 +120,8 @@ class GroundingModel:
 
     def probability(self, features: Sequence[float]) -> float:
         z = self.bias + sum(
-            w * (x - m) / s for w, x, m, s in zip(self.weights, features, self.means, self.scales, strict=True)
+            w * (x - m) / s
+            for w, x, m, s in zip(self.weights, features, self.means, self.scales, strict=True)
         )
         return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
 
