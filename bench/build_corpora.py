@@ -8,7 +8,8 @@ Run by hand, after downloading the pinned packages (nothing is fetched here):
     python bench/build_corpora.py --packages /tmp/pk
 
 Held-out corpora (never used for fitting or for choosing a threshold) are written to tests/data/ and
-shipped; the training corpora go to build/corpora/ (not committed: rebuild them with this script).
+shipped, except BIG-bench's summarisation task, whose news articles bench/heldout.py reads from the
+installed `bigbench` package (`pip install --no-deps bigbench==1.0.0`); the training corpora go to build/corpora/ (not committed: rebuild them with this script).
 Which corpus plays which role, and why, is in tests/data/*.PROVENANCE.md.
 """
 
@@ -401,31 +402,6 @@ def _json_no_canary(text: str) -> Any:
     return json.loads("\n".join(line for line in text.splitlines() if not line.startswith("#")))
 
 
-def factuality_of_summary(tar: tarfile.TarFile) -> list[dict[str, Any]]:
-    rows = []
-    for part in ("xsum", "cnn_dm"):
-        lines = [
-            x
-            for x in _member(tar, f"factuality_of_summary/{part}.json").splitlines()
-            if x and not x.startswith("#")
-        ]
-        for n, line in enumerate(lines):
-            item = json.loads(line)
-            for c, candidate in enumerate(item["list_candidates"]):
-                rows.append(
-                    {
-                        "id": f"fib-{part}-{n}-{c}",
-                        "context": [{"id": "doc-1", "text": item["source"]}],
-                        "question": "Summarise the document.",
-                        "answer": candidate,
-                        "label": "supported" if c == item["lbl"] else "hallucinated",
-                        "task": "summarisation",
-                        "subset": part,
-                    }
-                )
-    return rows
-
-
 def knowledge_conflicts(tar: tarfile.TarFile, limit: int = 700) -> list[dict[str, Any]]:
     data = _json_no_canary(_member(tar, "contextual_parametric_knowledge_conflicts/task.json"))
     rng = random.Random(SEED + 3)
@@ -486,7 +462,6 @@ def main(argv: list[str] | None = None) -> None:
     _write(DATA / "injection_raginject.jsonl", raginject(args.packages))
     _write(TRAIN / "injection_train.jsonl", injection_training(args.packages))
     tar = _bigbench(args.packages)
-    _write(DATA / "grounding_fib.jsonl.gz", factuality_of_summary(tar))
     _write(DATA / "grounding_cpkc.jsonl", knowledge_conflicts(tar))
     _write(TRAIN / "grounding_vitaminc.jsonl", vitaminc(tar, 8000))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import gzip
+import importlib.util
 import json
 import os
 import random
@@ -29,10 +30,39 @@ from agents.checks.sanitizer import Action, sanitize_request  # noqa: E402
 
 DATA = ROOT / "tests" / "data"
 INJECTION_CORPORA = ("injection_spikee.jsonl", "injection_agentdojo.jsonl", "injection_raginject.jsonl")
-GROUNDING_CORPORA = (("grounding_fib.jsonl.gz", "subset"), ("grounding_cpkc.jsonl", "task"))
+GROUNDING_CORPORA = (("grounding_fib", "subset"), ("grounding_cpkc.jsonl", "task"))
+
+
+def factuality_of_summary() -> list[dict[str, Any]]:
+    """BIG-bench `factuality_of_summary`, read from the installed `bigbench` package
+    (`pip install --no-deps bigbench==1.0.0`): its news articles are not ours to redistribute, so
+    they are not copied into tests/data/."""
+    spec = importlib.util.find_spec("bigbench")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the summarisation corpus needs: pip install --no-deps bigbench==1.0.0")
+    task = Path(next(iter(spec.submodule_search_locations))) / "benchmark_tasks" / "factuality_of_summary"
+    rows = []
+    for part in ("xsum", "cnn_dm"):
+        lines = (task / f"{part}.json").read_text(encoding="utf-8").splitlines()
+        for n, line in enumerate(x for x in lines if x.strip() and not x.startswith("#")):
+            item = json.loads(line)
+            for c, candidate in enumerate(item["list_candidates"]):
+                rows.append(
+                    {
+                        "id": f"fib-{part}-{n}-{c}",
+                        "context": [{"id": "doc-1", "text": item["source"]}],
+                        "question": "Summarise the document.",
+                        "answer": candidate,
+                        "label": "supported" if c == item["lbl"] else "hallucinated",
+                        "subset": part,
+                    }
+                )
+    return rows
 
 
 def load(name: str) -> list[dict[str, Any]]:
+    if name == "grounding_fib":
+        return factuality_of_summary()
     path = DATA / name
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as fh:
