@@ -9,7 +9,8 @@ Run by hand, after downloading the pinned packages (nothing is fetched here):
 
 Held-out corpora (never used for fitting or for choosing a threshold) are written to tests/data/ and
 shipped, except BIG-bench's summarisation task, whose news articles bench/heldout.py reads from the
-installed `bigbench` package (`pip install --no-deps bigbench==1.0.0`); the training corpora go to build/corpora/ (not committed: rebuild them with this script).
+installed `bigbench` package (`pip install --no-deps bigbench==1.0.0`); the training corpora go to
+build/corpora/ (not committed: rebuild them with this script).
 Which corpus plays which role, and why, is in tests/data/*.PROVENANCE.md.
 """
 
