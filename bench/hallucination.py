@@ -6,7 +6,10 @@ Quality is measured on tests/data/hallucination_eval.jsonl (see its PROVENANCE.m
 and recall of the hallucination flag at the default threshold (positive class = hallucinated), ROC AUC
 of the groundedness score, overall and per kind. The threshold was chosen on the dev split only; the
 test split is for reporting. Latency is p50/p99 of scoring a ~1 KB answer against 5 ~1 KB passages.
-Results go to bench/results/hallucination.json.
+Then one table per public held-out corpus (bench/heldout.py: BIG-bench factuality_of_summary, XSum and
+CNN/DM apart, which needs `pip install --no-deps bigbench==1.0.0`; BIG-bench knowledge-conflict QA),
+for the shipped lexical scorer and the learned model, and the learned model's latency for a 1 KB answer
+against 4 KB of context. Results go to bench/results/hallucination.json.
 """
 
 from __future__ import annotations

@@ -7,7 +7,10 @@ Measures what the issue asks for and writes it to bench/results/sanitize.json:
   * PII recall on generated records (Faker, several locales) and false redactions on benign
     text (the eval set's benign prompts and passages, plus generated numeric look-alikes);
   * latency of sanitizing a 2 KB prompt (p50 / p99), with a CPU calibration figure because
-    this machine is shared and its speed varies.
+    this machine is shared and its speed varies;
+  * one table per public held-out corpus (bench/heldout.py: spikee, agentdojo, raginject), direct and
+    indirect channels apart, for the shipped rules, the learned n-gram model and either of them, and
+    the n-gram model's own latency.
 Needs the `faker` package (bench only; the library does not use it).
 """
 

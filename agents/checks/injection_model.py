@@ -25,7 +25,7 @@ from agents.checks.injection import DetectorResult
 from agents.checks.models import read_verified
 
 MODEL_FILE = "injection_ngram.npz"
-MODEL_SHA256 = "b16fc3ac6f9f96306a5145cc4631018bf30c94b46bee28b1b184db4826826703"
+MODEL_SHA256 = "d54ee4d201a8b01df19a83c008702f2e24a958a1ee3e160a987a51376f60b150"
 NAME = "learned_ngram"
 
 WINDOW = 1024
