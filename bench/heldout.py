@@ -30,6 +30,7 @@ from agents.checks.sanitizer import Action, sanitize_request  # noqa: E402
 
 DATA = ROOT / "tests" / "data"
 INJECTION_CORPORA = ("injection_spikee.jsonl", "injection_agentdojo.jsonl", "injection_raginject.jsonl")
+OWN_INJECTION = "injection_eval.jsonl"  # the regression set: its test split, by category, for comparison
 GROUNDING_CORPORA = (("grounding_fib", "subset"), ("grounding_cpkc.jsonl", "task"))
 
 
@@ -78,9 +79,12 @@ def injection_tables() -> dict[str, Any]:
     either of them, at their default operating points."""
     model = injection_model()
     out: dict[str, Any] = {}
-    for name in INJECTION_CORPORA:
+    for name in (*INJECTION_CORPORA, OWN_INJECTION):
         tally: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
-        for row in load(name):
+        rows = load(name)
+        if name == OWN_INJECTION:
+            rows = [{**r, "channel": r["category"]} for r in rows if r["split"] == "test"]
+        for row in rows:
             context = [(p["id"], p["text"]) for p in row.get("context", [])]
             rules = sanitize_request([("user", row["text"])], context).decision.action is not Action.ALLOW
             learned = max([model.score(row["text"])] + [model.score(t) for _i, t in context]) >= 0.5
@@ -98,8 +102,11 @@ def injection_tables() -> dict[str, Any]:
             key = "recall" if label == "attack" else "false_positive_rate"
             table.setdefault(detector, {}).setdefault(channel, {})[key] = _rate(hits, n)
             table[detector][channel]["n_" + label] = n
-        out[name.removesuffix(".jsonl")] = table
-        print(f"\n{name}: injection detected (flag or block) at the default policy")
+        title = name.removesuffix(".jsonl") + (
+            " (own regression set, test split)" if name == OWN_INJECTION else ""
+        )
+        out[title] = table
+        print(f"\n{title}: injection detected (flag or block) at the default policy")
         print(f"  {'detector':16s} {'channel':9s} {'attacks':>7s} {'recall':>7s} {'benign':>7s} {'FPR':>7s}")
         for detector, channels in table.items():
             for channel, m in channels.items():
@@ -210,12 +217,12 @@ def readme_tables() -> str:
     sanitize = json.loads((results / "sanitize.json").read_text(encoding="utf-8"))
     halluc = json.loads((results / "hallucination.json").read_text(encoding="utf-8"))
     lines = [
-        "| held-out corpus | channel | attacks / benign | rules (shipped): recall / FPR "
+        "| corpus | channel | attacks / benign | rules (shipped): recall / FPR "
         "| n-gram model: recall / FPR | either |",
         "|---|---|---|---|---|---|",
     ]
     for corpus, table in sanitize["public_corpora"].items():
-        for channel in ("direct", "indirect"):
+        for channel in ("direct", "obfuscated", "indirect", "benign_hard"):
             cells = [table[d].get(channel) for d in ("rules (shipped)", "n-gram model", "either")]
             if not cells[0]:
                 continue
