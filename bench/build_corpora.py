@@ -124,10 +124,11 @@ def _agentdojo_templates(wheel: zipfile.ZipFile) -> dict[str, str]:
     """Attack texts of agentdojo's own attacks, read from its source (they are string literals)."""
     strings: dict[str, str] = {}
     base = wheel.read("agentdojo/attacks/baseline_attacks.py").decode()
-    for name, literal in re.findall(
-        r'name = "(\w+)"\n.*?super\(\).__init__\(\s*("(?:[^"\\]|\\.)*")', base, re.DOTALL
-    ):
-        strings[name] = json.loads(literal)
+    for chunk in base.split("\nclass ")[1:]:  # one class at a time, so a name never takes another's text
+        name = re.search(r'name = "(\w+)"', chunk)
+        literal = re.search(r'super\(\).__init__\(\s*("(?:[^"\\]|\\.)*")', chunk)
+        if name and literal:
+            strings[name.group(1)] = json.loads(literal.group(1))
     src = wheel.read("agentdojo/attacks/important_instructions_attacks.py").decode()
     block = re.search(r"_JB_STRING = \((.*?)\n    \)", src, re.DOTALL)
     assert block is not None
