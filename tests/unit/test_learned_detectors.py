@@ -31,7 +31,7 @@ def test_shipped_model_files_are_the_pinned_ones() -> None:
         assert path.stat().st_size < 3_000_000  # "a few MB at most"
 
 
-def test_a_tampered_model_file_refuses_to_load(tmp_path: object) -> None:
+def test_a_tampered_model_file_refuses_to_load() -> None:
     with pytest.raises(ModelIntegrityError):
         read_verified(injection_model.MODEL_FILE, "0" * 64)
     with pytest.raises(ModelIntegrityError):
@@ -160,3 +160,20 @@ def test_learned_model_is_opt_in_per_policy() -> None:
     assert injection_model.NAME not in default.detector_scores
     assert learned.detector_scores[injection_model.NAME] >= 0.5
     assert learned.risk_score >= default.risk_score
+
+
+def test_a_bad_model_file_makes_the_opted_in_sanitizer_fail_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agents.checks import sanitizer
+
+    monkeypatch.setattr(injection_model, "MODEL_SHA256", "0" * 64)
+    injection_model.default_model.cache_clear()
+    sanitizer._learned_scanner.cache_clear()
+    try:
+        policy = sanitizer.SanitizePolicy().override({"injection": {"learned_model": True}})
+        out = sanitizer.sanitize_request([("user", "What is the capital of France?")], policy=policy)
+        assert out.decision.action is sanitizer.Action.BLOCK and "sanitizer_error" in out.flags
+        plain = sanitizer.sanitize_request([("user", "What is the capital of France?")])
+        assert plain.decision.action is sanitizer.Action.ALLOW  # tenants that did not opt in are unaffected
+    finally:
+        injection_model.default_model.cache_clear()
+        sanitizer._learned_scanner.cache_clear()
