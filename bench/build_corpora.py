@@ -343,7 +343,6 @@ def injection_training(packages: Path) -> list[dict[str, Any]]:
         text = item.get("query") or item.get("prompt") or item.get("input") or ""
         if isinstance(text, str) and text:
             rows.append({"text": text[:3000], "label": 0, "source": "inspect_evals/persistbench"})
-    rows += _embedded(rows, random.Random(SEED + 6))
     own = [json.loads(x) for x in (DATA / "injection_eval.jsonl").read_text().splitlines()]
     for item in own:
         if item["split"] == "dev":
@@ -357,31 +356,6 @@ def injection_training(packages: Path) -> list[dict[str, Any]]:
                 }
             )
     return rows
-
-
-def _embedded(rows: list[dict[str, Any]], rng: random.Random, count: int = 600) -> list[dict[str, Any]]:
-    """Indirect attacks made the way BIPIA and spikee make them: a short training attack placed at the
-    start, middle or end of a benign training document (tau2 knowledge-base articles, writing prompts)."""
-    attacks = [r["text"] for r in rows if r["label"] == 1 and not r.get("context") and len(r["text"]) <= 600]
-    carriers = [
-        r.get("context") or r["text"]
-        for r in rows
-        if r["label"] == 0 and len(r.get("context") or r["text"]) > 300
-    ]
-    out = []
-    for n in range(count):
-        body, attack = rng.choice(carriers), rng.choice(attacks)
-        where = n % 3
-        if where == 0:
-            text = attack + "\n" + body
-        elif where == 2:
-            text = body + "\n" + attack
-        else:
-            cut = body.find(". ", len(body) // 2)
-            cut = cut + 2 if cut > 0 else len(body) // 2
-            text = body[:cut] + attack + " " + body[cut:]
-        out.append({"text": "Answer using the document.", "context": text, "label": 1, "source": "embedded"})
-    return out
 
 
 def _pyrit(packages: Path, rng: random.Random) -> list[dict[str, Any]]:

@@ -118,7 +118,7 @@ def train_injection(bits: int = 18) -> None:
     rows = _rows(TRAIN / "injection_train.jsonl")
     rng = random.Random(SEED)
     rng.shuffle(rows)
-    folds = 3
+    folds = 4
     oof: dict[int, float] = {}
     for k in range(folds):  # out-of-fold logits choose the operating point without touching held-out data
         fit = [r for i, r in enumerate(rows) if i % folds != k]
