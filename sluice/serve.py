@@ -19,6 +19,7 @@ from sluice.bus import ensure_topics
 from sluice.edge.gateway import Gateway
 from sluice.edge.http import Lifecycle, ReadinessProbe, build_http_app, start_health_server
 from sluice.settings import Settings
+from sluice.supervise import all_readiness
 
 log = logging.getLogger("sluice.serve")
 
@@ -118,7 +119,8 @@ def run_sink_process(settings: Settings) -> int:
         stop, ready = asyncio.Event(), asyncio.Event()
 
         async def readiness() -> dict[str, bool]:
-            return {"sink": ready.is_set() and not stop.is_set()}
+            # plus each supervised monitor (lag, alerts, route advice): false while it restarts
+            return {"sink": ready.is_set() and not stop.is_set(), **all_readiness()}
 
         health = await start_health_server(settings.sink_host, settings.sink_port, readiness)
         print(f"sink       health {health.url}/readyz, metrics {health.url}/metrics", flush=True)
