@@ -5,6 +5,9 @@ Resilience, all inside the request's deadline:
   with full-jitter exponential backoff; a Retry-After is honoured when it fits, else the next
   model is tried at once;
 * a circuit breaker per model endpoint: an open breaker sends the request straight on;
+* replicas: a model served by several deployments is balanced over them (least calls in flight,
+  weighted); each deployment has its own breaker, a failed call is retried on another replica
+  at once, and the model stays up while any replica is;
 * the route's fallback chain (`route.fallbacks`) after the routed model;
 * a per-model concurrency gate (the routed model's slot is taken by the agent before the record
   is handed over, see agents/__init__.py; fallback slots are taken here).
@@ -29,9 +32,17 @@ from typing import Any, Protocol
 from agents.inference.cache import CachedAnswer, ResponseCache, cache_eligible, cache_key, cacheable
 from schemas import Checks, Envelope, ErrorCode, ErrorInfo, Event, Inference, Stage, Status, Usage
 from sluice.outcome import Identity, Outcome, Spend, event_id_for, finish, forward, utcnow
-from sluice.providers.catalog import Catalog, ModelEntry
+from sluice.providers.catalog import Catalog, Deployment, ModelEntry
 from sluice.providers.openai_http import Completion, ProviderError
-from sluice.providers.resilience import BreakerPolicy, Breakers, ModelGates, Transition, backoff_s
+from sluice.providers.resilience import (
+    Balancer,
+    BreakerPolicy,
+    Breakers,
+    CircuitBreaker,
+    ModelGates,
+    Transition,
+    backoff_s,
+)
 from sluice.settings import Settings
 
 STAGE = Stage.INFER
@@ -68,6 +79,7 @@ class Resilience:
     reserve_s: float = 0.05  # of the deadline, kept for validate-response and the reply
     breakers: Breakers = field(default_factory=lambda: Breakers(BreakerPolicy()))
     gates: ModelGates | None = None
+    balancer: Balancer = field(default_factory=Balancer)
     cache: ResponseCache | None = None
     rng: random.Random = field(default_factory=random.Random)
     monotonic: Callable[[], float] = time.monotonic
@@ -81,8 +93,11 @@ class Resilience:
         return cls(
             retry=RetryPolicy.from_settings(settings),
             reserve_s=settings.infer_deadline_reserve_ms / 1000,
-            breakers=Breakers(BreakerPolicy.from_settings(settings)),
-            gates=ModelGates({m.name: m.max_concurrency for m in catalog.models}),
+            breakers=Breakers(
+                BreakerPolicy.from_settings(settings),
+                {m.name: len(m.deployments) for m in catalog.models if m.replicated},
+            ),
+            gates=ModelGates({m.name: m.total_concurrency for m in catalog.models}),
             cache=cache if settings.cache_enabled else None,
         )
 
@@ -112,6 +127,15 @@ class _Tally:
     attempts: int = 0
     tried: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    deployment: str = ""  # of the last call made
+    failed_deployments: list[str] = field(default_factory=list)  # one entry per failed call
+
+    def attributes(self) -> dict[str, str]:
+        """Which replica answered (or was called last) and which failed, for per-deployment metrics."""
+        found = {"deployment": self.deployment} if self.deployment else {}
+        if self.failed_deployments:
+            found["deployment_errors"] = ",".join(self.failed_deployments)[:500]
+        return found
 
 
 async def infer(
@@ -182,6 +206,18 @@ async def _slot(res: Resilience, model: str, held: str | None, deadline: float) 
         gate.release()
 
 
+def _pick(
+    res: Resilience, entry: ModelEntry, avoid: frozenset[str]
+) -> tuple[Deployment, CircuitBreaker] | None:
+    """The deployment for the next call and its breaker: the least busy whose breaker lets the
+    call through (a half-open one takes it as its probe); None when every breaker refuses."""
+    for deployment in res.balancer.ranked(entry, avoid):
+        breaker = res.breakers.of(entry.name, deployment.label if entry.replicated else None)
+        if breaker.allow(res.monotonic(), res.wall()):
+            return deployment, breaker
+    return None
+
+
 async def _call(
     res: Resilience,
     caller: ChatCaller,
@@ -192,23 +228,28 @@ async def _call(
     *,
     more: bool,
 ) -> Completion | ProviderError:
-    """Up to `retry.attempts` calls to one model; the error that ended them otherwise."""
-    breaker = res.breakers.of(entry.name)
+    """Up to `retry.attempts` calls to one model; the error that ended them otherwise. A failed
+    call on one replica is retried on another at once, without backoff."""
     error = ProviderError(ErrorCode.TIMEOUT, f"{entry.name}: deadline passed before the call")
+    failed: set[str] = set()
     for retry in range(res.retry.attempts):
         remaining = deadline - res.monotonic()
         if remaining <= MIN_CALL_S:
             return ProviderError(ErrorCode.TIMEOUT, f"{entry.name}: deadline passed before the call")
-        if not breaker.allow(res.monotonic(), res.wall()):
-            return ProviderError(
-                ErrorCode.MODEL_UNAVAILABLE, f"{entry.name}: circuit breaker open", model_fault=False
-            )
+        picked = _pick(res, entry, frozenset(failed))
+        if picked is None:
+            what = "every replica's circuit breaker is" if entry.replicated else "circuit breaker"
+            return ProviderError(ErrorCode.MODEL_UNAVAILABLE, f"{entry.name}: {what} open", model_fault=False)
+        deployment, breaker = picked
         tally.attempts += 1
+        tally.deployment = deployment.label
         called = res.monotonic()
         try:
-            completion = await caller.complete(entry, payload, remaining)
+            with res.balancer.hold(entry.name, deployment.label):
+                completion = await caller.complete(entry.on(deployment), payload, remaining)
         except ProviderError as exc:
             error = exc
+            tally.failed_deployments.append(deployment.label)
             breaker.record(
                 res.monotonic(), res.wall(), ok=not exc.model_fault, latency_s=res.monotonic() - called
             )
@@ -220,6 +261,9 @@ async def _call(
             return completion
         if not error.retryable or retry == res.retry.attempts - 1:
             return error
+        failed.add(deployment.label)
+        if entry.replicated and len(failed) < len(entry.deployments):
+            continue  # another replica has not failed this request: try it now
         wait = backoff_s(retry, res.retry.base_s, res.retry.max_backoff_s, res.rng)
         if error.retry_after_s is not None:
             # With a fallback left, a long Retry-After is a reason to move on, not to wait.
@@ -229,6 +273,7 @@ async def _call(
             wait = max(wait, error.retry_after_s)
         if res.monotonic() + wait >= deadline - MIN_CALL_S:
             return error  # no time for another call here; a fallback may still fit
+        failed.clear()  # every replica failed once: after the backoff, any may be tried again
         await res.sleep(wait)
     return error
 
@@ -285,6 +330,7 @@ def _answered(
         "model_latency_ms": f"{completion.latency_ms:.3f}",
         "attempts": str(tally.attempts),
         "cache": cache_note,
+        **tally.attributes(),
     }
     if tally.tried[0] != entry.name:
         attributes["fallback_from"] = tally.tried[0]
@@ -349,7 +395,7 @@ def _failed(
     done = envelope.model_copy(
         update={"inference": inference, "tried_models": [*envelope.tried_models, *tally.tried]}
     )
-    attributes = {"attempts": str(tally.attempts), "tried": ",".join(tally.tried)}
+    attributes = {"attempts": str(tally.attempts), "tried": ",".join(tally.tried), **tally.attributes()}
     duration_ms = (time.perf_counter() - started) * 1000
     if out_of_time:
         return _answer_now(done, inference, model, attributes, duration_ms)
@@ -400,7 +446,10 @@ def breaker_request_id(transition: Transition) -> str:
     """`breaker/<model>/<new state>/<epoch ms>`: names one breaker transition. Breaker events
     carry it as request_id and correlation_id (tenant `_system`); their event_id is derived
     from it, so a re-published transition replaces itself in ClickHouse."""
-    return f"breaker/{transition.model}/{transition.state.value}/{round(transition.at_s * 1000)}"
+    where = (
+        transition.model if transition.deployment is None else f"{transition.model}@{transition.deployment}"
+    )
+    return f"breaker/{where}/{transition.state.value}/{round(transition.at_s * 1000)}"
 
 
 def breaker_event(transition: Transition) -> Event:
@@ -421,5 +470,6 @@ def breaker_event(transition: Transition) -> Event:
             "calls": str(transition.calls),
             "bad_calls": str(transition.bad_calls),
             "reason": transition.reason,
+            **({} if transition.deployment is None else {"deployment": transition.deployment}),
         },
     )

@@ -53,8 +53,9 @@ PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("hallucination", ("model", "checked", "hallucinations", "hallucination_rate", "avg_groundedness")),
     ("consistency", ("model", "repeated_questions", "divergent", "consistency_rate")),
     ("satisfaction", ("model", "route", "ratings", "mean_rating", "negative_share")),
+    ("deployments", ("model", "deployment", "answered", "failed_calls", "error_rate", "p50_ms", "p95_ms")),
 )
-TEXT_COLUMNS = {"model", "status", "error_code", "stage", "category", "route", "label"}
+TEXT_COLUMNS = {"model", "status", "error_code", "stage", "category", "route", "label", "deployment"}
 RANGE = re.compile(r"^(\d+)([mhd])$")
 
 

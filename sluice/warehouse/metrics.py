@@ -375,6 +375,48 @@ ORDER BY model
 """,
 )
 
+DEPLOYMENTS = NamedQuery(
+    "deployments",
+    "Per replica (deployment) of a model: calls answered, failed calls and error rate, and model "
+    "latency p50/p95/p99 (ms) of the answered ones. Read from the infer events' attributes "
+    "`deployment` (the replica that answered or was called last) and `deployment_errors` (the "
+    "replicas whose calls failed on the way), so it uses the raw events table.",
+    f"""
+SELECT
+    model,
+    deployment,
+    sum(ok_call) AS answered,
+    sum(failed_call) AS failed_calls,
+    round(failed_calls / nullIf(answered + failed_calls, 0), 4) AS error_rate,
+    round(quantileIf(0.5)(latency_ms, ok_call = 1), 1) AS p50_ms,
+    round(quantileIf(0.95)(latency_ms, ok_call = 1), 1) AS p95_ms,
+    round(quantileIf(0.99)(latency_ms, ok_call = 1), 1) AS p99_ms
+FROM
+(
+    SELECT
+        model,
+        attributes['deployment'] AS deployment,
+        toUInt8(status = 'ok') AS ok_call,
+        toUInt8(0) AS failed_call,
+        toFloat64OrZero(attributes['model_latency_ms']) AS latency_ms
+    FROM {{db}}.events FINAL
+    WHERE {RAW_WINDOW.format(column="ts")} AND stage = 'infer'
+        AND status NOT LIKE 'breaker_%' AND attributes['deployment'] != ''
+    UNION ALL
+    SELECT
+        model,
+        arrayJoin(splitByChar(',', attributes['deployment_errors'])) AS deployment,
+        toUInt8(0) AS ok_call,
+        toUInt8(1) AS failed_call,
+        toFloat64(0) AS latency_ms
+    FROM {{db}}.events FINAL
+    WHERE {RAW_WINDOW.format(column="ts")} AND stage = 'infer' AND attributes['deployment_errors'] != ''
+)
+GROUP BY model, deployment
+ORDER BY model, deployment
+""",
+)
+
 
 @dataclass(frozen=True)
 class AlertMetric:
@@ -444,6 +486,7 @@ METRIC_QUERIES: tuple[NamedQuery, ...] = (
     TIMESERIES,
     FEEDBACK_SERIES,
     BREAKERS,
+    DEPLOYMENTS,
     *(metric.query for metric in ALERT_METRICS.values()),
 )
 
