@@ -30,7 +30,18 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from agents.inference.cache import CachedAnswer, ResponseCache, cache_eligible, cache_key, cacheable
-from schemas import Checks, Envelope, ErrorCode, ErrorInfo, Event, Inference, Stage, Status, Usage
+from schemas import (
+    ChatMessage,
+    Checks,
+    Envelope,
+    ErrorCode,
+    ErrorInfo,
+    Event,
+    Inference,
+    Stage,
+    Status,
+    Usage,
+)
 from sluice.outcome import Identity, Outcome, Spend, event_id_for, finish, forward, utcnow
 from sluice.providers.catalog import Catalog, Deployment, ModelEntry
 from sluice.providers.openai_http import Completion, ProviderError
@@ -106,13 +117,31 @@ def chat_payload(envelope: Envelope) -> dict[str, Any]:
     """The OpenAI chat-completions body for this request (model filled in by the client)."""
     request = envelope.request
     payload: dict[str, Any] = {
-        "messages": [{"role": m.role, "content": m.content} for m in [*request.messages, *envelope.followup]],
+        "messages": [chat_message(m) for m in [*request.messages, *envelope.followup]],
         "max_tokens": request.max_tokens,
         "temperature": request.temperature,
     }
     if request.response_format is not None and request.response_format.type != "text":
         payload["response_format"] = request.response_format.model_dump(exclude_none=True)
+    if request.tools:
+        payload["tools"] = [tool.model_dump(exclude_none=True) for tool in request.tools]
+        if request.tool_choice is not None:
+            choice = request.tool_choice
+            payload["tool_choice"] = choice if isinstance(choice, str) else choice.model_dump()
+    if request.stop:
+        payload["stop"] = list(request.stop)
     return payload
+
+
+def chat_message(message: ChatMessage) -> dict[str, Any]:
+    """One turn in OpenAI's form: an assistant's tool calls, a tool result's call id."""
+    found: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        found["tool_calls"] = [call.model_dump() for call in message.tool_calls]
+        found["content"] = message.content or None
+    if message.tool_call_id is not None:
+        found["tool_call_id"] = message.tool_call_id
+    return found
 
 
 def candidates(envelope: Envelope, catalog: Catalog) -> list[str]:
@@ -299,6 +328,7 @@ def _answered(
     inference = Inference(
         model=entry.name,
         content=completion.content,
+        tool_calls=list(completion.tool_calls) or None,
         finish_reason=completion.finish_reason,
         usage=usage,
         cost_usd=cost,

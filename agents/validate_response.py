@@ -132,8 +132,14 @@ def validate_response(
         )
     request = envelope.request
     response_format = request.response_format
+    calls = inference.tool_calls or []
+    # A tool call is checked like an answer (its arguments can leak as well), but it is no
+    # answer to the response_format: that applies to the text the model writes afterwards.
+    reviewed = "\n".join([inference.content or "", *(c.function.arguments for c in calls)]).strip()
+    if calls:
+        response_format = None
     review = review_response(
-        inference.content or "",
+        reviewed,
         inference.finish_reason,
         ReviewInput(
             messages=tuple((m.role, m.content) for m in request.messages),
@@ -203,6 +209,8 @@ def validate_response(
         duration_ms=_elapsed(started),
         model=inference.model,
         content=content,
+        tool_calls=inference.tool_calls,
+        finish_reason=inference.finish_reason,
         usage=total_usage(envelope),
         cost_usd=total_cost_usd(envelope),
         checks=checks,

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from pydantic import Field
 
-from schemas.common import ChatMessage, ErrorInfo, Usage, WireModel
+from schemas.common import ChatMessage, ErrorInfo, ToolCall, Usage, WireModel
 from schemas.request import Request
 
 
@@ -33,6 +33,7 @@ class Inference(WireModel):
 
     model: str
     content: str | None = None
+    tool_calls: list[ToolCall] | None = None
     finish_reason: str | None = None
     usage: Usage = Field(default_factory=Usage)
     cost_usd: float = 0.0

@@ -57,11 +57,14 @@ RETRY_AFTER_S: dict[ErrorCode, int] = {ErrorCode.RATE_LIMITED: 1, ErrorCode.BUDG
 
 _MAPPED = frozenset({"model", "messages", "max_tokens", "max_completion_tokens", "temperature"})
 _MAPPED |= {"response_format", "stream", "stream_options", "context", "metadata", "deadline_ms"}
+_MAPPED |= {"tools", "tool_choice", "stop"}
 _IGNORED = frozenset({"top_p", "user", "seed", "store"})  # they change nothing Sluice promises
 # Accepted at their default only: any other value asks for something Sluice does not do.
 _ONLY_DEFAULT: dict[str, object] = {"n": 1, "logprobs": False, "presence_penalty": 0, "frequency_penalty": 0}
+_ONLY_DEFAULT["parallel_tool_calls"] = True
 _SLUICE_FIELDS = {"request_id", "status", "cost_usd", "cached", "latency_ms", "checks"}
-_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
+_FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter"})
 
 
 class GatewayError(Exception):
@@ -152,6 +155,9 @@ def parse_chat_request(
     request: dict[str, Any] = {"correlation_id": correlation_id, "tenant": tenant, "messages": converted}
     fields = {"api_key": api_key, "max_tokens": legacy if max_tokens is None else max_tokens}
     fields.update({name: body.get(name) for name in ("model", "temperature", "response_format")})
+    fields.update({"tools": body.get("tools"), "tool_choice": body.get("tool_choice")})
+    stop = body.get("stop")
+    fields["stop"] = [stop] if isinstance(stop, str) else stop  # OpenAI takes one string or a list
     fields.update({name: body.get(name) for name in ("context", "metadata", "deadline_ms")})
     request.update({name: value for name, value in fields.items() if value is not None})
     try:
@@ -194,12 +200,12 @@ def _unsupported_field(body: dict[str, Any]) -> GatewayError | None:
     return None
 
 
-def _message(index: int, value: object) -> dict[str, str] | GatewayError:
+def _message(index: int, value: object) -> dict[str, Any] | GatewayError:
     where = f"messages[{index}]"
     if not isinstance(value, dict):
         return _invalid(f"{where}: must be an object", where)
     for key, item in value.items():
-        if key not in ("role", "content", "name") and item is not None:
+        if key not in ("role", "content", "name", "tool_calls", "tool_call_id") and item is not None:
             return _invalid(f"{where}.{key}: not supported by Sluice", f"{where}.{key}")
     role = _ROLES.get(value["role"]) if isinstance(value.get("role"), str) else None
     if role is None:
@@ -210,9 +216,17 @@ def _message(index: int, value: object) -> dict[str, str] | GatewayError:
         if len(texts) != len(content) or not all(isinstance(text, str) for text in texts):
             return _invalid(f"{where}.content: only text parts are supported", f"{where}.content")
         content = "\n".join(str(text) for text in texts)
+    calls = value.get("tool_calls")
+    if content is None and role == "assistant" and calls:  # a turn that only calls tools
+        content = ""
     if not isinstance(content, str):
         return _invalid(f"{where}.content: must be a string or a list of text parts", f"{where}.content")
-    return {"role": role, "content": content}
+    message: dict[str, Any] = {"role": role, "content": content}
+    if calls is not None:
+        message["tool_calls"] = calls  # checked with the whole Request
+    if value.get("tool_call_id") is not None:
+        message["tool_call_id"] = value["tool_call_id"]
+    return message
 
 
 def _too_deep(value: object, limit: int) -> bool:
@@ -263,7 +277,16 @@ def response_error(response: Response) -> GatewayError | None:
 
 
 def finish_reason(response: Response) -> str:
-    return "length" if "truncated" in response.checks.flags else "stop"
+    if "truncated" in response.checks.flags:
+        return "length"
+    reason = response.finish_reason
+    return reason if reason in _FINISH_REASONS else "stop"
+
+
+def tool_calls_of(response: Response) -> list[dict[str, Any]] | None:
+    if not response.tool_calls:
+        return None
+    return [call.model_dump(mode="json") for call in response.tool_calls]
 
 
 def sluice_object(response: Response) -> dict[str, Any]:
@@ -276,7 +299,9 @@ def _head(response: Response, kind: str, requested_model: str, created: int) -> 
 
 
 def completion_body(response: Response, *, requested_model: str, created: int) -> dict[str, Any]:
-    message = {"role": "assistant", "content": response.content}
+    message: dict[str, Any] = {"role": "assistant", "content": response.content}
+    if (calls := tool_calls_of(response)) is not None:
+        message.update(tool_calls=calls, content=response.content or None)
     choice = {"index": 0, "message": message, "finish_reason": finish_reason(response), "logprobs": None}
     return {
         **_head(response, "chat.completion", requested_model, created),
@@ -291,7 +316,13 @@ def stream_chunks(
 ) -> list[dict[str, Any]]:
     """The whole answer as OpenAI chunks: role, all the content at once, finish (plus `sluice`)."""
     head = _head(response, "chat.completion.chunk", requested_model, created)
-    deltas = [{"role": "assistant", "content": ""}, {"content": response.content or ""}, {}]
+    deltas: list[dict[str, Any]] = [
+        {"role": "assistant", "content": ""},
+        {"content": response.content or ""},
+        {},
+    ]
+    if (calls := tool_calls_of(response)) is not None:
+        deltas[1] = {"tool_calls": [{"index": n, **call} for n, call in enumerate(calls)]}
     reasons = [None, None, finish_reason(response)]
     steps = zip(deltas, reasons, strict=True)
     choices = [{"index": 0, "delta": d, "finish_reason": r, "logprobs": None} for d, r in steps]

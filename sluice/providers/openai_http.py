@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import orjson
 
-from schemas import ErrorCode
+from schemas import ErrorCode, ToolCall
 from sluice.providers import anthropic_http
 from sluice.providers.calls import Completion, ProviderError, status_error
 from sluice.providers.catalog import ModelEntry, api_key, base_url
@@ -119,12 +119,15 @@ def parse_completion(model: str, raw: bytes, latency_ms: float) -> Completion:
         data = orjson.loads(raw)
         choice = data["choices"][0]
         content = choice["message"]["content"]
+        calls = choice["message"].get("tool_calls") or []
+        tool_calls = tuple(ToolCall.model_validate(call) for call in calls)
         usage = data.get("usage") or {}
         if not isinstance(usage, dict):
             raise TypeError(f"usage is a {type(usage).__name__}, not an object")
         prompt_tokens = int(usage.get("prompt_tokens", 0))
         completion_tokens = int(usage.get("completion_tokens", 0))
     except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        # pydantic's ValidationError is a ValueError: a broken tool call lands here too
         raise ProviderError(
             ErrorCode.MODEL_UNAVAILABLE, f"{model}: malformed reply ({exc!r})", retryable=True
         ) from exc
@@ -137,6 +140,7 @@ def parse_completion(model: str, raw: bytes, latency_ms: float) -> Completion:
         prompt_tokens=max(prompt_tokens, 0),
         completion_tokens=max(completion_tokens, 0),
         latency_ms=latency_ms,
+        tool_calls=tool_calls,
     )
 
 

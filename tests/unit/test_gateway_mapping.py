@@ -314,8 +314,9 @@ def test_harmless_openai_fields_are_accepted_and_ignored() -> None:
 @pytest.mark.parametrize(
     ("body", "param"),
     [
-        ({"messages": USER_HI, "tools": [{"type": "function"}]}, "tools"),
-        ({"messages": USER_HI, "stop": ["\n"]}, "stop"),
+        ({"messages": USER_HI, "tools": [{"type": "function"}]}, "tools.0.function"),
+        ({"messages": USER_HI, "stop": ["\n"] * 5}, "stop"),
+        ({"messages": USER_HI, "parallel_tool_calls": False}, "parallel_tool_calls"),
         ({"messages": USER_HI, "n": 2}, "n"),
         ({"messages": USER_HI, "n": True}, "n"),
         ({"messages": USER_HI, "logprobs": True}, "logprobs"),
@@ -324,8 +325,9 @@ def test_harmless_openai_fields_are_accepted_and_ignored() -> None:
         ({"messages": USER_HI, "tenant": "acme"}, "tenant"),
         ({"messages": USER_HI, "correlation_id": "mine"}, "correlation_id"),
         ({"messages": USER_HI, "temprature": 0.1}, "temprature"),
-        ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
-        ({"messages": [{"role": "user", "content": "x", "tool_calls": []}]}, "messages[0].tool_calls"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "messages.0"),  # no tool_call_id
+        ({"messages": [{"role": "user", "content": "x", "tool_calls": []}]}, "messages.0"),
+        ({"messages": [{"role": "function", "content": "x"}]}, "messages[0].role"),
         ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages[0].content"),
         ({"messages": [{"role": "assistant", "content": None}]}, "messages[0].content"),
         ({"messages": ["hi"]}, "messages[0]"),
