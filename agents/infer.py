@@ -30,6 +30,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from agents.inference.cache import CachedAnswer, ResponseCache, cache_eligible, cache_key, cacheable
+from agents.inference.streamed import StreamHooks, StreamingCaller, streamed_call
 from schemas import (
     ChatMessage,
     Checks,
@@ -176,9 +177,12 @@ async def infer(
     *,
     held: str | None = None,
     partition: int = 0,
+    stream: StreamHooks | None = None,
 ) -> Outcome:
     """`held`: a model whose concurrency slot the caller already holds for this request.
-    `partition`: the record's partition, where a new cache entry's changelog record goes."""
+    `partition`: the record's partition, where a new cache entry's changelog record goes.
+    `stream`: for a streamed request, the model is called with streaming on and the text its
+    checks release goes to `stream.on_chunk` as it comes (agents/inference/streamed.py)."""
     started = time.perf_counter()
     now = now or utcnow()
     res = resilience or Resilience()
@@ -204,13 +208,15 @@ async def infer(
                 last = ProviderError(ErrorCode.TIMEOUT, f"{name}: no free slot before the deadline")
                 tally.errors.append(last.message)
                 break
-            result = await _call(res, caller, entry, payload, deadline, tally, more=position < len(names) - 1)
+            result = await _call(
+                res, caller, entry, payload, deadline, tally, more=position < len(names) - 1, stream=stream
+            )
         if isinstance(result, Completion):
-            return _answered(envelope, catalog, entry, result, tally, started, res, key, partition)
+            return _answered(envelope, catalog, entry, result, tally, started, res, key, partition, stream)
         last = result
         tally.errors.append(result.message)
-        if deadline - res.monotonic() <= MIN_CALL_S:
-            break
+        if deadline - res.monotonic() <= MIN_CALL_S or (stream is not None and stream.released):
+            break  # out of time, or text already went out: no other model may continue it
     return _failed(
         envelope, names, last, tally, started, out_of_time=deadline - res.monotonic() <= MIN_CALL_S
     )
@@ -256,6 +262,7 @@ async def _call(
     tally: _Tally,
     *,
     more: bool,
+    stream: StreamHooks | None = None,
 ) -> Completion | ProviderError:
     """Up to `retry.attempts` calls to one model; the error that ended them otherwise. A failed
     call on one replica is retried on another at once, without backoff."""
@@ -275,7 +282,10 @@ async def _call(
         called = res.monotonic()
         try:
             with res.balancer.hold(entry.name, deployment.label):
-                completion = await caller.complete(entry.on(deployment), payload, remaining)
+                if stream is not None and isinstance(caller, StreamingCaller):
+                    completion = await streamed_call(caller, entry.on(deployment), payload, remaining, stream)
+                else:
+                    completion = await caller.complete(entry.on(deployment), payload, remaining)
         except ProviderError as exc:
             error = exc
             tally.failed_deployments.append(deployment.label)
@@ -288,7 +298,7 @@ async def _call(
         else:
             breaker.record(res.monotonic(), res.wall(), ok=True, latency_s=res.monotonic() - called)
             return completion
-        if not error.retryable or retry == res.retry.attempts - 1:
+        if not error.retryable or retry == res.retry.attempts - 1 or (stream is not None and stream.released):
             return error
         failed.add(deployment.label)
         if entry.replicated and len(failed) < len(entry.deployments):
@@ -317,6 +327,7 @@ def _answered(
     res: Resilience,
     key: str | None,
     partition: int,
+    stream: StreamHooks | None = None,
 ) -> Outcome:
     usage = Usage(
         prompt_tokens=completion.prompt_tokens,
@@ -337,6 +348,9 @@ def _answered(
         routing_savings_usd=catalog.routing_savings(
             baseline, entry.name, completion.prompt_tokens, completion.completion_tokens
         ),
+        streamed=stream is not None and stream.released,
+        ttft_ms=stream.ttft_ms if stream is not None else None,
+        stream_cut=stream.cut if stream is not None else None,
     )
     cache_note = "bypass"
     if key is not None and res.cache is not None:
@@ -361,6 +375,7 @@ def _answered(
         "attempts": str(tally.attempts),
         "cache": cache_note,
         **tally.attributes(),
+        **(stream.attributes() if stream is not None else {}),
     }
     if tally.tried[0] != entry.name:
         attributes["fallback_from"] = tally.tried[0]

@@ -26,5 +26,8 @@ class Request(WireModel):
     tools: list[Tool] = Field(default_factory=list, max_length=128)
     tool_choice: ToolChoice | None = Field(default=None, description="Default: auto with tools")
     stop: list[str] = Field(default_factory=list, max_length=4, description="Stop sequences")
+    stream: bool = Field(
+        default=False, description="Send the answer's text as StreamChunk records while it is written"
+    )
     metadata: dict[str, str] = Field(default_factory=dict)
     deadline_ms: int = Field(default=30_000, ge=1)

@@ -3,9 +3,11 @@
 Each completion becomes one Request on Kafka, sent through the gateway's one shared SluiceClient
 and awaited by correlation_id. Bodies are checked here, so malformed input costs a 400/413 and
 never reaches Kafka; what depends on tenant state is decided by the pipeline and mapped back.
-Streaming is real SSE in OpenAI's chunk format but coarse for now: the pipeline releases an
-answer only once validate_response has checked all of it, so the whole content arrives as ONE
-chunk, and errors on a stream request are plain JSON errors with their status."""
+Streaming is SSE in OpenAI's chunk format, relayed as the pipeline's StreamChunks arrive (text
+released by the stream's checks); the last chunk carries finish_reason, tool calls and the
+`sluice` extension. A stream its checks cut ends with the tenant's safe message and
+finish_reason "content_filter"; an error before any text is a plain JSON error with its status,
+one after it an OpenAI `error` event."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
-from schemas import ErrorCode, Feedback, Request, Response, Status
+from schemas import ErrorCode, Feedback, Request, Response, Status, StreamChunk
 from sluice.edge.client import SluiceClient, SluiceTimeout
 from sluice.edge.http import ReadinessProbe, build_http_app
 from sluice.providers.catalog import Catalog, load_catalog
@@ -153,6 +155,8 @@ def parse_chat_request(
     if max_tokens is not None and legacy is not None and max_tokens != legacy:
         return _invalid("max_tokens and max_completion_tokens disagree; send one", "max_tokens")
     request: dict[str, Any] = {"correlation_id": correlation_id, "tenant": tenant, "messages": converted}
+    if stream:
+        request["stream"] = True
     fields = {"api_key": api_key, "max_tokens": legacy if max_tokens is None else max_tokens}
     fields.update({name: body.get(name) for name in ("model", "temperature", "response_format")})
     fields.update({"tools": body.get("tools"), "tool_choice": body.get("tool_choice")})
@@ -338,6 +342,16 @@ def sse_body(chunks: list[dict[str, Any]]) -> bytes:
     return b"".join(b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in chunks) + b"data: [DONE]\n\n"
 
 
+def sse_event(data: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+async def _done(sse: web.StreamResponse) -> web.StreamResponse:
+    await sse.write(b"data: [DONE]\n\n")
+    await sse.write_eof()
+    return sse
+
+
 def models_body(catalog: Catalog, *, created: int) -> dict[str, Any]:
     names = ["auto", *(entry.name for entry in catalog.models)]
     data = [{"id": name, "object": "model", "created": created, "owned_by": "sluice"} for name in names]
@@ -440,6 +454,11 @@ class Gateway:
         if correlation_id in self._in_flight:  # one reply future per id: a twin would steal it
             return error_response(_invalid("X-Request-Id: a request with this id is in flight"), echo)
         self._in_flight.add(correlation_id)
+        if call.stream:
+            try:
+                return await self._stream(request, call, echo)
+            finally:
+                self._in_flight.discard(correlation_id)
         try:
             timeout_s = call.deadline_ms / 1000 + self.grace_s
             response = await self._connected().request(**call.request, timeout_s=timeout_s)
@@ -450,11 +469,72 @@ class Gateway:
         if (error := response_error(response)) is not None:
             return error_response(error, echo)
         model, created = call.request.get("model", "auto"), int(time.time())
-        if not call.stream:
-            return json_response(completion_body(response, requested_model=model, created=created), 200, echo)
-        chunks = stream_chunks(response, requested_model=model, created=created, usage=call.include_usage)
-        headers = {"Cache-Control": "no-cache", **echo}
-        return web.Response(body=sse_body(chunks), headers=headers, content_type="text/event-stream")
+        return json_response(completion_body(response, requested_model=model, created=created), 200, echo)
+
+    async def _stream(self, request: web.Request, call: ChatCall, echo: dict[str, str]) -> web.StreamResponse:
+        """Relay the pipeline's chunks as OpenAI SSE, headers sent with the first of them."""
+        fields = {k: v for k, v in call.request.items() if k != "stream"}
+        created, requested = int(time.time()), call.request.get("model", "auto")
+        sse: web.StreamResponse | None = None
+
+        async def send(chunk: dict[str, Any]) -> web.StreamResponse:
+            nonlocal sse
+            if sse is None:
+                sse = web.StreamResponse(
+                    headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **echo}
+                )
+                await sse.prepare(request)
+                role = {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+                await sse.write(sse_event({**chunk, "choices": [role]}))
+            await sse.write(sse_event(chunk))
+            return sse
+
+        try:
+            async for item in self._connected().stream(
+                **fields, timeout_s=call.deadline_ms / 1000 + self.grace_s
+            ):
+                if isinstance(item, StreamChunk):
+                    head: dict[str, Any] = {"id": f"{CHAT_ID_PREFIX}{item.request_id}"}
+                    head |= {"object": "chat.completion.chunk"}
+                    head |= {"created": created, "model": item.model or requested}
+                    delta = {"index": 0, "delta": {"content": item.delta}, "finish_reason": None}
+                    await send({**head, "choices": [delta]})
+                    continue
+                return await self._stream_end(item, call, send, sse, echo, requested, created)
+        except SluiceTimeout as exc:
+            if sse is None:
+                return error_response(GatewayError(ErrorCode.TIMEOUT, str(exc)), echo)
+            await sse.write(sse_event(error_reply(GatewayError(ErrorCode.TIMEOUT, str(exc)))[1]))
+            return await _done(sse)
+        raise GatewayError(ErrorCode.INTERNAL, "the stream ended without a response")
+
+    async def _stream_end(
+        self,
+        response: Response,
+        call: ChatCall,
+        send: Callable[[dict[str, Any]], Awaitable[web.StreamResponse]],
+        sse: web.StreamResponse | None,
+        echo: dict[str, str],
+        requested: str,
+        created: int,
+    ) -> web.StreamResponse:
+        """The Response ends the stream: tool calls, finish and `sluice`, usage; or the error."""
+        cut = response.finish_reason == "content_filter"
+        error = None if cut else response_error(response)
+        if error is not None and sse is None:
+            return error_response(error, echo)
+        if error is not None and sse is not None:
+            await sse.write(sse_event(error_reply(error)[1]))  # OpenAI's SDKs raise on an error event
+            return await _done(sse)
+        tail = stream_chunks(response, requested_model=requested, created=created, usage=call.include_usage)
+        if cut:  # the tenant's safe message takes the place of the rest of the answer
+            tail[1]["choices"][0]["delta"] = {"content": response.content or ""}
+        elif not response.tool_calls:
+            tail.pop(1)  # the text came in its chunks
+        for chunk in tail[1:]:
+            sse = await send(chunk)
+        assert sse is not None
+        return await _done(sse)
 
     async def _models(self, _: web.Request) -> web.StreamResponse:
         return json_response(models_body(self.catalog, created=self.created))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -20,6 +21,7 @@ from schemas import ErrorCode, ToolCall
 from sluice.providers import anthropic_http
 from sluice.providers.calls import Completion, ProviderError, status_error
 from sluice.providers.catalog import ModelEntry, api_key, base_url
+from sluice.providers.streaming import StreamPart, StreamReader, prompt_estimate
 
 __all__ = ["ChatClient", "Completion", "ProviderError", "parse_completion"]
 from sluice.settings import Settings
@@ -55,7 +57,7 @@ class ChatClient:
             for _ in range(shards)
         ]
         self._in_flight = [0] * shards
-        self._keys: dict[str, SecretStr | None] = {}
+        self._keys: dict[tuple[str, str | None], SecretStr | None] = {}
 
     async def close(self) -> None:
         for shard in self._shards:
@@ -63,30 +65,80 @@ class ChatClient:
 
     def _api_key(self, entry: ModelEntry) -> SecretStr | None:
         """The model's key, read from the environment once per client, not once per call."""
-        if entry.name not in self._keys:
-            self._keys[entry.name] = api_key(entry)
-        return self._keys[entry.name]
+        # by variable too: a replica may name its own key (Deployment.api_key_env)
+        cache = (entry.name, entry.api_key_env)
+        if cache not in self._keys:
+            self._keys[cache] = api_key(entry)
+        return self._keys[cache]
 
     def _least_busy(self) -> int:
         return min(range(len(self._shards)), key=self._in_flight.__getitem__)
+
+    def _prepare(self, entry: ModelEntry, payload: dict[str, Any]) -> tuple[str, dict[str, str], bytes]:
+        """(url, headers, body) of a call to this entry, in its kind's dialect."""
+        key = self._api_key(entry)
+        root = base_url(entry, self._settings)
+        if entry.kind == "anthropic":
+            headers = anthropic_http.headers(key)
+            body = orjson.dumps(anthropic_http.messages_payload(payload, entry.served_name))
+            return anthropic_http.messages_url(root), headers, body
+        headers = {"content-type": "application/json"}
+        if key is not None:
+            headers["authorization"] = f"Bearer {key.get_secret_value()}"
+        return f"{root}/chat/completions", headers, orjson.dumps({**payload, "model": entry.served_name})
+
+    async def stream(
+        self, entry: ModelEntry, payload: dict[str, Any], budget_s: float
+    ) -> AsyncGenerator[StreamPart, None]:
+        """One streamed call: text deltas as the model writes them, then the whole Completion.
+        Bounded by `budget_s` in all; leaving the loop early closes the connection (the model
+        stops generating)."""
+        if budget_s <= 0:
+            raise ProviderError(ErrorCode.TIMEOUT, "deadline passed before the model was called")
+        timeout_s = min(budget_s, entry.timeout_s or self._settings.infer_read_timeout_s)
+        body = {**payload, "stream": True}
+        if entry.kind != "anthropic":
+            body["stream_options"] = {"include_usage": True}
+        url, headers, content = self._prepare(entry, body)
+        reader = StreamReader(entry.name, entry.kind)
+        started = time.perf_counter()
+        deadline = started + timeout_s
+        shard = self._least_busy()
+        self._in_flight[shard] += 1
+        timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, self._settings.infer_connect_timeout_s))
+        try:
+            async with self._shards[shard].stream(
+                "POST", url, content=content, headers=headers, timeout=timeout
+            ) as reply:
+                if reply.status_code != 200:
+                    await reply.aread()
+                    raise status_error(entry.name, reply.status_code, _error_text(reply), reply.headers)
+                async for line in reply.aiter_lines():
+                    if time.perf_counter() > deadline:
+                        raise TimeoutError
+                    if text := reader.feed(line):
+                        yield StreamPart(text=text)
+        except httpx.ConnectTimeout as exc:
+            raise ProviderError(
+                ErrorCode.MODEL_UNAVAILABLE, f"{entry.name}: connect timeout", retryable=True
+            ) from exc
+        except (httpx.TimeoutException, TimeoutError) as exc:
+            raise ProviderError(ErrorCode.TIMEOUT, f"{entry.name}: no reply within {timeout_s:.2f}s") from exc
+        except httpx.HTTPError as exc:
+            raise ProviderError(
+                ErrorCode.MODEL_UNAVAILABLE, f"{entry.name}: {type(exc).__name__}: {exc}", retryable=True
+            ) from exc
+        finally:
+            self._in_flight[shard] -= 1
+        latency_ms = (time.perf_counter() - started) * 1000
+        yield StreamPart(done=reader.completion(latency_ms, prompt_estimate(payload)))
 
     async def complete(self, entry: ModelEntry, payload: dict[str, Any], budget_s: float) -> Completion:
         """One call, bounded by `budget_s` (what is left of the request's deadline)."""
         if budget_s <= 0:
             raise ProviderError(ErrorCode.TIMEOUT, "deadline passed before the model was called")
         timeout_s = min(budget_s, entry.timeout_s or self._settings.infer_read_timeout_s)
-        key = self._api_key(entry)
-        root = base_url(entry, self._settings)
-        if entry.kind == "anthropic":
-            url = anthropic_http.messages_url(root)
-            headers = anthropic_http.headers(key)
-            body = orjson.dumps(anthropic_http.messages_payload(payload, entry.served_name))
-        else:
-            url = f"{root}/chat/completions"
-            headers = {"content-type": "application/json"}
-            if key is not None:
-                headers["authorization"] = f"Bearer {key.get_secret_value()}"
-            body = orjson.dumps({**payload, "model": entry.served_name})
+        url, headers, body = self._prepare(entry, payload)
         started = time.perf_counter()
         shard = self._least_busy()
         self._in_flight[shard] += 1
