@@ -61,7 +61,9 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "response_format": {"type": "json_object"},
         "metadata": {"k": "v"},
         "deadline_ms": 1000,
-        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
+        "tools": [
+            {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+        ],
         "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
         "stop": ["END"],
         "stream": True,
@@ -161,7 +163,9 @@ NESTED_EXAMPLES: list[tuple[type[WireModel], dict[str, Any]]] = [
         {
             "role": "assistant",
             "content": "",
-            "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+            "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+            ],
         },
     ),
     (ChatMessage, {"role": "tool", "content": "result", "tool_call_id": "call_1"}),
