@@ -100,8 +100,8 @@ class SimulatorConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SimulatorConfig:
-        names = ("latency_ms", "latency_jitter_ms", "error_rate", "timeout_rate", "malformed_rate", "seed")
-        names += ("token_ms",)
+        names: tuple[str, ...] = ("latency_ms", "latency_jitter_ms", "error_rate", "timeout_rate")
+        names += ("malformed_rate", "seed", "token_ms")
         return cls(**{name: getattr(settings, f"simulator_{name}") for name in names})
 
     def resolve(self, model: str) -> SimulatorConfig:
