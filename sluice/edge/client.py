@@ -78,7 +78,8 @@ class SluiceClient:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="latest",
-            fetch_max_wait_ms=100,
+            # streamed text is only as fast as this hop: the same wait as the worker's consumers
+            fetch_max_wait_ms=self.settings.consumer_fetch_wait_ms,
         )
         await self._consumer.start()
         partitions = await self._wait_for_partitions(self.reply_to)
