@@ -8,9 +8,10 @@ flight; every call is bounded by the request's own deadline as well as the clien
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
 import httpx
@@ -74,6 +75,27 @@ class ChatClient:
     def _least_busy(self) -> int:
         return min(range(len(self._shards)), key=self._in_flight.__getitem__)
 
+    @contextlib.contextmanager
+    def _calling(self, entry: ModelEntry, timeout_s: float) -> Iterator[httpx.AsyncClient]:
+        """The least busy shard for one call, counted while it runs; httpx's failures become
+        ProviderErrors (connect errors and drops are the endpoint's fault, not the request's)."""
+        shard = self._least_busy()
+        self._in_flight[shard] += 1
+        try:
+            yield self._shards[shard]
+        except httpx.ConnectTimeout as exc:
+            raise ProviderError(
+                ErrorCode.MODEL_UNAVAILABLE, f"{entry.name}: connect timeout", retryable=True
+            ) from exc
+        except (httpx.TimeoutException, TimeoutError) as exc:
+            raise ProviderError(ErrorCode.TIMEOUT, f"{entry.name}: no reply within {timeout_s:.2f}s") from exc
+        except httpx.HTTPError as exc:  # refused, reset, dropped: the endpoint, not the request
+            raise ProviderError(
+                ErrorCode.MODEL_UNAVAILABLE, f"{entry.name}: {type(exc).__name__}: {exc}", retryable=True
+            ) from exc
+        finally:
+            self._in_flight[shard] -= 1
+
     def _prepare(self, entry: ModelEntry, payload: dict[str, Any]) -> tuple[str, dict[str, str], bytes]:
         """(url, headers, body) of a call to this entry, in its kind's dialect."""
         key = self._api_key(entry)
@@ -103,13 +125,9 @@ class ChatClient:
         reader = StreamReader(entry.name, entry.kind)
         started = time.perf_counter()
         deadline = started + timeout_s
-        shard = self._least_busy()
-        self._in_flight[shard] += 1
         timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, self._settings.infer_connect_timeout_s))
-        try:
-            async with self._shards[shard].stream(
-                "POST", url, content=content, headers=headers, timeout=timeout
-            ) as reply:
+        with self._calling(entry, timeout_s) as shard:
+            async with shard.stream("POST", url, content=content, headers=headers, timeout=timeout) as reply:
                 if reply.status_code != 200:
                     await reply.aread()
                     raise status_error(entry.name, reply.status_code, _error_text(reply), reply.headers)
@@ -118,18 +136,6 @@ class ChatClient:
                         raise TimeoutError
                     if text := reader.feed(line):
                         yield StreamPart(text=text)
-        except httpx.ConnectTimeout as exc:
-            raise ProviderError(
-                ErrorCode.MODEL_UNAVAILABLE, f"{entry.name}: connect timeout", retryable=True
-            ) from exc
-        except (httpx.TimeoutException, TimeoutError) as exc:
-            raise ProviderError(ErrorCode.TIMEOUT, f"{entry.name}: no reply within {timeout_s:.2f}s") from exc
-        except httpx.HTTPError as exc:
-            raise ProviderError(
-                ErrorCode.MODEL_UNAVAILABLE, f"{entry.name}: {type(exc).__name__}: {exc}", retryable=True
-            ) from exc
-        finally:
-            self._in_flight[shard] -= 1
         latency_ms = (time.perf_counter() - started) * 1000
         yield StreamPart(done=reader.completion(latency_ms, prompt_estimate(payload)))
 
@@ -140,12 +146,10 @@ class ChatClient:
         timeout_s = min(budget_s, entry.timeout_s or self._settings.infer_read_timeout_s)
         url, headers, body = self._prepare(entry, payload)
         started = time.perf_counter()
-        shard = self._least_busy()
-        self._in_flight[shard] += 1
-        try:
+        with self._calling(entry, timeout_s) as shard:
             # httpx bounds each read and write; the overall timeout bounds the whole call
             async with asyncio.timeout(timeout_s):
-                reply = await self._shards[shard].post(
+                reply = await shard.post(
                     url,
                     content=body,
                     headers=headers,
@@ -153,18 +157,6 @@ class ChatClient:
                         timeout_s, connect=min(timeout_s, self._settings.infer_connect_timeout_s)
                     ),
                 )
-        except httpx.ConnectTimeout as exc:
-            raise ProviderError(
-                ErrorCode.MODEL_UNAVAILABLE, f"{entry.name}: connect timeout", retryable=True
-            ) from exc
-        except (httpx.TimeoutException, TimeoutError) as exc:
-            raise ProviderError(ErrorCode.TIMEOUT, f"{entry.name}: no reply within {timeout_s:.2f}s") from exc
-        except httpx.HTTPError as exc:  # refused, reset, dropped: the endpoint, not the request
-            raise ProviderError(
-                ErrorCode.MODEL_UNAVAILABLE, f"{entry.name}: {type(exc).__name__}: {exc}", retryable=True
-            ) from exc
-        finally:
-            self._in_flight[shard] -= 1
         latency_ms = (time.perf_counter() - started) * 1000
         if reply.status_code != 200:
             raise status_error(entry.name, reply.status_code, _error_text(reply), reply.headers)
