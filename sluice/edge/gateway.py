@@ -352,8 +352,10 @@ async def _done(sse: web.StreamResponse) -> web.StreamResponse:
     return sse
 
 
-def models_body(catalog: Catalog, *, created: int) -> dict[str, Any]:
-    names = ["auto", *(entry.name for entry in catalog.models)]
+def models_body(catalog: Catalog, *, created: int, allowed: tuple[str, ...] = ()) -> dict[str, Any]:
+    """`auto` and the catalog's models; only those in `allowed` (the tenant's list) when set."""
+    names = [entry.name for entry in catalog.models if not allowed or entry.name in allowed]
+    names = ["auto", *names] if not allowed or "auto" in allowed else names
     data = [{"id": name, "object": "model", "created": created, "owned_by": "sluice"} for name in names]
     return {"object": "list", "data": data}
 
@@ -536,8 +538,11 @@ class Gateway:
         assert sse is not None
         return await _done(sse)
 
-    async def _models(self, _: web.Request) -> web.StreamResponse:
-        return json_response(models_body(self.catalog, created=self.created))
+    async def _models(self, request: web.Request) -> web.StreamResponse:
+        """What the caller's tenant may use (access.allowed_models; none listed: every model)."""
+        tenant = self.resolve_tenant(bearer_key(request.headers.get("Authorization")))
+        allowed = tuple(self.settings.tenant(tenant).access.allowed_models)
+        return json_response(models_body(self.catalog, created=self.created, allowed=allowed))
 
     async def _feedback(self, request: web.Request) -> web.StreamResponse:
         tenant = self.resolve_tenant(bearer_key(request.headers.get("Authorization")))

@@ -14,7 +14,7 @@ from agents.infer import chat_payload
 from agents.routing.router import Rejection, decide
 from agents.sanitize import sanitize
 from schemas import Envelope, Request, Response, Status
-from sluice.edge.gateway import GatewayError, completion_body, parse_chat_request, stream_chunks
+from sluice.edge.gateway import GatewayError, completion_body, models_body, parse_chat_request, stream_chunks
 from sluice.local.simulator import build_reply
 from sluice.local.simulator_anthropic import to_chat_body, to_message
 from sluice.outcome import utcnow
@@ -216,3 +216,13 @@ def test_the_simulator_calls_a_tool_then_answers_from_its_result() -> None:
     assert none["choices"][0]["finish_reason"] == "stop"
     message = to_message(first)
     assert message["stop_reason"] == "tool_use" and message["content"][0]["type"] == "tool_use"
+
+
+def test_models_lists_what_the_tenant_may_use() -> None:
+    every = [m["id"] for m in models_body(BUILTIN_CATALOG, created=1)["data"]]
+    assert every == ["auto", "sim-small", "sim-medium", "sim-large"]
+    some = models_body(BUILTIN_CATALOG, created=1, allowed=("sim-small", "auto"))["data"]
+    assert [m["id"] for m in some] == ["auto", "sim-small"]
+    assert [m["id"] for m in models_body(BUILTIN_CATALOG, created=1, allowed=("sim-large",))["data"]] == [
+        "sim-large"
+    ]
