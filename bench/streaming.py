@@ -10,7 +10,7 @@ Run once per stream-check window (sentences held back; 0 = only the unfinished w
 
     .venv/bin/python bench/streaming.py [--rate 20] [--duration 15] [--window 0 1]
 
-Writes bench/results/streaming.json.
+Writes bench/results/streaming.json (its README row: `bench/readme_tables.py`).
 """
 
 from __future__ import annotations
@@ -151,37 +151,13 @@ def run(window: int, args: argparse.Namespace) -> dict[str, Any]:
         broker.stop()
 
 
-def readme_row() -> str:
-    """The README's benchmark-table row, written from the result file (never typed by hand)."""
-    result = json.loads((RESULTS / "streaming.json").read_text())
-    cfg = result["settings"]
-    parts = [
-        f"window {run['stream_window_sentences']}: first chunk p50 {run['first_chunk_ms']['p50']:g} ms "
-        f"(p99 {run['first_chunk_ms']['p99']:g}), whole stream p50 {run['full_stream_ms']['p50']:g} ms, "
-        f"goodput {run['goodput_per_s']:g}/s, streamed = whole text {run['chunks_text_equals_whole_text']}"
-        for run in result["runs"]
-    ]
-    load = result["machine"]["loadavg_1_5_15_at_start"][0]
-    return (
-        "| `bench/streaming.py` | time to the first streamed chunk through the gateway (OpenAI SSE), "
-        f"open loop "
-        f"{cfg['rate_per_s']:g} req/s, model {cfg['simulator_first_token_ms']:g} ms to the first token + "
-        f"{cfg['simulator_token_ms']:g} ms/token, {cfg['max_tokens']} tokens; target p50 <= "
-        f"{cfg['target_first_chunk_p50_ms']:g} ms | {'; '.join(parts)} (load average {load:g} at start) |"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--readme-row", action="store_true", help="print the README table row and exit")
     parser.add_argument("--rate", type=float, default=20.0)
     parser.add_argument("--duration", type=float, default=15.0)
     parser.add_argument("--window", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--note", default="")
     args = parser.parse_args()
-    if args.readme_row:
-        print(readme_row())
-        return
     started_load = os.getloadavg()
     runs = []
     for window in args.window:

@@ -145,6 +145,12 @@ class Settings(BaseSettings):
 
     # --- client --------------------------------------------------------------------------
     client_timeout_s: float = 60.0
+    client_fetch_wait_ms: int = Field(
+        default=10,
+        ge=1,
+        description="Reply consumer's fetch long-poll: each answer waits up to this for its poll on "
+        "brokers that poll (the embedded one); on Apache Kafka a fetch returns when data arrives",
+    )
 
     # --- monitoring: retention, /metrics, alerts, feedback loop (issue #7) ----------------
     raw_ttl_days: int = Field(default=30, ge=1, description="Raw events/requests/feedback retention")

@@ -78,8 +78,7 @@ class SluiceClient:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="latest",
-            # streamed text is only as fast as this hop: the same wait as the worker's consumers
-            fetch_max_wait_ms=self.settings.consumer_fetch_wait_ms,
+            fetch_max_wait_ms=self.settings.client_fetch_wait_ms,  # streamed text waits on it too
         )
         await self._consumer.start()
         partitions = await self._wait_for_partitions(self.reply_to)
