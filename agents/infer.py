@@ -241,16 +241,26 @@ async def _slot(res: Resilience, model: str, held: str | None, deadline: float) 
         gate.release()
 
 
-def _pick(
-    res: Resilience, entry: ModelEntry, avoid: frozenset[str]
-) -> tuple[Deployment, CircuitBreaker] | None:
-    """The deployment for the next call and its breaker: the least busy whose breaker lets the
-    call through (a half-open one takes it as its probe); None when every breaker refuses."""
-    for deployment in res.balancer.ranked(entry, avoid):
-        breaker = res.breakers.of(entry.name, deployment.label if entry.replicated else None)
-        if breaker.allow(res.monotonic(), res.wall()):
-            return deployment, breaker
-    return None
+async def _pick(
+    res: Resilience, entry: ModelEntry, avoid: frozenset[str], deadline: float
+) -> tuple[Deployment, CircuitBreaker] | ProviderError:
+    """The deployment for the next call and its breaker: the least busy with a free slot whose
+    breaker lets the call through (a half-open one takes it as its probe). When the only ones
+    left are at their max_concurrency it waits for a slot, until the deadline."""
+    while True:
+        busy = False
+        for deployment in res.balancer.ranked(entry, avoid):
+            if res.balancer.full(entry, deployment):
+                busy = True
+                continue
+            breaker = res.breakers.of(entry.name, deployment.label if entry.replicated else None)
+            if breaker.allow(res.monotonic(), res.wall()):
+                return deployment, breaker
+        if not busy:
+            what = "every replica's circuit breaker is" if entry.replicated else "circuit breaker"
+            return ProviderError(ErrorCode.MODEL_UNAVAILABLE, f"{entry.name}: {what} open", model_fault=False)
+        if not await res.balancer.freed(entry.name, deadline - res.monotonic() - MIN_CALL_S):
+            return ProviderError(ErrorCode.TIMEOUT, f"{entry.name}: no free replica before the deadline")
 
 
 async def _call(
@@ -272,11 +282,11 @@ async def _call(
         remaining = deadline - res.monotonic()
         if remaining <= MIN_CALL_S:
             return ProviderError(ErrorCode.TIMEOUT, f"{entry.name}: deadline passed before the call")
-        picked = _pick(res, entry, frozenset(failed))
-        if picked is None:
-            what = "every replica's circuit breaker is" if entry.replicated else "circuit breaker"
-            return ProviderError(ErrorCode.MODEL_UNAVAILABLE, f"{entry.name}: {what} open", model_fault=False)
+        picked = await _pick(res, entry, frozenset(failed), deadline)
+        if isinstance(picked, ProviderError):
+            return picked
         deployment, breaker = picked
+        remaining = deadline - res.monotonic()  # waiting for a free replica took some
         tally.attempts += 1
         tally.deployment = deployment.label
         called = res.monotonic()

@@ -228,12 +228,28 @@ class ModelGates:
 class Balancer:
     """Spreads a replicated model's calls over its deployments: fewest calls in flight per unit
     of weight first (a slow replica holds its calls longer, so it is offered fewer), ties broken
-    by fewest calls started per unit of weight. Deployments at their own `max_concurrency` and
-    those that already failed this request go last. Counts are per worker, like the gates."""
+    by fewest calls started per unit of weight. Those that already failed this request go last.
+    A deployment at its own `max_concurrency` takes no call until one of its calls ends
+    (`full`, `freed`). Counts are per worker, like the gates."""
 
     def __init__(self) -> None:
         self._in_flight: dict[tuple[str, str], int] = {}
         self._started: dict[tuple[str, str], int] = {}
+        self._freed: dict[str, asyncio.Event] = {}
+
+    def full(self, entry: ModelEntry, deployment: Deployment) -> bool:
+        limit = deployment.max_concurrency or entry.max_concurrency
+        return self._in_flight.get((entry.name, deployment.label), 0) >= limit
+
+    async def freed(self, model: str, timeout_s: float) -> bool:
+        """Wait until a call to one of this model's deployments ends; False on timeout."""
+        event = self._freed.setdefault(model, asyncio.Event())
+        try:
+            async with asyncio.timeout(max(timeout_s, 0.0)):
+                await event.wait()
+        except TimeoutError:
+            return False
+        return True
 
     def ranked(self, entry: ModelEntry, avoid: frozenset[str] = frozenset()) -> list[Deployment]:
         """The model's deployments in the order to try them for the next call."""
@@ -267,3 +283,6 @@ class Balancer:
             yield
         finally:
             self._in_flight[key] -= 1
+            event = self._freed.pop(model, None)
+            if event is not None:
+                event.set()  # wakes every waiter; each looks again for a free deployment

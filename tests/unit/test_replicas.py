@@ -3,10 +3,18 @@ breakers per deployment (pure: no sockets, no sleeping)."""
 
 from __future__ import annotations
 
+import asyncio
+from datetime import timedelta
+from typing import Any
+
 import pytest
 from pydantic import ValidationError
 
-from sluice.providers.catalog import Deployment, ModelEntry, base_url
+from agents.infer import Resilience, infer
+from schemas import Envelope, Request, RouteDecision
+from sluice.outcome import utcnow
+from sluice.providers.calls import Completion
+from sluice.providers.catalog import Catalog, Deployment, ModelEntry, base_url
 from sluice.providers.resilience import Balancer, BreakerPolicy, Breakers, BreakerState
 from sluice.settings import Settings
 
@@ -101,3 +109,48 @@ def test_a_replicated_model_is_unavailable_only_when_every_replica_is_open() -> 
         (A.label, BreakerState.OPEN),
         (B.label, BreakerState.OPEN),
     }
+
+
+async def test_a_replica_at_its_max_concurrency_takes_no_more_calls() -> None:
+    """Two replicas of one call each, four requests at once: never two calls on one replica,
+    and every request is answered (the later ones wait for a slot)."""
+    one_each = (
+        Deployment(base_url="http://a:1/v1", name="a", max_concurrency=1),
+        Deployment(base_url="http://b:1/v1", name="b", max_concurrency=1),
+    )
+    catalog = Catalog(default="llama", models=(replicated(*one_each),))
+    in_flight: dict[str, int] = {"http://a:1/v1": 0, "http://b:1/v1": 0}
+    peak: dict[str, int] = dict(in_flight)
+
+    class Caller:
+        async def complete(self, entry: ModelEntry, payload: dict[str, Any], budget_s: float) -> Completion:
+            url = str(entry.base_url)
+            in_flight[url] += 1
+            peak[url] = max(peak[url], in_flight[url])
+            await asyncio.sleep(0.02)
+            in_flight[url] -= 1
+            return Completion("answer", "stop", 1, 1, 20.0)
+
+    def envelope(number: int) -> Envelope:
+        now = utcnow()
+        request = Request.model_validate(
+            {"correlation_id": f"c{number}", "tenant": "t", "messages": [{"role": "user", "content": "hi"}]}
+        )
+        return Envelope(
+            request_id=f"r{number}",
+            correlation_id=f"c{number}",
+            tenant="t",
+            reply_to="sluice.responses",
+            received_at=now,
+            deadline_at=now + timedelta(seconds=5),
+            request=request,
+            route=RouteDecision(model="llama", reason="test"),
+        )
+
+    res = Resilience()
+    outcomes = await asyncio.gather(
+        *(infer(envelope(n), catalog, Caller(), resilience=res) for n in range(4))
+    )
+    assert all(o.forward and o.forward.inference and o.forward.inference.error is None for o in outcomes)
+    assert peak == {"http://a:1/v1": 1, "http://b:1/v1": 1}
+    assert sorted(o.event.attributes["deployment"] for o in outcomes) == ["a", "a", "b", "b"]
