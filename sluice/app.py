@@ -117,9 +117,9 @@ def create_app(settings: Settings) -> faust.App:
         datadir=str(datadir),
         web_enabled=False,
         autodiscover=False,
-        topic_replication_factor=1,
-        topic_partitions=REQUESTS.partitions,
-        table_standby_replicas=0,
+        topic_replication_factor=settings.topic_replication_factor,
+        topic_partitions=settings.topic_layout.partitions_of(REQUESTS),
+        table_standby_replicas=settings.table_standby_replicas,
         processing_guarantee=settings.processing_guarantee,
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.broker_session_timeout_s,
@@ -146,15 +146,16 @@ class Pipeline:
         self.settings = settings
         self.app = app
         prefix = settings.topic_prefix
+        partitions = settings.topic_layout.partitions_of
         self.requests: TopicT = app.topic(
             REQUESTS.name(prefix),
             key_type=bytes,
             value_type=bytes,
             value_serializer="raw",
-            partitions=REQUESTS.partitions,
+            partitions=partitions(REQUESTS),
         )
         self.envelopes: dict[TopicSpec, TopicT] = {
-            spec: app.topic(spec.name(prefix), schema=WireSchema(Envelope), partitions=spec.partitions)
+            spec: app.topic(spec.name(prefix), schema=WireSchema(Envelope), partitions=partitions(spec))
             for spec in ENVELOPE_TOPICS
         }
         self.envelope_names = {spec: spec.name(prefix) for spec in ENVELOPE_TOPICS}
@@ -162,7 +163,7 @@ class Pipeline:
         self.deadletters_name = DEADLETTER.name(prefix)
         self.default_reply_to = RESPONSES.name(prefix)
         # (tenant/correlation_id) -> {"request_id", "at", "p"}: client retries are not answered twice.
-        self.seen = app.Table("seen", default=None, schema=_table_schema(), partitions=REQUESTS.partitions)
+        self.seen = app.Table("seen", default=None, schema=_table_schema(), partitions=partitions(REQUESTS))
         # request_id -> {"at"}: requests answered on the default reply topic. That topic IS this
         # table's changelog, so the response and the record that it was sent are one write: a
         # worker killed at any point can neither lose the answer nor send it twice after recovery.
@@ -175,32 +176,34 @@ class Pipeline:
                 default=None,
                 beacon=app.tables.beacon,
                 schema=_table_schema(),
-                partitions=RESPONSES.partitions,
+                partitions=partitions(RESPONSES),
                 changelog_topic=app.topic(
-                    self.default_reply_to, schema=_table_schema(), partitions=RESPONSES.partitions
+                    self.default_reply_to, schema=_table_schema(), partitions=partitions(RESPONSES)
                 ),
             )
         )
         # request_id -> {"at", "p"} for answers sent to a client's own reply_to topic; marked right
         # after sending, so a crash in between can at worst repeat such an answer, never lose it.
         self.answered = app.Table(
-            "answered", default=None, schema=_table_schema(), partitions=REQUESTS.partitions
+            "answered", default=None, schema=_table_schema(), partitions=partitions(REQUESTS)
         )
         # tenant/<hash of the normalised request> -> a cached answer (agents/inference/cache.py).
         # Writes go to the changelog partition of the record being handled, and a worker only
         # restores the partitions it is assigned: with several workers a lookup can miss an
         # entry another worker wrote (a miss, never a wrong answer).
-        self.cache = app.Table("cache", default=None, schema=_table_schema(), partitions=ROUTED.partitions)
+        self.cache = app.Table("cache", default=None, schema=_table_schema(), partitions=partitions(ROUTED))
         self.on_stop: list[Callable[[], Awaitable[None]]] = []
         # --- quotas: the admission topic (keyed by tenant) and the admit step's table ---------
         self.admission: TopicT = app.topic(
-            ADMISSION.name(prefix), schema=WireSchema(Admission), partitions=ADMISSION.partitions
+            ADMISSION.name(prefix), schema=WireSchema(Admission), partitions=partitions(ADMISSION)
         )
         self.admission_name = ADMISSION.name(prefix)
         # "t:<tenant>" -> usage (window, spend, reservations); "h:<request_id>" -> that request's
         # hold. Written only while handling an admission record, so the changelog partition is
         # the tenant's. See agents/admission.py.
-        self.quota = app.Table("quota", default=None, schema=_table_schema(), partitions=ADMISSION.partitions)
+        self.quota = app.Table(
+            "quota", default=None, schema=_table_schema(), partitions=partitions(ADMISSION)
+        )
         # --- end quotas ----------------------------------------------------------------------
         # Monitoring hook: called with every event after it is published (Prometheus counters).
         self.event_observers: list[Callable[[Event], None]] = []

@@ -30,11 +30,16 @@ def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_sink(settings: Settings, _: argparse.Namespace) -> int:
-    from sluice.warehouse.sink import main as sink_main
+def _cmd_gateway(settings: Settings, _: argparse.Namespace) -> int:
+    from sluice.serve import run_gateway
 
-    sink_main(settings)
-    return 0
+    return run_gateway(settings)
+
+
+def _cmd_sink(settings: Settings, _: argparse.Namespace) -> int:
+    from sluice.serve import run_sink_process
+
+    return run_sink_process(settings)
 
 
 def _cmd_simulator(settings: Settings, _: argparse.Namespace) -> int:
@@ -66,12 +71,21 @@ def _cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
+def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     from sluice.warehouse.migrate import apply_migrations
 
     applied = apply_migrations(settings)
     names = ", ".join(migration.name for migration in applied) or "none pending"
     print(f"applied {len(applied)} migration(s): {names}")
+    if args.topics:
+        from sluice.bus import TopicLayoutError, ensure_topics
+
+        try:
+            created = asyncio.run(ensure_topics(settings))
+        except TopicLayoutError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"topics on {settings.bootstrap}: {len(created)} created, the rest match the declared layout")
     return 0
 
 
@@ -210,6 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run the pipeline's stage agents")
     worker.add_argument("--loglevel", default="warning")
     worker.set_defaults(run=_cmd_worker)
+    sub.add_parser(
+        "gateway",
+        help="serve the OpenAI-compatible HTTP front door, /dashboard, /healthz, /readyz and /metrics",
+    ).set_defaults(run=_cmd_gateway)
     sub.add_parser("sink", help="mirror events into ClickHouse").set_defaults(run=_cmd_sink)
     sub.add_parser("simulator", help="run the OpenAI-compatible model simulator").set_defaults(
         run=_cmd_simulator
@@ -217,7 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
     broker = sub.add_parser("broker", help="run the embedded Kafka-protocol broker alone")
     broker.add_argument("--port", type=int, default=0)
     broker.set_defaults(run=_cmd_broker)
-    sub.add_parser("migrate", help="apply ClickHouse migrations").set_defaults(run=_cmd_migrate)
+    migrate = sub.add_parser("migrate", help="apply ClickHouse migrations (and create Kafka topics)")
+    migrate.add_argument(
+        "--topics", action="store_true", help="also create missing Kafka topics and check the existing ones"
+    )
+    migrate.set_defaults(run=_cmd_migrate)
     send = sub.add_parser("send", help="send one request and print its response")
     send.add_argument("prompt")
     send.add_argument("--tenant", default="demo")
@@ -249,4 +271,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    sys.exit(args.run(Settings(), args))
+    try:
+        settings = Settings()
+    except ValueError as exc:  # pydantic's ValidationError: name the setting, no traceback
+        print(f"error: invalid settings: {exc}", file=sys.stderr)
+        sys.exit(2)
+    from sluice.bus import TopicLayoutError
+
+    try:
+        sys.exit(args.run(settings, args))
+    except TopicLayoutError as exc:  # a start-up refusal, explained: no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)

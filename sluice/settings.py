@@ -8,7 +8,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -18,6 +18,7 @@ from pydantic_settings import (
 
 from sluice.observability.rules import AlertRule, default_alert_rules
 from sluice.tenants import DEFAULT_TENANT, TenantConfig
+from topics import TopicLayout
 
 EMBEDDED_BROKER_PORT = 9092
 
@@ -39,8 +40,8 @@ class Settings(BaseSettings):
     topic_prefix: str = "sluice."
     clickhouse_dsn: SecretStr | None = Field(default=None, description="chdb://path or http(s)://...")
     clickhouse_database: str = "sluice"
-    http_host: str = "127.0.0.1"
-    http_port: int = 8080
+    http_host: str = Field(default="127.0.0.1", description="Gateway bind address (0.0.0.0 in a container)")
+    http_port: int = Field(default=8080, description="Gateway: /v1, /dashboard, /healthz, /readyz, /metrics")
     models: Path | None = Field(default=None, description="Model catalog; else ./models.toml or built-in.")
     migrations_dir: Path | None = None
 
@@ -92,6 +93,14 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="How long a refused publish is retried before the worker stops"
     )
     worker_datadir: Path | None = None
+    worker_host: str = Field(default="127.0.0.1", description="Worker /healthz, /readyz, /metrics address")
+    worker_port: int = Field(default=0, ge=0, description="Worker health and metrics port; 0: any free port")
+    gateway_drain_delay_s: float = Field(
+        default=0.0, ge=0, description="SIGTERM: serve on this long, /readyz 503, so balancers move away"
+    )
+    drain_timeout_s: float = Field(
+        default=30.0, gt=0, description="SIGTERM: longest wait for in-flight work before stopping anyway"
+    )
 
     # --- infer resilience (retries, circuit breakers) and the response cache ---------------
     infer_deadline_reserve_ms: float = Field(
@@ -116,6 +125,21 @@ class Settings(BaseSettings):
     sink_batch_seconds: float = 0.5
     sink_group: str = "sluice-sink"
     sink_query_port: int = 0
+    sink_host: str = Field(default="127.0.0.1", description="Sink /healthz, /readyz, /metrics bind address")
+    sink_port: int = Field(default=0, ge=0, description="Sink health and metrics port; 0: any free port")
+
+    # --- topic layout (topics/ declares the topics; these override counts and replication) -----
+    stage_partitions: int | None = Field(
+        default=None, ge=1, description="Partitions of the stage topics and sluice.responses; unset: topics/"
+    )
+    topic_partitions: dict[str, int] = Field(
+        default_factory=dict, description='Partitions per other topic by suffix, e.g. {"events": 12}'
+    )
+    topic_replication_factor: int = Field(default=1, ge=1, description="Sluice topics and Faust changelogs")
+    topic_min_insync_replicas: int = Field(default=1, ge=1, description="min.insync.replicas of every topic")
+    table_standby_replicas: int = Field(
+        default=0, ge=0, description="Faust table standbys: a restarted worker's tables are warm elsewhere"
+    )
 
     # --- simulator -----------------------------------------------------------------------
     simulator_host: str = "127.0.0.1"
@@ -155,7 +179,6 @@ class Settings(BaseSettings):
     # --- monitoring: retention, /metrics, alerts, feedback loop (issue #7) ----------------
     raw_ttl_days: int = Field(default=30, ge=1, description="Raw events/requests/feedback retention")
     rollup_ttl_days: int = Field(default=400, ge=1, description="Per-minute rollup retention")
-    worker_metrics_port: int = Field(default=0, description="Worker /metrics; 0: any free port")
     alert_interval_s: float = Field(default=15.0, gt=0, description="Alert evaluation period")
     alert_rules: list[AlertRule] = Field(default_factory=default_alert_rules)
     alert_webhook_url: SecretStr | None = Field(default=None, description="POST each alert transition here")
@@ -179,6 +202,11 @@ class Settings(BaseSettings):
         # Order is precedence: explicit arguments, then env, then sluice.toml.
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
 
+    @model_validator(mode="after")
+    def _layout_is_consistent(self) -> Settings:
+        self.topic_layout  # noqa: B018 - raises ValueError naming the setting that is wrong
+        return self
+
     @field_validator("home")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
@@ -188,6 +216,16 @@ class Settings(BaseSettings):
     def bootstrap(self) -> str:
         """The Kafka bootstrap servers actually used (embedded broker when unset)."""
         return self.kafka_bootstrap or f"127.0.0.1:{self.embedded_broker_port}"
+
+    @cached_property
+    def topic_layout(self) -> TopicLayout:
+        """Partitions and replication of every topic: topics/ declares, these settings override."""
+        return TopicLayout(
+            stage_partitions=self.stage_partitions,
+            partitions=dict(self.topic_partitions),
+            replication_factor=self.topic_replication_factor,
+            min_insync_replicas=self.topic_min_insync_replicas,
+        )
 
     @property
     def uses_embedded_broker(self) -> bool:

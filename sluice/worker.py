@@ -10,6 +10,7 @@ import gc
 import json
 import logging
 import os
+import signal
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ import faust
 
 from sluice.app import Pipeline, StageRegistrar, create_app
 from sluice.bus import ensure_topics
-from sluice.observability.prom import MetricsServer, observe_event, start_metrics_server
+from sluice.edge.http import HealthServer, start_health_server
+from sluice.observability.prom import observe_event
 from sluice.settings import Settings
 from topics import REQUESTS
 
@@ -41,7 +43,17 @@ def build_pipeline(settings: Settings) -> Pipeline:
     pipeline.event_observers.append(observe_event)
     for register in load_stage_registrars():
         register(pipeline)
+    apply_changelog_layout(pipeline.app, settings)
     return pipeline
+
+
+def apply_changelog_layout(app: faust.App, settings: Settings) -> None:
+    """Faust creates its tables' changelog topics itself; give them the configured
+    min.insync.replicas (partitions follow the table, replication the app's setting)."""
+    for table in app.tables.values():
+        topic = table.changelog_topic
+        min_insync = str(settings.topic_min_insync_replicas)
+        topic.config = {**(topic.config or {}), "min.insync.replicas": min_insync}
 
 
 def ready_file(settings: Settings, pid: int | None = None) -> Path:
@@ -49,15 +61,72 @@ def ready_file(settings: Settings, pid: int | None = None) -> Path:
 
 
 class SluiceWorker(faust.Worker):  # type: ignore[misc]
-    """A Faust worker that marks itself ready (a file under SLUICE_HOME/run) once its partitions
-    are assigned and its tables recovered: from then on requests can flow."""
+    """A Faust worker that marks itself ready (a file under SLUICE_HOME/run, and /readyz) once
+    its partitions are assigned and its tables recovered: from then on requests can flow.
+    SIGTERM/SIGINT drain first: stop taking records, let the ones in flight finish and be
+    acked, commit, then Faust's own stop. /healthz, /readyz and /metrics are served on
+    SLUICE_WORKER_HOST:SLUICE_WORKER_PORT from the start (readiness false until ready)."""
 
     def __init__(self, settings: Settings, pipeline: Pipeline, **kwargs: Any) -> None:
         super().__init__(pipeline.app, **kwargs)
         self.sluice_settings = settings
         self.pipeline = pipeline
-        self.metrics: MetricsServer | None = None
+        self.metrics: HealthServer | None = None
+        self.serving = False
+        self.draining = False
         pipeline.app.on_partitions_assigned.connect(self.on_rebalanced)
+
+    async def readiness(self) -> dict[str, bool]:
+        app = self.pipeline.app
+        return {
+            "worker": self.serving,
+            "assigned": self.serving and not app.rebalancing,
+            "tables_recovered": self.serving and app.tables.recovery.completed.is_set(),
+        }
+
+    async def on_first_start(self) -> None:
+        settings = self.sluice_settings
+        self.metrics = await start_health_server(settings.worker_host, settings.worker_port, self.readiness)
+        await super().on_first_start()
+
+    def _on_sigterm(self) -> None:
+        self._drain_then_stop(signal.SIGTERM)
+
+    def _on_sigint(self) -> None:
+        self._drain_then_stop(signal.SIGINT)
+
+    def _drain_then_stop(self, signum: signal.Signals) -> None:
+        if self.draining or not self.serving:  # a second signal, or nothing started: stop now
+            self._schedule_shutdown(signum)
+            return
+        self.draining = True
+        if self.metrics is not None:
+            self.metrics.lifecycle.draining = True
+        self.add_future(self._drain(signum))
+
+    async def _drain(self, signum: signal.Signals) -> None:
+        """Faust's own partition-revoke sequence, applied to the whole assignment: no more
+        fetching, records queued but not started are dropped (not acked, so not committed:
+        the next worker gets them), records started are finished and acked, then committed."""
+        app = self.pipeline.app
+        consumer = app.consumer
+        consumer.stop_flow()
+        app.flow_control.suspend()
+        consumer.pause_partitions(consumer.assignment())
+        app.flow_control.clear()
+        timeout = self.sluice_settings.drain_timeout_s
+        log.info("draining: waiting up to %.0f s for records in flight", timeout)
+        try:
+            await asyncio.wait_for(consumer.wait_empty(), timeout)
+        except TimeoutError:
+            log.warning("drain timed out after %.0f s; unfinished records will be redelivered", timeout)
+        # wait_empty's commit returns without committing when a periodic commit is under way
+        # (Faust lets one coroutine commit at a time); the acks after that one must be committed.
+        await consumer.maybe_wait_for_commit_to_finish()
+        await consumer.force_commit()
+        await app.producer.flush()
+        log.info("drained: records in flight finished and committed")
+        self._schedule_shutdown(signum)
 
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         """Faust's terminal spinner lowers the root logger to DEBUG so it can spin on every record;
@@ -69,11 +138,7 @@ class SluiceWorker(faust.Worker):  # type: ignore[misc]
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()
         settle_garbage_collector()
-        settings = self.sluice_settings
-        try:
-            self.metrics = await start_metrics_server(settings.http_host, settings.worker_metrics_port)
-        except OSError as exc:  # e.g. a fixed port two workers share: run on, unscraped
-            log.error("worker /metrics not served on port %d: %s", settings.worker_metrics_port, exc)
+        self.serving = True
         self.write_ready_file()
 
     def write_ready_file(self) -> None:
@@ -82,7 +147,7 @@ class SluiceWorker(faust.Worker):  # type: ignore[misc]
         settings = self.sluice_settings
         path = ready_file(settings)
         path.parent.mkdir(parents=True, exist_ok=True)
-        metrics_url = self.metrics.url if self.metrics is not None else None
+        metrics_url = f"{self.metrics.url}/metrics" if self.metrics is not None else None
         requests_topic = REQUESTS.name(settings.topic_prefix)
         owned = sorted(
             tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == requests_topic

@@ -488,6 +488,7 @@ def build_app(config: SimulatorConfig) -> web.Application:
     app.router.add_post("/v1/messages", simulator.messages)
     app.router.add_get("/v1/models", simulator.list_models)
     app.router.add_get("/healthz", simulator.healthz)
+    app.router.add_get("/readyz", simulator.healthz)  # nothing to wait for: ready once it listens
     app.router.add_get("/metrics", metrics_handler)  # process metrics, like every Sluice process
     app.router.add_get("/admin/config", simulator.admin_config)
     app.router.add_post("/admin/faults", simulator.admin_faults)
@@ -513,6 +514,17 @@ class SimulatorServer:
     async def close(self) -> None:
         self.simulator.closing.set()
         await self.runner.cleanup()
+
+    async def drain(self, timeout_s: float) -> None:
+        """SIGTERM: stop listening, let calls in flight finish (up to `timeout_s`), then close."""
+        for site in list(self.runner.sites):
+            await site.stop()
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while any(s.in_flight for s in self.simulator.stats.values()):
+            if asyncio.get_running_loop().time() >= deadline:
+                break
+            await asyncio.sleep(0.02)
+        await self.close()
 
 
 async def serve(config: SimulatorConfig, host: str = "127.0.0.1", port: int = 0) -> SimulatorServer:
@@ -549,6 +561,6 @@ def run(settings: Settings) -> None:
         finally:
             for sig in signals:
                 loop.remove_signal_handler(sig)
-            await server.close()
+            await server.drain(settings.drain_timeout_s)
 
     asyncio.run(serve_until_signal())

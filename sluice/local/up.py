@@ -1,9 +1,15 @@
 """`sluice up`: every part on the embedded defaults, as child processes of one supervisor.
 
-Broker (unless SLUICE_KAFKA_BOOTSTRAP), topics, migrations (by the sink), worker, sink,
-simulator (unless the catalog has no simulated model) and the HTTP edge with /healthz.
-Ctrl-C or SIGTERM stops them all; children also die with the supervisor (PDEATHSIG), so no
-orphan is left behind even if the supervisor is killed."""
+Broker (unless SLUICE_KAFKA_BOOTSTRAP), topics, migrations (by the sink), then the same
+commands a deployment runs, `sluice simulator` (unless the catalog has no simulated model),
+`sluice sink` and `sluice worker`, each with its health port chosen here; the gateway (HTTP
+front door, /dashboard, /healthz, /readyz, /metrics) runs in this process through the same
+code as `sluice gateway`, so its /healthz covers every part.
+
+A child that crashes is restarted (at most RESTART_LIMIT times in RESTART_WINDOW_S; Kafka
+redelivers what it had not finished, the idempotent stages make that safe); a child that keeps
+crashing stops everything with exit code 1. Ctrl-C or SIGTERM drains and stops them all;
+children also die with the supervisor (PDEATHSIG), so no orphan is left behind."""
 
 from __future__ import annotations
 
@@ -13,21 +19,20 @@ import signal
 import subprocess
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from aiohttp import web
 
 from sluice.bus import ensure_topics
-from sluice.edge.gateway import Gateway
-from sluice.edge.http import build_http_app
-from sluice.local.broker import EmbeddedBroker, die_with_parent, port_open, start_broker
+from sluice.local.broker import EmbeddedBroker, die_with_parent, free_port, port_open, start_broker
 from sluice.providers.catalog import load_catalog
+from sluice.serve import serve_gateway_process
 from sluice.settings import Settings
-from sluice.tenants import tenant_resolver
-from sluice.warehouse.web import WebDashboard
-from sluice.worker import ready_file
+
+RESTART_LIMIT = 5
+RESTART_WINDOW_S = 60.0
 
 
 @dataclass
@@ -35,6 +40,21 @@ class Child:
     name: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    health_url: str
+    restarts: deque[float] = field(default_factory=deque)
+
+
+@dataclass
+class RestartPolicy:
+    """Restart a crashed child unless it crashed `limit` times within `window_s` seconds."""
+
+    limit: int = RESTART_LIMIT
+    window_s: float = RESTART_WINDOW_S
+
+    def allows(self, history: deque[float], now: float) -> bool:
+        while history and now - history[0] > self.window_s:
+            history.popleft()
+        return len(history) < self.limit
 
 
 @dataclass
@@ -42,27 +62,57 @@ class Supervisor:
     settings: Settings
     children: list[Child] = field(default_factory=list)
     broker: EmbeddedBroker | None = None
+    policy: RestartPolicy = field(default_factory=RestartPolicy)
+    ports: dict[str, int] = field(default_factory=dict)
+
+    def _health_env(self, name: str) -> tuple[dict[str, str], str]:
+        """Environment giving the child a known health port (kept across restarts), and its URL."""
+        if name == "simulator":
+            return {}, self.settings.simulator_url.removesuffix("/v1")
+        port = self.ports.setdefault(name, free_port())
+        return {f"SLUICE_{name.upper()}_HOST": "127.0.0.1", f"SLUICE_{name.upper()}_PORT": str(port)}, (
+            f"http://127.0.0.1:{port}"
+        )
 
     def spawn(self, name: str, *args: str) -> Child:
         log_path = self.settings.home / "logs" / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = log_path.open("ab")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "sluice", name, *args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent,
-            env=os.environ.copy(),
-        )
-        child = Child(name, process, log_path)
+        env, url = self._health_env(name)
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "sluice", name, *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,
+                env={**os.environ, **env},
+            )
+        child = Child(name, process, log_path, url)
         self.children.append(child)
         return child
 
-    def stop_all(self, timeout: float = 10.0) -> None:
+    def restart_crashed(self) -> Child | None:
+        """Restart every child that exited; return one that may not be restarted (None: all fine)."""
+        now = time.monotonic()
+        for index, child in enumerate(list(self.children)):
+            code = child.process.poll()
+            if code is None:
+                continue
+            if not self.policy.allows(child.restarts, now):
+                return child
+            print(f"{child.name} exited with code {code}; restarting (see {child.log_path})", file=sys.stderr)
+            child.restarts.append(now)
+            fresh = self.spawn(child.name)
+            fresh.restarts = child.restarts
+            self.children.pop()  # spawn appended it: it takes the crashed child's place instead
+            self.children[index] = fresh
+        return None
+
+    def stop_all(self, timeout: float | None = None) -> None:
+        """SIGTERM every child (each drains), wait, then SIGKILL what is left."""
         for child in reversed(self.children):
             if child.process.poll() is None:
                 child.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + (timeout or self.settings.drain_timeout_s + 10)
         for child in reversed(self.children):
             remaining = max(deadline - time.monotonic(), 0.1)
             try:
@@ -74,19 +124,11 @@ class Supervisor:
             self.broker.stop()
 
     async def readiness(self) -> dict[str, bool]:
-        settings = self.settings
-        host, _, port = settings.bootstrap.rpartition(":")
+        host, _, port = self.settings.bootstrap.rpartition(":")
         parts = {"broker": port_open(host, int(port))}
         for child in self.children:
-            alive = child.process.poll() is None
-            if child.name == "worker":
-                parts["worker"] = alive and ready_file(settings, child.process.pid).exists()
-            elif child.name == "sink":
-                parts["sink"] = alive and (settings.run_dir / "sink.json").exists()
-            elif child.name == "simulator":
-                parts["simulator"] = alive and await _answers(
-                    f"{settings.simulator_url.removesuffix('/v1')}/healthz"
-                )
+            ready = child.process.poll() is None and await _answers(f"{child.health_url}/readyz")
+            parts[child.name] = ready
         return parts
 
 
@@ -120,37 +162,40 @@ def run_up(settings: Settings) -> int:
         if load_catalog(settings).uses_simulator:
             supervisor.spawn("simulator")
             print(f"simulator  {settings.simulator_url} (simulated models, not real LLMs)", flush=True)
-        supervisor.spawn("sink")
+        sink = supervisor.spawn("sink")
         where = f"{_public_dsn(settings.warehouse_dsn)} database {settings.clickhouse_database!r}"
-        print(f"sink       ClickHouse {where}", flush=True)
-        supervisor.spawn("worker")
-        print("worker     stages validate -> sanitize -> route -> infer -> validate_response", flush=True)
-        gateway = Gateway(settings, resolve_tenant=tenant_resolver(settings.tenants))  # after topics
-        await gateway.start()
+        print(f"sink       ClickHouse {where}; health {sink.health_url}/readyz", flush=True)
+        worker = supervisor.spawn("worker")
+        stages = "validate -> sanitize -> route -> infer -> validate_response"
+        print(f"worker     {stages}; health {worker.health_url}/readyz", flush=True)
+        gateway_stop = asyncio.Event()
 
-        async def readiness() -> dict[str, bool]:
-            return {**await supervisor.readiness(), **await gateway.readiness()}
+        def listening(base: str) -> None:
+            print(f"http       {base}/v1 (OpenAI-compatible), {base}/healthz, {base}/readyz", flush=True)
+            print(f"dashboard  {base}/dashboard, metrics {base}/metrics", flush=True)
+            print(f"logs       {settings.home / 'logs'}", flush=True)
 
-        dashboard = WebDashboard(settings)
-        runner = web.AppRunner(build_http_app(readiness, gateway=gateway, dashboard=dashboard))
-        await runner.setup()
-        await web.TCPSite(runner, settings.http_host, settings.http_port).start()
-        base = f"http://{settings.http_host}:{settings.http_port}"
-        print(f"http       {base}/v1 (OpenAI-compatible), {base}/healthz", flush=True)
-        print(f"dashboard  {base}/dashboard, metrics {base}/metrics", flush=True)
-        print(f"logs       {settings.home / 'logs'}", flush=True)
+        gateway = asyncio.create_task(
+            serve_gateway_process(
+                settings, gateway_stop, extra_readiness=supervisor.readiness, on_listening=listening
+            )
+        )
         announced = False
         try:
             while not stop.is_set():
-                for child in supervisor.children:
-                    if child.process.poll() is not None:
-                        print(
-                            f"{child.name} exited with code {child.process.returncode}; see {child.log_path}",
-                            file=sys.stderr,
-                            flush=True,
-                        )
-                        return 1
-                if not announced and all((await readiness()).values()):
+                if gateway.done():
+                    await gateway  # raises what stopped it
+                    return 1
+                failing = supervisor.restart_crashed()
+                if failing is not None:
+                    print(
+                        f"{failing.name} keeps crashing ({RESTART_LIMIT} restarts in "
+                        f"{RESTART_WINDOW_S:.0f} s); stopping everything. See {failing.log_path}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    return 1
+                if not announced and all((await supervisor.readiness()).values()):
                     announced = True
                     print('ready      try: sluice send "hello"   (Ctrl-C stops everything)', flush=True)
                 try:
@@ -159,8 +204,8 @@ def run_up(settings: Settings) -> int:
                     continue
             return 0
         finally:
-            await runner.cleanup()
-            await gateway.stop()
+            gateway_stop.set()
+            await asyncio.gather(gateway, return_exceptions=True)
 
     try:
         return asyncio.run(main())

@@ -1,5 +1,6 @@
 """`sluice up` as a new user runs it: everything starts, /healthz turns 200, `sluice send` gets an
-ok answer, `sluice dashboard` shows it, and SIGTERM stops every child process."""
+ok answer, `sluice dashboard` shows it, a killed child is restarted, and SIGTERM stops every
+child process."""
 
 from __future__ import annotations
 
@@ -114,6 +115,31 @@ def test_up_send_dashboard_and_clean_stop(tmp_path: Path) -> None:
 
         children = children_of(up.pid)
         assert len(children) >= 3, "simulator, sink and worker run as children"
+
+        # A crashed child is restarted, and requests flow again.
+        worker = next(pid for pid in children if b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes())
+        os.kill(worker, signal.SIGKILL)
+        deadline = time.monotonic() + 90
+        restarted = False
+        while time.monotonic() < deadline and not restarted:
+            assert up.poll() is None, (tmp_path / "up.log").read_text()
+            fresh = [pid for pid in children_of(up.pid) if pid not in children]
+            with contextlib.suppress(httpx.HTTPError):
+                healthy = httpx.get(f"http://127.0.0.1:{http_port}/healthz", timeout=2).status_code == 200
+                restarted = bool(fresh) and healthy
+            time.sleep(0.3)
+        assert restarted, (tmp_path / "up.log").read_text()
+        assert "worker exited with code -9; restarting" in (tmp_path / "up.log").read_text()
+        again = subprocess.run(
+            [sys.executable, "-m", "sluice", "send", "hello again"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            timeout=90,
+            check=False,
+        )
+        assert again.returncode == 0, again.stderr.decode()
+        children = children_of(up.pid)
     finally:
         up.send_signal(signal.SIGTERM)
         up.wait(60)
