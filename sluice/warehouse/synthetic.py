@@ -80,14 +80,23 @@ def synthetic_requests(
                     error_code=rng.choice((ErrorCode.TIMEOUT, ErrorCode.MODEL_UNAVAILABLE))
                     if failed and last
                     else None,
-                    attributes={
-                        "max_tokens": "256",
-                        "question_hash": f"q{question}",
-                        "answer_hash": f"a{answer}",
-                    }
-                    if last and not failed
-                    else {},
+                    attributes=_attributes(stage, last, failed, question, answer, durations[i], rng),
                     summary=summary,
                 )
             )
         yield events
+
+
+def _attributes(
+    stage: Stage, last: bool, failed: bool, question: int, answer: int, duration_ms: float, rng: random.Random
+) -> dict[str, str]:
+    """What the stages record: the final event's analytics; infer's replica (one of two, with a
+    failed call on the way now and then) and the model's latency."""
+    if last and not failed:
+        return {"max_tokens": "256", "question_hash": f"q{question}", "answer_hash": f"a{answer}"}
+    if stage is not Stage.INFER:
+        return {}
+    found = {"deployment": rng.choice(("gpu-a", "gpu-b")), "model_latency_ms": f"{duration_ms:.3f}"}
+    if failed or rng.random() < 0.05:
+        found["deployment_errors"] = rng.choice(("gpu-a", "gpu-b"))
+    return found
