@@ -202,7 +202,31 @@ def _streaming(data: dict[str, Any]) -> str:
     )
 
 
+def _sanitize(data: dict[str, Any]) -> str:
+    test = data["injection"]["by_category"]["test"]
+    latency = data["latency"]
+    return (
+        f"own test split: recall {test['direct']['recall']:.2f} direct, {test['obfuscated']['recall']:.2f} "
+        f"obfuscated, {test['indirect']['recall']:.2f} indirect, false positives "
+        f"{test['benign_hard']['false_positive_rate']:.2f}; PII recall {data['pii']['recall']:.3f}; "
+        f"2 KB prompt CPU p99 {latency['p99_us'] / 1000:.2f} ms; "
+        'public corpora: see "Detectors on public data"'
+    )
+
+
+def _hallucination(data: dict[str, Any]) -> str:
+    test = data["test"]["overall"]
+    return (
+        f"own test split ({test['n']} answers): accuracy {test['accuracy']:.3f}, AUC {test['auc']:.3f}; "
+        f"1 KB answer CPU p99 {data['latency']['cpu_p99_ms']:.1f} ms; public corpora: see "
+        f'"Detectors on public data"'
+    )
+
+
 SUMMARIES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
+    "sanitize": ("prompt-injection and PII detection on labelled prompts; latency", _sanitize),
+    "hallucination": ("groundedness scoring on labelled answers; latency", _hallucination),
+    "sizing": ("the inputs of the sizing guide", lambda _data: "see `docs/scaling.md`, generated from it"),
     "pipeline": ("goodput of one worker (Kafka client path) and overhead over the model call", _pipeline),
     "worker_cpu": ("CPU per request of each process, optional py-spy profile", _worker_cpu),
     "front_door": ("HTTP front door latency over the Kafka client path", _front_door),

@@ -7,7 +7,10 @@ Measures what the issue asks for and writes it to bench/results/sanitize.json:
   * PII recall on generated records (Faker, several locales) and false redactions on benign
     text (the eval set's benign prompts and passages, plus generated numeric look-alikes);
   * latency of sanitizing a 2 KB prompt (p50 / p99), with a CPU calibration figure because
-    this machine is shared and its speed varies.
+    this machine is shared and its speed varies;
+  * one table per public held-out corpus (bench/heldout.py: spikee, agentdojo, raginject), direct and
+    indirect channels apart, for the shipped rules, the learned n-gram model and either of them, and
+    the n-gram model's own latency.
 Needs the `faker` package (bench only; the library does not use it).
 """
 
@@ -31,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from agents.checks.normalize import plain_ascii, token_stats, tokens  # noqa: E402
 from agents.checks.pii import PiiType, find_pii, redact  # noqa: E402
 from agents.checks.sanitizer import Action, sanitize_request  # noqa: E402
+from bench import heldout  # noqa: E402
 
 EVAL_SET = ROOT / "tests" / "data" / "injection_eval.jsonl"
 RESULTS = ROOT / "bench" / "results" / "sanitize.json"
@@ -318,6 +322,8 @@ def main() -> None:
     injection = evaluate_injection()
     pii = evaluate_pii()
     false_redactions = evaluate_false_redactions()
+    public = heldout.injection_tables()
+    model_latency = heldout.injection_model_latency(PROMPT_2KB)
     test = injection["by_category"]["test"]
     overall = injection["by_category"]["all"]
     targets = {
@@ -336,6 +342,10 @@ def main() -> None:
         "pii": pii,
         "false_redactions": false_redactions,
         "latency": latency_before,
+        "public_corpora": public,
+        "learned_model_latency": model_latency,
+        "load_average": list(os.getloadavg()),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "targets": targets,
         "python": sys.version.split()[0],
         "seconds": round(time.time() - started, 1),

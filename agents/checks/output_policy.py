@@ -382,7 +382,8 @@ def _norm_pii(value: str) -> str:
 
 def find_pii_leaks(answer: str, detector: PiiDetector, user_text: str = "") -> list[str]:
     """PII types in the answer that the user did not supply themselves (echoing the user's own email
-    back is fine). Returns types only: values must never reach flags or analytics."""
+    back, or a phone number from a document they asked about, is fine). Returns types only: values
+    must never reach flags or analytics."""
     own = _norm_pii(user_text)
     leaked = []
     for kind, value in detector(answer):
@@ -464,7 +465,8 @@ def check_output(
         if pii_detector is None:
             scores["policy.pii"] = "not_checked"
             return
-        types = find_pii_leaks(answer, pii_detector, user_text)
+        # what the user supplied, in the messages or in the documents they passed, is not a leak
+        types = find_pii_leaks(answer, pii_detector, user_text + "\n" + context_text)
         scores["policy.pii_findings"] = float(len(types))
         if types:
             findings.append(Finding("pii_leak", ",".join(types)))
