@@ -2,7 +2,9 @@
 
 Delivery is at-least-once end to end: offsets are committed only after the batch's rows
 are inserted (and its dead letters published), so a crash or a failing warehouse
-re-delivers instead of losing data, and ReplacingMergeTree keys make re-delivery harmless.
+re-delivers instead of losing data. Re-delivery is harmless because rows go to
+`<table>_incoming` (migration 0007), whose view stores only keys not stored yet: the raw
+tables hold one copy per key and the rollups count it once.
 """
 
 from __future__ import annotations
@@ -58,6 +60,14 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "requests": REQUEST_COLUMNS,
     "feedback": FEEDBACK_COLUMNS,
     "deadletters": DEADLETTER_COLUMNS,
+}
+
+# Where the sink writes each table: the deduplicating entry points of migration 0007.
+INSERT_TARGETS = {
+    "events": "events_incoming",
+    "requests": "requests_incoming",
+    "feedback": "feedback_incoming",
+    "deadletters": "deadletters",
 }
 
 Row = tuple[Any, ...]
@@ -141,6 +151,12 @@ def deadletter_row(letter: DeadLetter) -> Row:
 def columns_of(rows: list[Row]) -> list[list[Any]]:
     """Row tuples -> one list per column, the shape of a column-oriented insert."""
     return [list(column) for column in zip(*rows, strict=True)]
+
+
+def insert_rows(warehouse: Warehouse, table: str, rows: list[Row]) -> int:
+    """Insert one table's rows the way the sink does (through the deduplicating entry point);
+    returns the rows sent. Blocking; the sink calls it in a worker thread."""
+    return warehouse.insert(INSERT_TARGETS[table], columns_of(rows), TABLE_COLUMNS[table])
 
 
 def _parse(model: type[ParsedT], raw: bytes | None) -> tuple[ParsedT | None, str]:
@@ -297,9 +313,7 @@ class Sink:
         async def insert() -> None:
             started = time.monotonic()
             for table in list(pending):
-                written = await self.warehouse.ainsert(
-                    table, columns_of(pending[table]), TABLE_COLUMNS[table]
-                )
+                written = await asyncio.to_thread(insert_rows, self.warehouse, table, pending[table])
                 self.stats.rows_inserted[table] += written
                 SINK_ROWS.labels(table).inc(written)
                 del pending[table]  # a retry re-inserts only the tables that failed

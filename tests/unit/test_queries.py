@@ -26,12 +26,11 @@ from sluice.warehouse.queries import (
 )
 from sluice.warehouse.query_server import build_app, start_query_server
 from sluice.warehouse.sink import (
-    TABLE_COLUMNS,
     Row,
-    columns_of,
     deadletter_row,
     event_row,
     feedback_row,
+    insert_rows,
     request_row,
 )
 
@@ -90,7 +89,7 @@ def stage_event(request_id: str, stage: Stage, duration_ms: float, model: str = 
 
 
 def insert(warehouse: Warehouse, table: str, rows: list[Row]) -> None:
-    warehouse.insert(table, columns_of(rows), TABLE_COLUMNS[table])
+    insert_rows(warehouse, table, rows)
 
 
 @pytest.fixture(scope="module")
@@ -158,10 +157,14 @@ def by(rows: list[dict[str, object]], *keys: str) -> dict[object, dict[str, obje
     return {(row[keys[0]] if len(keys) == 1 else tuple(row[k] for k in keys)): row for row in rows}
 
 
-def test_raw_tables_hold_duplicates_that_final_removes(loaded: Warehouse) -> None:
-    raw = loaded.query("SELECT count() AS n FROM {db}.requests")[0]["n"]
-    final = loaded.query("SELECT count() AS n FROM {db}.requests FINAL")[0]["n"]
-    assert raw == 15 and final == 7
+def test_raw_tables_store_one_copy_of_each_redelivered_row(loaded: Warehouse) -> None:
+    counts = {
+        table: loaded.query(f"SELECT count() AS n, uniqExact({key}) AS keys FROM {{db}}.{table}")[0]
+        for table, key in (("requests", "request_id"), ("events", "event_id"), ("feedback", "feedback_id"))
+    }
+    assert counts["requests"] == {"n": 7, "keys": 7}  # 15 rows sent: everything twice, r3 three times
+    assert counts["events"] == {"n": 12, "keys": 12}
+    assert counts["feedback"] == {"n": 3, "keys": 3}
 
 
 def test_dashboard(loaded: Warehouse) -> None:
@@ -198,9 +201,9 @@ def test_stage_latency(loaded: Warehouse) -> None:
     assert stages == sorted(stages, key=[s.value for s in Stage].index), "pipeline order"
     table = by(rows, "stage", "model")
     assert table[("infer", "a")]["events"] == 2
-    assert table[("infer", "a")]["p50_ms"] == 200.0
-    assert table[("validate", "")]["events"] == 3  # r1, r2 and the rejected r6 (5 ms)
-    assert table[("validate", "")]["p50_ms"] == 4.0
+    assert 100.0 <= float(str(table[("infer", "a")]["p50_ms"])) <= 300.0  # t-digest of 100 and 300
+    assert table[("validate", "(none)")]["events"] == 3  # r1, r2 and the rejected r6 (5 ms)
+    assert table[("validate", "(none)")]["p50_ms"] == 4.0
     assert table[("route", "a")]["events"] == 1
     assert table[("validate_response", "a")]["events"] == 3  # r1, r2 and r3 once despite re-processing
     assert table[("infer", "b")]["errors"] == 1
