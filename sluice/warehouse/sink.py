@@ -16,7 +16,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import httpx
@@ -74,9 +74,19 @@ Row = tuple[Any, ...]
 ParsedT = TypeVar("ParsedT", Event, Feedback, DeadLetter)
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MILLISECOND = timedelta(milliseconds=1)
+
+
 def _utc(value: datetime) -> datetime:
     """Naive datetimes on the wire are taken as UTC."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _ms(value: datetime) -> int:
+    """Milliseconds since the epoch (UTC; naive = UTC): what a DateTime64(3) column stores.
+    The client sends integers as they are, a datetime costs it a conversion per value."""
+    return (_utc(value) - EPOCH) // MILLISECOND
 
 
 def _clamp(value: int, low: int, high: int) -> int:
@@ -100,7 +110,7 @@ def event_row(event: Event) -> Row:
     error_code = event.error_code.value if event.error_code else ""
     return (
         event.event_id, event.request_id, event.correlation_id, event.tenant, event.stage.value,
-        event.status, _utc(event.ts), event.duration_ms, event.model or "",
+        event.status, _ms(event.ts), event.duration_ms, event.model or "",
         _clamp(event.prompt_tokens, 0, UINT32_MAX), _clamp(event.completion_tokens, 0, UINT32_MAX),
         event.cost_usd, event.cached, error_code, list(event.flags), dict(event.attributes),
         event.cache_savings_usd, event.routing_savings_usd,
@@ -115,8 +125,8 @@ def request_row(event: Event) -> Row | None:
         return None
     error_code = event.error_code.value if event.error_code else ""
     return (
-        event.request_id, event.correlation_id, event.tenant, _utc(summary.received_at),
-        _utc(summary.finished_at), summary.status.value, event.model or "",
+        event.request_id, event.correlation_id, event.tenant, _ms(summary.received_at),
+        _ms(summary.finished_at), summary.status.value, event.model or "",
         _clamp(event.prompt_tokens, 0, UINT32_MAX), _clamp(event.completion_tokens, 0, UINT32_MAX),
         event.cost_usd, event.cached, summary.latency_ms, summary.groundedness, summary.hallucination,
         summary.schema_valid, error_code, list(event.flags), event.stage.value, event.event_id,
@@ -137,14 +147,14 @@ def feedback_row(feedback: Feedback, partition: int, offset: int, ts: datetime) 
     """feedback_id is the record's position, so a redelivered record replaces its row."""
     return (
         f"{partition}:{offset}", feedback.request_id, feedback.tenant, feedback.rating, feedback.label,
-        feedback.comment or "", _utc(ts),
+        feedback.comment or "", _ms(ts),
     )  # fmt: skip
 
 
 def deadletter_row(letter: DeadLetter) -> Row:
     return (
         letter.reason, letter.source_topic, _clamp(letter.partition, INT32_MIN, INT32_MAX),
-        _clamp(letter.offset, INT64_MIN, INT64_MAX), letter.stage, _utc(letter.ts), letter.raw_base64,
+        _clamp(letter.offset, INT64_MIN, INT64_MAX), letter.stage, _ms(letter.ts), letter.raw_base64,
     )  # fmt: skip
 
 
@@ -153,10 +163,15 @@ def columns_of(rows: list[Row]) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)]
 
 
+def insert_columns(warehouse: Warehouse, table: str, columns: list[list[Any]]) -> int:
+    """Insert one table's values (one list per column of TABLE_COLUMNS[table]) through its
+    deduplicating entry point; returns the rows sent. Blocking."""
+    return warehouse.insert(INSERT_TARGETS[table], columns, TABLE_COLUMNS[table])
+
+
 def insert_rows(warehouse: Warehouse, table: str, rows: list[Row]) -> int:
-    """Insert one table's rows the way the sink does (through the deduplicating entry point);
-    returns the rows sent. Blocking; the sink calls it in a worker thread."""
-    return warehouse.insert(INSERT_TARGETS[table], columns_of(rows), TABLE_COLUMNS[table])
+    """Insert one table's rows the way the sink does; the sink calls it in a worker thread."""
+    return insert_columns(warehouse, table, columns_of(rows))
 
 
 def _parse(model: type[ParsedT], raw: bytes | None) -> tuple[ParsedT | None, str]:

@@ -145,10 +145,77 @@ DROP TABLE IF EXISTS {db}.events_before_0007;
 DROP TABLE IF EXISTS {db}.requests_before_0007;
 DROP TABLE IF EXISTS {db}.feedback_before_0007;
 
--- The sink's insert targets: nothing is stored here, the views below pass rows on.
-CREATE TABLE IF NOT EXISTS {db}.events_incoming AS {db}.events ENGINE = Null;
-CREATE TABLE IF NOT EXISTS {db}.requests_incoming AS {db}.requests ENGINE = Null;
-CREATE TABLE IF NOT EXISTS {db}.feedback_incoming AS {db}.feedback ENGINE = Null;
+-- The sink's insert targets: nothing is stored here, the views below pass rows on. Text
+-- columns are plain String (the views convert to LowCardinality in the engine): the client
+-- then sends them without building a dictionary per block in Python, twice as fast.
+CREATE TABLE IF NOT EXISTS {db}.events_incoming
+(
+    event_id            String,
+    request_id          String,
+    correlation_id      String,
+    tenant              String,
+    stage               String,
+    status              String,
+    ts                  DateTime64(3, 'UTC'),
+    duration_ms         Float64,
+    model               String,
+    prompt_tokens       UInt32,
+    completion_tokens   UInt32,
+    cost_usd            Float64,
+    cached              Bool,
+    cache_savings_usd   Float64 DEFAULT 0,
+    routing_savings_usd Float64 DEFAULT 0,
+    error_code          String,
+    flags               Array(String),
+    attributes          Map(String, String),
+    inserted_at         DateTime64(6, 'UTC') DEFAULT now64(6)
+)
+ENGINE = Null;
+
+CREATE TABLE IF NOT EXISTS {db}.requests_incoming
+(
+    request_id          String,
+    correlation_id      String,
+    tenant              String,
+    received_at         DateTime64(3, 'UTC'),
+    finished_at         DateTime64(3, 'UTC'),
+    status              String,
+    model               String,
+    route               String DEFAULT '',
+    arm                 String DEFAULT '',
+    prompt_tokens       UInt32,
+    completion_tokens   UInt32,
+    max_tokens          UInt32 DEFAULT 0,
+    cost_usd            Float64,
+    cached              Bool,
+    cache_savings_usd   Float64 DEFAULT 0,
+    routing_savings_usd Float64 DEFAULT 0,
+    latency_ms          Float64,
+    groundedness        Nullable(Float64),
+    hallucination       Nullable(Bool),
+    schema_valid        Nullable(Bool),
+    error_code          String,
+    flags               Array(String),
+    stage               String,
+    event_id            String,
+    inserted_at         DateTime64(6, 'UTC') DEFAULT now64(6),
+    question_hash       String DEFAULT '',
+    answer_hash         String DEFAULT ''
+)
+ENGINE = Null;
+
+CREATE TABLE IF NOT EXISTS {db}.feedback_incoming
+(
+    feedback_id String,
+    request_id  String,
+    tenant      String,
+    rating      Int8,
+    label       String,
+    comment     String,
+    ts          DateTime64(3, 'UTC'),
+    inserted_at DateTime64(6, 'UTC') DEFAULT now64(6)
+)
+ENGINE = Null;
 
 -- Inside a materialized view, `<table>_incoming` stands for the inserted block only.
 CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.events_dedup_mv TO {db}.events AS
