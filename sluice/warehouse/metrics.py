@@ -24,15 +24,17 @@ FILL = "@FILL@"
 GRAINS = {
     "minute": {
         "@WINDOW@": "t.minute >= toStartOfMinute(now() - toIntervalMinute({minutes:UInt32}))",
-        "@FILL@": "ORDER BY minute WITH FILL FROM toStartOfMinute(now() - toIntervalMinute({minutes:UInt32})) "
-        "TO toStartOfMinute(now()) + 60 STEP 60",
+        "@FILL@": "ORDER BY minute WITH FILL"
+        " FROM toStartOfMinute(now() - toIntervalMinute({minutes:UInt32}))"
+        " TO toStartOfMinute(now()) + 60 STEP 60",
         "@T@": "t.minute",
         "_@G@ ": "_minute ",
     },
     "hour": {
         "@WINDOW@": "t.hour >= toStartOfHour(now() - toIntervalMinute({minutes:UInt32}))",
-        "@FILL@": "ORDER BY minute WITH FILL FROM toStartOfHour(now() - toIntervalMinute({minutes:UInt32})) "
-        "TO toStartOfHour(now()) + 3600 STEP 3600",
+        "@FILL@": "ORDER BY minute WITH FILL"
+        " FROM toStartOfHour(now() - toIntervalMinute({minutes:UInt32}))"
+        " TO toStartOfHour(now()) + 3600 STEP 3600",
         "@T@": "t.hour",
         "_@G@ ": "_hour ",
     },

@@ -172,7 +172,9 @@ class AlertEvaluator:
         if rule.metric == "consumer_lag":
             return self.lag.worst if self.lag is not None else None
         query = ALERT_METRICS[rule.metric].query
-        rows = await self.warehouse.aquery(query.sql_for(rule.window_minutes), {"minutes": rule.window_minutes})
+        rows = await self.warehouse.aquery(
+            query.sql_for(rule.window_minutes), {"minutes": rule.window_minutes}
+        )
         return _number(rows[0]["value"]) if rows else None
 
     async def evaluate(self) -> list[Alert]:

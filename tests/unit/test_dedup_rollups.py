@@ -145,19 +145,23 @@ def test_rollups_agree_with_the_raw_tables(pair: tuple[Warehouse, Warehouse], gr
     assert stages["n"] == events["n"]
     ratings = _one(warehouse, "SELECT count() AS n, sum(rating) AS total FROM {db}.feedback")
     rolled_ratings = _one(
-        warehouse, f"SELECT sum(t.messages) AS n, sum(t.rating_sum) AS total FROM {{db}}.feedback_{grain} AS t"
+        warehouse,
+        f"SELECT sum(t.messages) AS n, sum(t.rating_sum) AS total FROM {{db}}.feedback_{grain} AS t",
     )
     assert (rolled_ratings["n"], rolled_ratings["total"]) == (ratings["n"], ratings["total"])
     answered = _one(
         warehouse,
-        "SELECT count() AS n FROM {db}.requests WHERE status = 'ok' AND question_hash != '' AND answer_hash != ''",
+        "SELECT count() AS n FROM {db}.requests"
+        " WHERE status = 'ok' AND question_hash != '' AND answer_hash != ''",
     )
     assert _one(warehouse, "SELECT sum(t.requests) AS n FROM {db}.answers_hour AS t")["n"] == answered["n"]
 
 
 def test_every_rating_found_its_request(pair: tuple[Warehouse, Warehouse]) -> None:
     _, warehouse = pair
-    unmatched = _one(warehouse, "SELECT countIf(model = '' OR route = '') AS n, count() AS total FROM {db}.feedback")
+    unmatched = _one(
+        warehouse, "SELECT countIf(model = '' OR route = '') AS n, count() AS total FROM {db}.feedback"
+    )
     assert unmatched["total"] and unmatched["n"] == 0
 
 
@@ -169,10 +173,13 @@ def test_a_one_hour_window_prunes_partitions_and_granules(pair: tuple[Warehouse,
         for row in warehouse.query(f"EXPLAIN indexes = 1 SELECT count() FROM {{db}}.events {where}")
     )
     assert "Partition" in plan and "PrimaryKey" in plan and "toStartOfHour(ts)" in plan
-    estimate = warehouse.query(f"EXPLAIN ESTIMATE SELECT stage, count() FROM {{db}}.events {where} GROUP BY stage")
+    estimate = warehouse.query(
+        f"EXPLAIN ESTIMATE SELECT stage, count() FROM {{db}}.events {where} GROUP BY stage"
+    )
     to_read = sum(int(row["rows"]) for row in estimate)
     # The test's parts hold one granule each, so pruning shows as whole days left unread.
-    recent = _one(warehouse, "SELECT count() AS n FROM {db}.events WHERE ts >= now64(3) - toIntervalDay(2)")["n"]
+    two_days = "SELECT count() AS n FROM {db}.events WHERE ts >= now64(3) - toIntervalDay(2)"
+    recent = _one(warehouse, two_days)["n"]
     total = _one(warehouse, "SELECT count() AS n FROM {db}.events")["n"]
     assert isinstance(recent, int) and isinstance(total, int) and recent < total
     assert 0 < to_read <= recent, (to_read, recent, total)

@@ -106,7 +106,13 @@ def loaded(tmp_path_factory: pytest.TempPathFactory, chdb_dsn: str) -> Iterator[
     ]
     load(warehouse, events)
     # The last rating names globex's request from another tenant: it must not count for b1.
-    ratings = [("a1", "acme", 1), ("a2", "acme", -1), ("a3", "acme", -1), ("b1", "globex", 1), ("b1", "acme", -1)]
+    ratings = [
+        ("a1", "acme", 1),
+        ("a2", "acme", -1),
+        ("a3", "acme", -1),
+        ("b1", "globex", 1),
+        ("b1", "acme", -1),
+    ]
     insert(
         warehouse,
         "feedback",
