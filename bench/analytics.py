@@ -43,6 +43,7 @@ from sluice.warehouse.sink import TABLE_COLUMNS, insert_columns
 from sluice.warehouse.web import read_dashboard
 
 RESULTS = Path(__file__).resolve().parent / "results"
+README_BEGIN, README_END = "<!-- analytics:begin -->", "<!-- analytics:end -->"
 WINDOWS = {"1h": 60, "24h": 24 * 60, "7d": 7 * 24 * 60}
 STAGES = ("validate", "sanitize", "route", "infer", "validate_response")
 ROUTES = ("simple", "general", "hard", "code", "long")
@@ -395,6 +396,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--path", help="data directory (default: a new temporary one)")
     parser.add_argument("--report-only", action="store_true", help="only rewrite the .txt from the .json")
+    parser.add_argument("--readme", action="store_true", help="also put the table into README.md")
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "analytics.json"
@@ -407,6 +409,11 @@ def main() -> None:
         out.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
     lines = table(runs)
     (RESULTS / "analytics.txt").write_text("\n".join(lines) + "\n")
+    if args.readme:
+        readme = RESULTS.parents[1] / "README.md"
+        text = readme.read_text()
+        begin, end = text.index(README_BEGIN) + len(README_BEGIN), text.index(README_END)
+        readme.write_text(text[:begin] + "\n" + "\n".join(lines) + "\n" + text[end:])
     print("\n".join(lines))
 
 
