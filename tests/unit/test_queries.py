@@ -7,6 +7,7 @@ import json
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -33,6 +34,7 @@ from sluice.warehouse.sink import (
     insert_rows,
     request_row,
 )
+from sluice.warehouse.web import SERIES, TABLES, read_dashboard
 
 NOW = datetime.now(UTC)
 
@@ -269,3 +271,20 @@ def test_open_for_reading_opens_directly_without_a_sink(loaded: Warehouse, setti
     with open_for_reading(here) as reader:
         assert isinstance(reader, DirectReader)
         assert by(reader.rows("dashboard", 60), "model")["a"]["requests"] == 3
+
+
+async def test_web_dashboard_data_holds_every_panel(loaded: Warehouse, settings: Settings) -> None:
+    here = settings.with_overrides(clickhouse_database=loaded.database)
+    server = await start_query_server(here, loaded)
+    try:
+        for minutes in (60, 7 * 24 * 60):  # minute rollups, then hourly ones
+            data = await asyncio.to_thread(read_dashboard, here, minutes)
+            assert set(data["tables"]) == set(TABLES) and data["minutes"] == minutes
+            for name in SERIES:
+                assert data[name] == run_query(loaded, name, minutes)
+            assert data["tables"]["models"] == run_query(loaded, "models", minutes)
+            steps = {60: 60, 7 * 24 * 60: 3600}[minutes]
+            times = [datetime.fromisoformat(row["minute"]) for row in data["timeseries"]]
+            assert {(b - a).total_seconds() for a, b in pairwise(times)} == {steps}
+    finally:
+        await server.stop()
