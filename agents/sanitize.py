@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from agents.checks.sanitizer import Action, SanitizeOutcome, SanitizePolicy, sanitize_request
+from agents.compiled import PerTenantConfig
 from schemas import ChatMessage, ContextPassage, Envelope, ErrorCode, Stage, Status
 from sluice.outcome import Outcome, fail, forward
 from sluice.tenants import TenantConfig
@@ -19,16 +20,13 @@ from sluice.tenants import TenantConfig
 STAGE = Stage.SANITIZE
 STORED_TEXT_LIMIT = 2000
 
-_POLICIES: dict[str, SanitizePolicy] = {}
+
+def _compile_sanitize_policy(tenant: TenantConfig) -> SanitizePolicy:
+    return SanitizePolicy().override(tenant.input.policy)
 
 
-def sanitize_policy(tenant: TenantConfig) -> SanitizePolicy:
-    """The sanitizer policy for a tenant (built once per distinct configuration)."""
-    key = tenant.input.model_dump_json()
-    policy = _POLICIES.get(key)
-    if policy is None:
-        policy = _POLICIES[key] = SanitizePolicy().override(tenant.input.policy)
-    return policy
+# The sanitizer policy for a tenant, compiled once per configuration.
+sanitize_policy = PerTenantConfig(_compile_sanitize_policy)
 
 
 def sanitize(envelope: Envelope, now: datetime, *, tenant: TenantConfig | None = None) -> Outcome:

@@ -13,6 +13,7 @@ from datetime import datetime
 from agents.checks.output_policy import OutputPolicy, PiiDetector
 from agents.checks.pii import find_pii, restore
 from agents.checks.review import Action, ResponsePolicy, ReviewInput, ReviewOutcome, review_response
+from agents.compiled import PerTenantConfig
 from schemas import ChatMessage, Checks, Envelope, ErrorCode, ErrorInfo, RouteDecision, Stage, Status, Usage
 from sluice.outcome import Identity, Outcome, Spend, fail, finish, forward
 from sluice.providers.catalog import Catalog, ModelEntry
@@ -21,18 +22,6 @@ from sluice.tenants import TenantConfig
 STAGE = Stage.VALIDATE_RESPONSE
 TIER_ORDER = {"small": 0, "medium": 1, "large": 2}
 UNUSABLE = {"empty", "schema_invalid"}  # checks whose failure leaves no answer worth sending
-
-
-_POLICIES: dict[str, ResponsePolicy] = {}
-
-
-def response_policy(tenant: TenantConfig) -> ResponsePolicy:
-    """The review library's policy for a tenant's configuration (built once per config)."""
-    key = tenant.model_dump_json()
-    policy = _POLICIES.get(key)
-    if policy is None:
-        policy = _POLICIES[key] = _build_policy(tenant)
-    return policy
 
 
 def _build_policy(tenant: TenantConfig) -> ResponsePolicy:
@@ -54,6 +43,9 @@ def _build_policy(tenant: TenantConfig) -> ResponsePolicy:
         safe_message=rules.safe_message,
     )
 
+
+# The review library's policy for a tenant, compiled once per configuration.
+response_policy = PerTenantConfig(_build_policy)
 
 _NOT_WORD = re.compile(r"[\W_]+")
 

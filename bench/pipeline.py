@@ -1,6 +1,7 @@
-"""Pipeline benchmark (run by hand): sustained throughput of ONE worker, and pipeline overhead
-(end-to-end latency minus model time) at 100 req/s, against the simulator with 0 ms and with
-1 s model latency. Everything real: Tansu broker, worker process, simulator over HTTP.
+"""Pipeline benchmark (run by hand): sustained goodput (successful answers per second) of ONE
+worker, and pipeline overhead (end-to-end latency minus model time) at 100 req/s, against the
+simulator with 0 ms and with 1 s model latency. Everything real: Tansu broker, worker process,
+simulator over HTTP.
 
     .venv/bin/python bench/pipeline.py [--quick]
 
@@ -137,8 +138,8 @@ def run_case(model_latency_ms: float, args: argparse.Namespace) -> dict[str, Any
         latencies = sustained.pop("_latencies")
         print(
             f"offered {args.rate} req/s for {args.duration}s: answered {sustained['answered']}/"
-            f"{sustained['sent']} at {sustained['throughput_rps']} req/s "
-            f"(ratio to offered {sustained['throughput_rps'] / args.rate:.2f}); "
+            f"{sustained['sent']}, {sustained['succeeded']} successfully; goodput {sustained['goodput_rps']} "
+            f"req/s (ratio to offered {sustained['goodput_rps'] / args.rate:.2f}); "
             f"latency p50/p95/p99 {percentile(latencies, 50):.0f}/{percentile(latencies, 95):.0f}/"
             f"{percentile(latencies, 99):.0f} ms",
             flush=True,

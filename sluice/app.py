@@ -7,10 +7,12 @@ import asyncio
 import base64
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
 
 import faust
+from aiokafka.errors import KafkaError
 from faust.sensors.monitor import Monitor
 from faust.types import TopicT
 
@@ -35,6 +37,25 @@ from topics import (
 log = logging.getLogger("sluice.app")
 
 ENVELOPE_TOPICS: tuple[TopicSpec, ...] = (VALIDATED, SANITIZED, ROUTED, INFERRED)
+
+
+PUBLISH_BACKOFF_FIRST_S = 0.05
+PUBLISH_BACKOFF_MAX_S = 2.0
+
+
+class PublishFailed(RuntimeError):
+    """The broker kept refusing an outcome: its input must not be acked (the worker stops, and
+    the input is delivered again after the restart)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record to publish: topic, key, a value for the codec, optional headers."""
+
+    topic: str
+    key: bytes
+    value: Any
+    headers: list[tuple[str, bytes]] | None = None
 
 
 class QuietMonitor(Monitor):
@@ -65,6 +86,25 @@ class QuietMonitor(Monitor):
 
     def on_send_completed(self, producer: Any, state: Any, metadata: Any) -> None:
         return None
+
+
+class ReplyLedger(faust.Table):  # type: ignore[misc]
+    """The replies table: its changelog is the default reply topic, whose records are Responses
+    keyed by correlation_id. Recovery re-keys each one by its request_id, so the ledger answers
+    "was this request answered?" whatever correlation_id (or tenant) it had. A record that is
+    not a Response is skipped: one bad record must not stop a worker from starting."""
+
+    def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
+        now = time.time()
+        for event in batch:
+            value = event.value
+            request_id = value.get("request_id") if isinstance(value, Mapping) else None
+            if isinstance(request_id, str):
+                self.data[request_id] = {"at": now}
+            elif value is not None:
+                log.warning(
+                    "reply topic record at offset %s is not a response; skipped", event.message.offset
+                )
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -123,17 +163,23 @@ class Pipeline:
         self.default_reply_to = RESPONSES.name(prefix)
         # (tenant/correlation_id) -> {"request_id", "at", "p"}: client retries are not answered twice.
         self.seen = app.Table("seen", default=None, schema=_table_schema(), partitions=REQUESTS.partitions)
-        # correlation_id -> the Response sent on the default reply topic. That topic IS this table's
-        # changelog, so the response and the record that it was sent are one write: a worker
-        # killed at any point can neither lose the answer nor send it twice after recovery.
-        self.replies = app.Table(
-            "replies",
-            default=None,
-            schema=_table_schema(),
-            partitions=RESPONSES.partitions,
-            changelog_topic=app.topic(
-                self.default_reply_to, schema=_table_schema(), partitions=RESPONSES.partitions
-            ),
+        # request_id -> {"at"}: requests answered on the default reply topic. That topic IS this
+        # table's changelog, so the response and the record that it was sent are one write: a
+        # worker killed at any point can neither lose the answer nor send it twice after recovery.
+        # Keyed by request_id, never by the client-chosen correlation_id, so two tenants that pick
+        # the same correlation_id cannot shadow each other's answer.
+        self.replies = app.tables.add(
+            ReplyLedger(
+                app,
+                name="replies",
+                default=None,
+                beacon=app.tables.beacon,
+                schema=_table_schema(),
+                partitions=RESPONSES.partitions,
+                changelog_topic=app.topic(
+                    self.default_reply_to, schema=_table_schema(), partitions=RESPONSES.partitions
+                ),
+            )
         )
         # request_id -> {"at", "p"} for answers sent to a client's own reply_to topic; marked right
         # after sending, so a crash in between can at worst repeat such an answer, never lose it.
@@ -158,6 +204,10 @@ class Pipeline:
         # --- end quotas ----------------------------------------------------------------------
         # Monitoring hook: called with every event after it is published (Prometheus counters).
         self.event_observers: list[Callable[[Event], None]] = []
+        # Tests only: called with every record before it is handed to the producer; raising
+        # makes that send fail, as a broker refusal would.
+        self.fault_injector: Callable[[Record], None] | None = None
+        self.publish_failures = 0
 
     def envelope_topic(self, spec: TopicSpec) -> TopicT:
         return self.envelopes[spec]
@@ -169,52 +219,104 @@ class Pipeline:
     async def send(
         self, topic: str, key: bytes, value: Any, headers: list[tuple[str, bytes]] | None = None
     ) -> None:
-        """Encode with the one codec and hand straight to the producer. Faust's Topic.send wraps
-        every message in channel futures and callbacks; skipping that halves the send cost, and
-        Faust still flushes this producer before it commits offsets."""
-        await self.app.producer.send(topic, key, encode(value), None, None, headers)
+        """Publish one record and return once the broker has it (see `deliver`)."""
+        await self.deliver([Record(topic, key, value, headers)])
 
-    def already_answered(self, correlation_id: str, request_id: str) -> bool:
-        reply = self.replies.data.get(correlation_id)
-        if isinstance(reply, Mapping) and reply.get("request_id") == request_id:
-            return True
-        return self.answered.data.get(request_id) is not None
+    async def deliver(self, records: Sequence[Record]) -> None:
+        """Publish records and return only once the broker has acknowledged every one of them.
 
-    async def publish(self, outcome: Outcome, next_topic: TopicSpec | None = None) -> None:
-        """Send what a stage decided. A final response is sent at most once per request_id."""
+        Callers ack the input record after this returns, so an input is never committed before
+        its outcome is safely on Kafka. Records go straight to the producer, encoded with the
+        one codec (Faust's Topic.send wraps each in channel futures and callbacks: twice the
+        cost). A record the broker refused is sent again with backoff; after
+        `publish_retry_s` this raises `PublishFailed`, and the caller must not ack."""
+        pending = list(records)
+        delay = PUBLISH_BACKOFF_FIRST_S
+        give_up_at = time.monotonic() + self.settings.publish_retry_s
+        while True:
+            deliveries = [await self._enqueue(record) for record in pending]
+            results = await asyncio.gather(*deliveries, return_exceptions=True)
+            failed = [
+                (record, result)
+                for record, result in zip(pending, results, strict=True)
+                if isinstance(result, BaseException)
+            ]
+            if not failed:
+                return
+            self.publish_failures += len(failed)
+            first_error = failed[0][1]
+            if time.monotonic() + delay > give_up_at:
+                raise PublishFailed(f"{len(failed)} record(s) not accepted by the broker: {first_error!r}")
+            log.warning(
+                "%d record(s) not accepted by the broker (%r); sending again", len(failed), first_error
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, PUBLISH_BACKOFF_MAX_S)
+            pending = [record for record, _ in failed]
+
+    async def _enqueue(self, record: Record) -> asyncio.Future[Any]:
+        """The producer's delivery future for one record; a refusal at enqueue time is a failed
+        future too, so `deliver` retries both kinds the same way."""
+        try:
+            if self.fault_injector is not None:
+                self.fault_injector(record)
+            return cast(
+                "asyncio.Future[Any]",
+                await self.app.producer.send(
+                    record.topic, record.key, encode(record.value), None, None, record.headers
+                ),
+            )
+        except (KafkaError, OSError) as exc:  # handed to `deliver`, which logs it and retries or raises
+            failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            failed.set_exception(exc)
+            return failed
+
+    def already_answered(self, request_id: str) -> bool:
+        """Was this request's final response already sent (on any reply topic)?"""
+        replies, answered = self.replies.data, self.answered.data
+        return replies.get(request_id) is not None or answered.get(request_id) is not None
+
+    async def publish(
+        self, outcome: Outcome, next_topic: TopicSpec | None = None, *, earlier: Sequence[Event] = ()
+    ) -> None:
+        """Send what a chain decided: the last stage's forward or final response, then the events
+        of every stage it ran (`earlier`, then the outcome's own). Returns once all of it is on
+        Kafka. A final response is sent at most once per request_id."""
         key = outcome.event.correlation_id.encode()
+        records: list[Record] = []
         response = outcome.response
+        answered_mark: tuple[str, dict[str, Any]] | None = None
         if response is not None:
-            if self.already_answered(response.correlation_id, response.request_id):
+            if self.already_answered(response.request_id):
                 log.info("request %s was already answered; dropping redelivered outcome", response.request_id)
                 return
             reply_to = outcome.reply_to or self.default_reply_to
-            headers = [("correlation_id", key)]
+            # Claimed before the first await, so concurrent copies cannot both send.
             if reply_to == self.default_reply_to:
-                # Claimed before the first await, so concurrent copies cannot both send.
-                self.replies.data[response.correlation_id] = {
-                    "request_id": response.request_id,
-                    "at": time.time(),
-                }
-                await self.settle(outcome)
-                await self.send(reply_to, key, response, headers)
+                self.replies.data[response.request_id] = {"at": time.time()}
             else:
                 mark = {"at": time.time(), "p": _current_partition()}
                 self.answered.data[response.request_id] = mark
-                await self.settle(outcome)
-                await self.send(reply_to, key, response, headers)
-                self.answered.send_changelog(mark["p"], response.request_id, mark)
+                answered_mark = (response.request_id, mark)
+            await self.settle(outcome)
+            records.append(Record(reply_to, key, response, [("correlation_id", key)]))
         elif outcome.forward is not None:
             if next_topic is None:
                 raise ValueError("a forwarding outcome needs the next stage's topic")
             if next_topic is ADMISSION:  # quotas: re-keyed by tenant, so its decisions are ordered
                 admission = Admission(request=outcome.forward)
-                await self.send(self.admission_name, outcome.forward.tenant.encode(), admission)
+                records.append(Record(self.admission_name, outcome.forward.tenant.encode(), admission))
             else:
-                await self.send(self.envelope_names[next_topic], key, outcome.forward)
-        await self.send(self.events_name, key, outcome.event)
-        for observe in self.event_observers:
-            observe(outcome.event)
+                records.append(Record(self.envelope_names[next_topic], key, outcome.forward))
+        events = (*earlier, outcome.event)
+        records.extend(Record(self.events_name, key, event) for event in events)
+        await self.deliver(records)
+        if answered_mark is not None:
+            request_id, mark = answered_mark
+            self.answered.send_changelog(mark["p"], request_id, mark)
+        for event in events:
+            for observe in self.event_observers:
+                observe(event)
 
     # --- quotas ------------------------------------------------------------------------------
     def has_quota(self, tenant: str) -> bool:
@@ -229,7 +331,7 @@ class Pipeline:
         if outcome.response is None or not self.has_quota(outcome.response.tenant):
             return  # most tenants have no limits: nothing to settle, nothing to build
         settlement = settlement_of(outcome)
-        if settlement is not None:
+        if settlement is not None:  # delivered before the response is even sent
             await self.send(self.admission_name, settlement.tenant.encode(), Admission(settlement=settlement))
 
     # --- end quotas ----------------------------------------------------------------------------

@@ -79,6 +79,18 @@ class Settings(BaseSettings):
         default=1.0, description="Batch window per hop: 5 ms cost 20-30 ms end to end (bench/faust_chain.py)"
     )
     processing_guarantee: str = Field(default="at_least_once", description="exactly_once: real Kafka only")
+    chain_breaks: str = Field(
+        default="",
+        description="Stages that start a new chain, comma-separated: '' runs validate..validate_response "
+        "in one agent; 'infer' lets infer scale on workers of its own; 'all' is one hop per stage",
+    )
+    worker_chains: str = Field(
+        default="",
+        description="Chains this worker runs, by first stage (e.g. 'infer'), plus 'admit'; '' runs all",
+    )
+    publish_retry_s: float = Field(
+        default=30.0, gt=0, description="How long a refused publish is retried before the worker stops"
+    )
     worker_datadir: Path | None = None
 
     # --- infer resilience (retries, circuit breakers) and the response cache ---------------
@@ -132,6 +144,12 @@ class Settings(BaseSettings):
 
     # --- client --------------------------------------------------------------------------
     client_timeout_s: float = 60.0
+    client_fetch_wait_ms: int = Field(
+        default=10,
+        ge=1,
+        description="Reply consumer's fetch long-poll: each answer waits up to this for its poll on "
+        "brokers that poll (the embedded one); on Apache Kafka a fetch returns when data arrives",
+    )
 
     # --- monitoring: retention, /metrics, alerts, feedback loop (issue #7) ----------------
     raw_ttl_days: int = Field(default=30, ge=1, description="Raw events/requests/feedback retention")

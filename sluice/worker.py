@@ -20,6 +20,7 @@ from sluice.app import Pipeline, StageRegistrar, create_app
 from sluice.bus import ensure_topics
 from sluice.observability.prom import MetricsServer, observe_event, start_metrics_server
 from sluice.settings import Settings
+from topics import REQUESTS
 
 STAGES_ENTRY_POINT = "sluice.stages"
 log = logging.getLogger("sluice.worker")
@@ -56,6 +57,7 @@ class SluiceWorker(faust.Worker):  # type: ignore[misc]
         self.sluice_settings = settings
         self.pipeline = pipeline
         self.metrics: MetricsServer | None = None
+        pipeline.app.on_partitions_assigned.connect(self.on_rebalanced)
 
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         """Faust's terminal spinner lowers the root logger to DEBUG so it can spin on every record;
@@ -72,11 +74,32 @@ class SluiceWorker(faust.Worker):  # type: ignore[misc]
             self.metrics = await start_metrics_server(settings.http_host, settings.worker_metrics_port)
         except OSError as exc:  # e.g. a fixed port two workers share: run on, unscraped
             log.error("worker /metrics not served on port %d: %s", settings.worker_metrics_port, exc)
+        self.write_ready_file()
+
+    def write_ready_file(self) -> None:
+        """pid, app id, /metrics URL and the requests partitions this worker owns right now
+        (rewritten after every rebalance, so an operator sees who does what)."""
+        settings = self.sluice_settings
         path = ready_file(settings)
         path.parent.mkdir(parents=True, exist_ok=True)
         metrics_url = self.metrics.url if self.metrics is not None else None
-        info = {"pid": os.getpid(), "app_id": settings.app_id, "metrics_url": metrics_url}
-        path.write_text(json.dumps(info))
+        requests_topic = REQUESTS.name(settings.topic_prefix)
+        owned = sorted(
+            tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == requests_topic
+        )
+        info = {
+            "pid": os.getpid(),
+            "app_id": settings.app_id,
+            "metrics_url": metrics_url,
+            "partitions": owned,
+        }
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(info))
+        temporary.replace(path)  # readers never see half a file
+
+    async def on_rebalanced(self, _sender: Any, assigned: Any = None, **_: Any) -> None:
+        if ready_file(self.sluice_settings).exists():  # after start-up: keep the file current
+            self.write_ready_file()
 
     async def on_stop(self) -> None:
         ready_file(self.sluice_settings).unlink(missing_ok=True)

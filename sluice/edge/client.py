@@ -75,7 +75,7 @@ class SluiceClient:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="latest",
-            fetch_max_wait_ms=100,
+            fetch_max_wait_ms=self.settings.client_fetch_wait_ms,
         )
         await self._consumer.start()
         partitions = await self._wait_for_partitions(self.reply_to)

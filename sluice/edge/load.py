@@ -36,16 +36,22 @@ class LoadReport:
         return sum(count for status, count in self.statuses.items() if status != "timeout")
 
     @property
-    def throughput(self) -> float:
-        return self.answered / self.duration_s if self.duration_s else 0.0
+    def succeeded(self) -> int:
+        return self.statuses.get("ok", 0)
+
+    @property
+    def goodput(self) -> float:
+        """Successful answers per second: a typed error or a timeout is an answer, not throughput."""
+        return self.succeeded / self.duration_s if self.duration_s else 0.0
 
     def summary(self) -> dict[str, Any]:
         return {
             "sent": self.sent,
             "answered": self.answered,
+            "succeeded": self.succeeded,
             "statuses": dict(self.statuses),
             "duration_s": round(self.duration_s, 3),
-            "throughput_rps": round(self.throughput, 1),
+            "goodput_rps": round(self.goodput, 1),
             "latency_ms": {f"p{q}": round(percentile(self.latencies_ms, q), 2) for q in (50, 95, 99)},
         }
 
@@ -59,14 +65,17 @@ async def run_load(
     on_progress: Callable[[int, int], None] | None = None,
     settle_s: float = 30.0,
 ) -> LoadReport:
-    """Send `rate` requests/s for `duration_s`; wait up to `settle_s` for the last answers."""
+    """Send `rate` requests/s for `duration_s`; wait up to `settle_s` for the last answers.
+    `duration_s` of the report runs from the first send to the last answer."""
     report = LoadReport()
     total = int(rate * duration_s)
     tasks: list[asyncio.Task[None]] = []
     started = time.perf_counter()
 
     async def one(index: int) -> None:
-        sent_at = time.perf_counter()
+        # Latency counts from the scheduled send time, so a generator that falls behind cannot
+        # hide a slow system (no coordinated omission).
+        sent_at = started + index / rate
         try:
             response = await client.request(**make_request(index), timeout_s=settle_s + duration_s)
         except SluiceTimeout:

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import orjson
+from pydantic import SecretStr
 
 from schemas import ErrorCode
 from sluice.providers import anthropic_http
@@ -54,10 +55,17 @@ class ChatClient:
             for _ in range(shards)
         ]
         self._in_flight = [0] * shards
+        self._keys: dict[str, SecretStr | None] = {}
 
     async def close(self) -> None:
         for shard in self._shards:
             await shard.aclose()
+
+    def _api_key(self, entry: ModelEntry) -> SecretStr | None:
+        """The model's key, read from the environment once per client, not once per call."""
+        if entry.name not in self._keys:
+            self._keys[entry.name] = api_key(entry)
+        return self._keys[entry.name]
 
     def _least_busy(self) -> int:
         return min(range(len(self._shards)), key=self._in_flight.__getitem__)
@@ -67,7 +75,7 @@ class ChatClient:
         if budget_s <= 0:
             raise ProviderError(ErrorCode.TIMEOUT, "deadline passed before the model was called")
         timeout_s = min(budget_s, entry.timeout_s or self._settings.infer_read_timeout_s)
-        key = api_key(entry)
+        key = self._api_key(entry)
         root = base_url(entry, self._settings)
         if entry.kind == "anthropic":
             url = anthropic_http.messages_url(root)

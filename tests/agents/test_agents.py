@@ -16,21 +16,23 @@ from __future__ import annotations
 import asyncio
 import base64
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from aiokafka.errors import KafkaError
 from faust.types.tuples import Message
 
-import agents
+import agents.faust_wiring as wiring
 from schemas import (
     Admission,
     DeadLetter,
     Envelope,
     ErrorCode,
+    Event,
     Inference,
     Request,
     RouteDecision,
@@ -38,7 +40,7 @@ from schemas import (
     Stage,
     Status,
 )
-from sluice.app import Pipeline, create_app
+from sluice.app import Pipeline, PublishFailed, create_app
 from sluice.codec import Poison, encode
 from sluice.local.simulator import Fault, SimulatorServer
 from sluice.outcome import Outcome, utcnow
@@ -70,12 +72,16 @@ class Recorder:
 
     def __init__(self) -> None:
         self.published: list[tuple[Outcome, TopicSpec | None]] = []
+        self.earlier: list[tuple[Event, ...]] = []  # the chain's earlier stage events, per publish
         self.dead: list[DeadLetter] = []
         self._changed = asyncio.Condition()
 
-    async def publish(self, outcome: Outcome, next_topic: TopicSpec | None = None) -> None:
+    async def publish(
+        self, outcome: Outcome, next_topic: TopicSpec | None = None, *, earlier: Sequence[Event] = ()
+    ) -> None:
         async with self._changed:
             self.published.append((outcome, next_topic))
+            self.earlier.append(tuple(earlier))
             self._changed.notify_all()
 
     async def dead_letter(self, letter: DeadLetter) -> None:
@@ -104,10 +110,12 @@ def build(
     models.write_text(MODELS_TOML)
 
     def make(**overrides: Any) -> Built:
-        # infer_max_in_flight=32: one httpx connection shard (each shard loads the CA bundle)
+        # infer_max_in_flight=32: one httpx connection shard (each shard loads the CA bundle).
+        # Fully split unless a test says otherwise: each stage is an agent of its own here.
+        overrides.setdefault("chain_breaks", "all")
         configured = settings.with_overrides(models=models, infer_max_in_flight=32, **overrides)
         pipeline = Pipeline(configured, create_app(configured))
-        agents.register_stages(pipeline)
+        wiring.register_stages(pipeline)
         app = pipeline.app
         app.finalize()
         app.conf.store = "memory://"
@@ -407,7 +415,7 @@ async def test_a_stage_bug_becomes_an_internal_failure(
     def broken(envelope: Envelope, now: Any, **options: Any) -> Outcome:
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(agents, "sanitize", broken)
+    monkeypatch.setattr(wiring, "sanitize", broken)
     pipeline, recorder = build()
     await drive_and_wait(
         pipeline, recorder, "sanitize", from_wire(pipeline, VALIDATED, encode(envelope())), published=1
@@ -584,3 +592,138 @@ async def test_one_request_through_every_agent_ends_in_one_response(
     assert "What is Kafka?" in final.content  # the model saw the sanitized prompt
     assert final.usage.completion_tokens == 16
     assert outcomes[-1].event.summary is not None
+
+
+# --- the default layout: one chain -----------------------------------------------------------------
+
+
+def test_the_default_layout_is_one_chain_plus_the_admission_reentry(build: Callable[..., Built]) -> None:
+    pipeline, _ = build(chain_breaks="")
+    # validate runs the whole chain; sanitize's agent only takes requests back from the admit step
+    assert set(pipeline.app.agents) == {"validate", "sanitize", "admit"}
+    assert pipeline.app.agents["sanitize"].channel is pipeline.envelope_topic(VALIDATED)
+
+
+def test_split_before_infer_gives_infer_its_own_agent(build: Callable[..., Built]) -> None:
+    pipeline, _ = build(chain_breaks="infer")
+    assert set(pipeline.app.agents) == {"validate", "sanitize", "infer", "admit"}
+    assert pipeline.app.agents["infer"].channel is pipeline.envelope_topic(ROUTED)
+
+
+def test_a_worker_can_run_only_some_chains(build: Callable[..., Built]) -> None:
+    pipeline, _ = build(chain_breaks="infer", worker_chains="infer")
+    assert set(pipeline.app.agents) == {"infer"}
+
+
+async def test_the_default_chain_answers_with_one_publish_and_every_stage_event(
+    build: Callable[..., Built], simulator: SimulatorServer
+) -> None:
+    pipeline, recorder = build(simulator_port=simulator.port, chain_breaks="")
+    await drive_and_wait(pipeline, recorder, "validate", request_bytes(), published=1)
+    outcome, next_topic = only_outcome(recorder)
+    assert next_topic is None and outcome.response is not None
+    assert outcome.response.status is Status.OK
+    assert "What is Kafka?" in (outcome.response.content or "")  # the model saw the sanitized prompt
+    [earlier] = recorder.earlier
+    # one event per stage, each with its own duration, in pipeline order
+    assert [e.stage for e in (*earlier, outcome.event)] == list(Stage)
+    assert len({e.event_id for e in (*earlier, outcome.event)}) == 5
+    assert {e.request_id for e in earlier} == {outcome.response.request_id}
+    assert simulator.simulator.stats["sim-small"].calls == 1
+
+
+async def test_the_default_chain_retries_in_process(
+    build: Callable[..., Built], simulator: SimulatorServer
+) -> None:
+    # sim-small answers with nothing: validate_response sends the request to sim-large, and the
+    # retry loops back to infer inside the chain instead of through the routed topic.
+    simulator.simulator.faults["sim-small"] = Fault(mode="scripted", content="")
+    pipeline, recorder = build(simulator_port=simulator.port, chain_breaks="")
+    await drive_and_wait(pipeline, recorder, "validate", request_bytes(), published=1)
+    outcome, next_topic = only_outcome(recorder)
+    assert next_topic is None and outcome.response is not None
+    assert outcome.response.status is Status.OK and outcome.response.model == "sim-large"
+    stages = [e.stage for e in (*recorder.earlier[0], outcome.event)]
+    assert stages == [*Stage, Stage.INFER, Stage.VALIDATE_RESPONSE]
+    assert simulator.simulator.stats["sim-large"].calls == 1
+
+
+async def test_a_quota_tenant_leaves_the_chain_for_the_admission_hop(build: Callable[..., Built]) -> None:
+    with_quota = {"acme": TenantConfig(quota=QuotaRules(requests_per_minute=100))}
+    pipeline, recorder = build(chain_breaks="", tenants=with_quota)
+    await drive_and_wait(pipeline, recorder, "validate", request_bytes(), published=1)
+    outcome, next_topic = only_outcome(recorder)
+    assert next_topic is ADMISSION and outcome.forward is not None
+
+
+# --- publishing: an input is acked only once its outcome is on Kafka ------------------------------
+
+
+class FlakyProducer:
+    """Refuses the first `failures` sends the way a broker does (a failed delivery future), then
+    accepts; remembers every accepted (topic, key)."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.accepted: list[tuple[str, bytes]] = []
+
+    async def send(self, topic: str, key: bytes, value: bytes, *rest: Any) -> asyncio.Future[Any]:
+        delivery: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self.failures > 0:
+            self.failures -= 1
+            delivery.set_exception(KafkaError("not leader for partition"))
+        else:
+            self.accepted.append((topic, key))
+            delivery.set_result(None)
+        return delivery
+
+
+async def test_a_refused_publish_is_sent_again_until_the_broker_takes_it(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline = Pipeline(settings, create_app(settings))
+    producer = FlakyProducer(failures=3)
+    monkeypatch.setattr(type(pipeline.app), "producer", producer)
+    letter = DeadLetter(
+        reason="r", raw_base64="", source_topic="t", partition=0, offset=1, stage="validate", ts=utcnow()
+    )
+    await pipeline.dead_letter(letter)
+    assert producer.accepted == [("sluice.deadletter", b"t:0")]
+    assert pipeline.publish_failures == 3
+
+
+async def test_a_publish_refused_for_too_long_raises_so_the_input_is_not_acked(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configured = settings.with_overrides(publish_retry_s=0.2)
+    pipeline = Pipeline(configured, create_app(configured))
+    monkeypatch.setattr(type(pipeline.app), "producer", FlakyProducer(failures=10_000))
+    with pytest.raises(PublishFailed):
+        await pipeline.send("sluice.events", b"k", {"v": 1})
+
+
+async def test_the_agent_acks_a_record_only_after_its_outcome_is_published(
+    build: Callable[..., Built], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline, recorder = build()
+    acked_before_publish: list[bool] = []
+    release = asyncio.Event()
+
+    async def slow_publish(outcome: Outcome, next_topic: TopicSpec | None = None, **_: Any) -> None:
+        await release.wait()
+        await recorder.publish(outcome, next_topic)
+
+    monkeypatch.setattr(pipeline, "publish", slow_publish)
+    agent = pipeline.app.agents["validate"]
+    async with agent.test_context() as ctx:
+        event = await ctx.put(request_bytes(), key=b"corr-1")
+        await asyncio.sleep(0.2)  # the record is taken; its publish is held back
+        acked_before_publish.append(event.message.acked)
+        release.set()
+        await recorder.wait(published=1)
+        for _ in range(100):
+            if event.message.acked:
+                break
+            await asyncio.sleep(0.02)
+    assert acked_before_publish == [False]
+    assert event.message.acked

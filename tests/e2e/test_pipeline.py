@@ -30,14 +30,22 @@ pytestmark = pytest.mark.e2e
 REJECTED_AT_VALIDATE = ("bad-missing", "bad-types", "bad-big")
 
 
-@pytest.fixture(scope="module")
-def stack(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    root = tmp_path_factory.mktemp("pipeline")
+# The same promises in the default layout (one chain, validate..validate_response in one agent)
+# and the fully split one (one Kafka hop per stage).
+LAYOUTS = {"chained": "", "split": "all"}
+
+
+@pytest.fixture(scope="module", params=list(LAYOUTS))
+def stack(
+    broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp(f"pipeline-{request.param}")
     settings = stack_settings(
         broker.bootstrap,
         root,
         "e",
         simulator_seed=7,
+        chain_breaks=LAYOUTS[request.param],
     )
     with running_stack(settings, root / "logs") as running:
         yield running

@@ -3,7 +3,8 @@ primary model goes down mid-load (breaker opens, closes after recovery), deadlin
 models, per-model backpressure, and the response cache (hit rate, never across tenants).
 
 The failover test publishes routed envelopes (with a fallback chain) straight onto the routed
-topic, as the router would; the other tests go through the whole pipeline with SluiceClient.
+topic, as the router would, so this module runs the layout that splits the chain before infer
+(infer reads the routed topic); the other tests go through the whole pipeline with SluiceClient.
 Measured numbers are printed (run with -s to see them)."""
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def stack(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> I
         infer_retry_base_s=0.02,
         infer_retry_max_backoff_s=0.2,
         simulator_latency_jitter_ms=5.0,
+        chain_breaks="infer",
     )
     with running_stack(settings, root / "logs", simulator_latency_ms=20) as running:
         yield running

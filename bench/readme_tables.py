@@ -1,0 +1,261 @@
+"""The README's benchmark tables, generated from the result files in bench/results/.
+
+    .venv/bin/python bench/readme_tables.py          # rewrite the tables in README.md
+    .venv/bin/python bench/readme_tables.py --check  # exit 1 if README.md is out of date
+
+Each table sits between `<!-- table: NAME -->` and `<!-- end: NAME -->` in README.md; everything
+in between is replaced. A test runs --check, so a number in those tables is never typed by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+README = ROOT / "README.md"
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _ms(value: object) -> str:
+    return f"{float(value):.0f}" if isinstance(value, int | float) else "-"
+
+
+def _get(data: Any, *keys: str | int) -> Any:
+    for key in keys:
+        if isinstance(data, dict) and isinstance(key, str):
+            data = data.get(key)
+        elif isinstance(data, list) and isinstance(key, int) and -len(data) <= key < len(data):
+            data = data[key]
+        else:
+            return None
+    return data
+
+
+# --- the side-by-side table ---------------------------------------------------------------------
+
+SYSTEMS = (
+    ("litellm", "LiteLLM proxy, 2 workers"),
+    ("sluice_http", "Sluice HTTP"),
+    ("sluice_kafka", "Sluice Kafka client"),
+)
+
+
+def side_by_side() -> str:
+    data = _load("side_by_side")
+    if data is None:
+        return "No result yet: run `bench/side_by_side.py`."
+    header = (
+        "| offered req/s | " + " | ".join(f"{label}: goodput / p50 / p99 ms" for _, label in SYSTEMS) + " |"
+    )
+    lines = [header, "|---" * (len(SYSTEMS) + 1) + "|"]
+    for row in data["by_rate"]:
+        cells = []
+        for key, _ in SYSTEMS:
+            step = row.get(key)
+            if step is None:
+                cells.append("stopped (missed the rate below)")
+                continue
+            latency = step["latency_ms"]
+            errors = sum(step["errors"].values())
+            mark = "" if step["sustained"] else " (not sustained)"
+            error_note = f", {errors} errors" if errors else ""
+            cells.append(
+                f"{step['goodput_rps']:g} / {_ms(latency['p50'])} / {_ms(latency['p99'])}{error_note}{mark}"
+            )
+        lines.append(f"| {row['offered_rps']:g} | " + " | ".join(cells) + " |")
+    best = data["sustained_goodput_rps"]
+    ratio = data.get("ratio_sluice_http_to_litellm")
+    machine = data["machine"]
+    lines += [
+        "",
+        f"Sustained goodput (achieved >= 98% of offered, < 1% errors, p99 <= 1 s): LiteLLM "
+        f"{best['litellm']:g} req/s, Sluice HTTP {best['sluice_http']:g} req/s "
+        f"({ratio if ratio is not None else '-'}x), Sluice Kafka client {best['sluice_kafka']:g} req/s. "
+        f"ClickHouse held {data.get('clickhouse_requests')} request rows for "
+        f"{data.get('sluice_requests_sent')} requests sent to Sluice. Run {data['when']}, "
+        f"{machine['cpus']} cores, load average {machine['loadavg_1_5_15_at_start']} at the start; "
+        f"Sluice layout `{data['settings']['chain_breaks'] or 'one chain'}`.",
+    ]
+    top = _top_sustained(data["by_rate"])
+    if top is not None:
+        rate, cpu = top
+        parts = ", ".join(f"{name} {ms:g}" for name, ms in cpu.items())
+        lines += ["", f"CPU per successful request through Sluice HTTP at {rate:g} req/s (ms): {parts}."]
+    return "\n".join(lines)
+
+
+def _top_sustained(by_rate: list[dict[str, Any]]) -> tuple[float, dict[str, float]] | None:
+    found = [row for row in by_rate if _get(row, "sluice_http", "sustained")]
+    if not found:
+        return None
+    return found[-1]["offered_rps"], found[-1]["sluice_http"]["cpu_ms_per_ok"]
+
+
+# --- one line per benchmark ---------------------------------------------------------------------
+
+
+def _pipeline(data: dict[str, Any]) -> str:
+    parts = []
+    for case in data["cases"]:
+        sustained = case["sustained"]
+        goodput = sustained.get("goodput_rps")
+        if goodput is None:  # results from before goodput was reported: count ok answers
+            goodput = round(sustained["statuses"].get("ok", 0) / sustained["duration_s"], 1)
+        parts.append(
+            f"{case['model_latency_ms']:g} ms model: goodput {goodput:g} req/s at {data['offered_rate']:g} "
+            f"offered; p99 overhead at 100 req/s {_ms(_get(case, 'at_100_rps', 'overhead_ms', 'p99'))} ms"
+        )
+    return "; ".join(parts)
+
+
+def _worker_cpu(data: dict[str, Any]) -> str:
+    per = data["cpu_ms_per_request_by_process"]
+    parts = ", ".join(f"{name} {ms:g} ms" for name, ms in per.items())
+    return f"at {data['rate']:g} req/s, CPU per request: {parts}"
+
+
+def _front_door(data: dict[str, Any]) -> str:
+    rows = []
+    for case in data["by_rate"]:
+        kafka, http = case["kafka_client_ms"], case["http_gateway_ms"]
+        rows.append(
+            f"at {case['rate']:g} req/s: Kafka client p50 {_ms(kafka['p50'])} ms, "
+            f"HTTP p50 {_ms(http['p50'])} ms, "
+            f"p99 {_ms(kafka['p99'])} / {_ms(http['p99'])} ms"
+        )
+    return "; ".join(rows)
+
+
+def _faust_floor(data: dict[str, Any]) -> str:
+    floor = data["sluice_request_floor"]
+    return (
+        f"{_get(data, 'runs', 0, 'worker_cpu_us_per_hop')} us of CPU per bare hop; "
+        f"{floor['hops']} hops cap one core at ~{floor['max_rps_one_core']:g} req/s"
+    )
+
+
+def _faust_chain(data: dict[str, Any]) -> str:
+    rows = []
+    for run in data["runs"]:
+        latency = run["end_to_end_ms"]
+        rows.append(
+            f"{run['offered_rps']:g} req/s: p50 {_ms(latency.get('p50'))} / p99 {_ms(latency.get('p99'))} ms"
+        )
+    return "; ".join(rows)
+
+
+def _broker_fetch(data: dict[str, Any]) -> str:
+    rows = []
+    for run in data["runs"]:
+        latency = run["hop_latency_ms"]
+        rows.append(
+            f"wait {run['fetch_wait_ms']} ms ({run['topics_fetched']} topics): "
+            f"hop p50 {latency.get('p50')} ms, "
+            f"broker {run['broker_cpu_share_of_a_core']:.0%} of a core"
+        )
+    return "; ".join(rows[:4])
+
+
+def _resilience(data: dict[str, Any]) -> str:
+    failover = data["failover"]
+    return (
+        f"{failover['ok']}/{failover['requests']} ok at {failover['rate']:g} req/s with the primary down; "
+        f"breaker open {failover['breaker_open_after_fault_s']:.1f} s after the fault, closed "
+        f"{failover['breaker_closed_after_recovery_s']:.1f} s after recovery; cache hit rate "
+        f"{_get(data, 'cache', 'hit_rate')}"
+    )
+
+
+def _routing(data: dict[str, Any]) -> str:
+    test = data["test"]
+    return (
+        f"held-out split: {test['cost']['cost_reduction']:.1%} cheaper than always "
+        f"{test['cost']['largest_model']}; "
+        f"{test['quality']['complex_to_capable_tier']:.1%} of complex prompts on a capable tier"
+    )
+
+
+SUMMARIES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
+    "pipeline": ("goodput of one worker (Kafka client path) and overhead over the model call", _pipeline),
+    "worker_cpu": ("CPU per request of each process, optional py-spy profile", _worker_cpu),
+    "front_door": ("HTTP front door latency over the Kafka client path", _front_door),
+    "faust_floor": ("CPU of one bare Faust hop (no Sluice code)", _faust_floor),
+    "faust_chain": (
+        "five bare Faust hops along the stage topics (the old topology, no Sluice code)",
+        _faust_chain,
+    ),
+    "broker_fetch": ("one hop's latency and the embedded broker's CPU against the fetch wait", _broker_fetch),
+    "resilience": ("failover with the primary model down mid-load; cache hit rate", _resilience),
+    "routing": ("`model: auto` cost and quality on labelled prompts", _routing),
+}
+
+
+def benchmarks() -> str:
+    lines = ["| bench | measures | last result |", "|---|---|---|"]
+    lines.append(
+        "| `bench/side_by_side.py` | Sluice (HTTP and Kafka client) beside the LiteLLM proxy on one mock "
+        "upstream, one run | see the table below |"
+    )
+    for name, (measures, summarise) in SUMMARIES.items():
+        data = _load(name)
+        if data is None:
+            continue
+        try:
+            result = summarise(data)
+        except (KeyError, TypeError, IndexError, ValueError) as exc:
+            result = f"see `bench/results/{name}.json` (not summarised: {type(exc).__name__})"
+        when = data.get("when")
+        lines.append(f"| `bench/{name}.py` | {measures} | {result}{f' ({when[:10]})' if when else ''} |")
+    others = sorted(
+        path.stem
+        for path in RESULTS.glob("*.json")
+        if path.stem not in SUMMARIES
+        and not path.stem.startswith("side_by_side")
+        and (ROOT / "bench" / f"{path.stem}.py").exists()
+    )
+    lines += [f"| `bench/{name}.py` | see its section | `bench/results/{name}.json` |" for name in others]
+    return "\n".join(lines)
+
+
+TABLES: dict[str, Callable[[], str]] = {"side_by_side": side_by_side, "benchmarks": benchmarks}
+
+
+def render(readme: str) -> str:
+    for name, build in TABLES.items():
+        pattern = re.compile(rf"(<!-- table: {name} -->\n)(?:.*?\n)?(<!-- end: {name} -->)", re.S)
+        readme = pattern.sub(
+            lambda match, body=build(): match.group(1) + body + "\n" + match.group(2), readme
+        )
+    return readme
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--check", action="store_true", help="only check that README.md is up to date")
+    args = parser.parse_args()
+    current = README.read_text()
+    wanted = render(current)
+    if args.check:
+        if wanted != current:
+            print("README.md benchmark tables are out of date: run bench/readme_tables.py", file=sys.stderr)
+            return 1
+        return 0
+    README.write_text(wanted)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,456 @@
+"""Sluice and the LiteLLM proxy side by side, in one run, on this box (run by hand).
+
+    .venv/bin/python bench/side_by_side.py [--rates 20 40 80 ...] [--duration 15] [--quick]
+
+Starts one zero-latency OpenAI-compatible mock upstream (Sluice's simulator, latency 0), then the
+LiteLLM proxy with 2 workers, then Sluice on embedded defaults (Tansu broker, one worker, the
+ClickHouse sink, the HTTP front door), all against that same mock. One open-loop generator
+(bench/openloop.py: latency from each request's scheduled send time) drives each system in turn
+at each offered rate; the Kafka client path (SluiceClient) is driven at the same rates.
+
+Reported per system and rate: goodput (successful answers per second), p50/p95/p99, errors, and
+the CPU per successful request of every process (broker, worker, gateway, sink, mock, LiteLLM,
+generator). *Sustained* means achieved >= 98% of offered, < 1% errors and p99 <= 1 s. Sluice runs
+with every check on and every event into ClickHouse; the run ends by checking that ClickHouse
+holds one request row per answer.
+
+LiteLLM lives in a benchmark-only virtualenv (`.bench/litellm`, created on first use, about two
+minutes), never in Sluice's dependencies. Results: bench/results/side_by_side.json (+ .txt).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from harness import cpu_seconds, start_process, wait_pipeline_ready, wait_until
+from openloop import Pool, Step, chat_request, run_step
+
+from sluice.edge.client import SluiceClient, SluiceTimeout
+from sluice.edge.load import percentile
+from sluice.local.broker import free_port, start_broker
+from sluice.settings import Settings
+from sluice.warehouse.queries import running_sink_url
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results"
+LITELLM_VENV = ROOT.parent / ".bench" / "litellm"
+MASTER_KEY = "sk-bench-master"
+MODEL = "sim-small"
+MAX_TOKENS = 32
+TIMEOUT_S = 10.0
+SUSTAINED = {"achieved_share": 0.98, "error_share": 0.01, "p99_ms": 1000.0}
+
+
+# --- processes --------------------------------------------------------------------------------
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and all its descendants (LiteLLM forks its workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    total, stack = 0.0, [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            total += cpu_seconds(current)
+        except (OSError, IndexError):
+            continue
+        stack.extend(children.get(current, []))
+    return total
+
+
+def ensure_litellm() -> Path:
+    binary = LITELLM_VENV / "bin" / "litellm"
+    if not binary.exists():
+        print("creating the LiteLLM benchmark venv (.bench/litellm) ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
+        pip = [str(LITELLM_VENV / "bin" / "pip"), "install", "-q", "litellm[proxy]", "aiohttp", "uvloop"]
+        subprocess.run(pip, check=True)
+    return binary
+
+
+def litellm_config(mock_url: str) -> str:
+    return json.dumps(
+        {
+            "model_list": [
+                {
+                    "model_name": MODEL,
+                    "litellm_params": {
+                        "model": f"openai/{MODEL}",
+                        "api_base": mock_url,
+                        "api_key": "sk-mock",
+                    },
+                }
+            ],
+            "litellm_settings": {"telemetry": False, "num_retries": 0, "callbacks": []},
+            "general_settings": {
+                "master_key": MASTER_KEY,
+                "disable_spend_logs": True,
+                "background_health_checks": False,
+            },
+        }
+    )
+
+
+@contextmanager
+def litellm_proxy(mock_url: str, logs: Path, workers: int) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    binary = ensure_litellm()
+    config = logs / "litellm.yaml"
+    config.write_text(litellm_config(mock_url))  # JSON is YAML
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "REDIS_"))}
+    env.update(
+        LITELLM_MASTER_KEY=MASTER_KEY,
+        LITELLM_LOCAL_MODEL_COST_MAP="True",
+        LITELLM_LOG="ERROR",
+        LITELLM_MODE="PRODUCTION",
+        DISABLE_ADMIN_UI="True",
+    )
+    command = [str(binary), "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--num_workers", str(workers)]
+    process = subprocess.Popen(
+        command, env=env, stdout=(logs / "litellm.log").open("wb"), stderr=subprocess.STDOUT
+    )
+    try:
+        wait_until(
+            lambda: httpx.get(f"http://127.0.0.1:{port}/health/liveliness").status_code == 200,
+            "litellm",
+            timeout=420,  # its supervisor restarts workers that start slowly on a busy box
+        )
+        yield port, process
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def wait_idle(pids: dict[str, int], quiet_share: float = 0.1, limit_s: float = 90.0) -> None:
+    """Until the processes use less than `quiet_share` of a core together (LiteLLM's workers
+    keep starting up for 30-60 s after they answer their health check)."""
+    deadline = time.time() + limit_s
+    while time.time() < deadline:
+        before = sum(tree_cpu(pid) for pid in pids.values())
+        time.sleep(2.0)
+        if (sum(tree_cpu(pid) for pid in pids.values()) - before) / 2.0 < quiet_share:
+            return
+
+
+# --- measuring ----------------------------------------------------------------------------------
+
+
+def summarise(step: Step, cpu: dict[str, float]) -> dict[str, Any]:
+    # Per second of offered load; p99 <= 1 s in `sustained` keeps a backlog from hiding here.
+    goodput = step.ok / step.duration_s
+    errors = sum(step.errors.values())
+    p = {f"p{q}": round(percentile(step.latencies_ms, q), 1) for q in (50, 95, 99)}
+    sustained = (
+        goodput >= SUSTAINED["achieved_share"] * step.offered_rps
+        and errors < SUSTAINED["error_share"] * step.sent
+        and p["p99"] <= SUSTAINED["p99_ms"]
+    )
+    return {
+        "offered_rps": step.offered_rps,
+        "sent": step.sent,
+        "ok": step.ok,
+        "goodput_rps": round(goodput, 1),
+        "errors": dict(step.errors),
+        "latency_ms": p,
+        "sustained": sustained,
+        "cpu_ms_per_ok": {name: round(seconds * 1000 / max(step.ok, 1), 2) for name, seconds in cpu.items()},
+        "cpu_cores": {name: round(seconds / step.elapsed_s, 3) for name, seconds in cpu.items()},
+    }
+
+
+def measured(pids: dict[str, int], run: Callable[[], Step]) -> dict[str, Any]:
+    """Run one step; CPU of every process (and this generator) over it."""
+    before = {name: tree_cpu(pid) for name, pid in pids.items()}
+    own_before = time.process_time()
+    step = run()
+    cpu = {name: tree_cpu(pid) - before[name] for name, pid in pids.items()}
+    cpu["generator"] = time.process_time() - own_before
+    return summarise(step, cpu)
+
+
+def http_step(port: int, api_key: str | None, model: str, rate: float, duration: float, tag: str) -> Step:
+    total = max(1, int(rate * duration))
+    payloads = [
+        chat_request(
+            "127.0.0.1",
+            port,
+            {
+                "model": model,
+                "messages": [{"role": "user", "content": f"side by side question {tag} {i}: what is a log?"}],
+                "max_tokens": MAX_TOKENS,
+            },
+            api_key,
+        )
+        for i in range(total)
+    ]
+
+    async def go() -> Step:
+        pool = Pool("127.0.0.1", port)
+        try:
+            return await run_step(pool, payloads, rate, TIMEOUT_S, duration)
+        finally:
+            pool.close()
+
+    return asyncio.run(go())
+
+
+def kafka_step(settings: Settings, rate: float, duration: float, tag: str) -> Step:
+    step = Step(offered_rps=rate, duration_s=duration)
+
+    async def go() -> None:
+        async with SluiceClient(settings=settings, timeout_s=TIMEOUT_S) as client:
+            start = time.perf_counter() + 0.05
+            last = start
+
+            async def one(i: int, scheduled: float) -> None:
+                nonlocal last
+                try:
+                    response = await client.request(
+                        f"side by side question {tag} {i}: what is a log?", max_tokens=MAX_TOKENS
+                    )
+                except SluiceTimeout:
+                    step.count_error("timeout")
+                    return
+                now = time.perf_counter()
+                last = max(last, now)
+                if response.status.value == "ok":
+                    step.ok += 1
+                    step.latencies_ms.append((now - scheduled) * 1000)
+                else:
+                    step.count_error(response.error.code.value if response.error else response.status.value)
+
+            tasks = []
+            for i in range(max(1, int(rate * duration))):
+                scheduled = start + i / rate
+                delay = scheduled - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.create_task(one(i, scheduled)))
+                step.sent += 1
+            await asyncio.gather(*tasks)
+            step.elapsed_s = max(last - start, duration)
+
+    asyncio.run(go())
+    return step
+
+
+def serve_gateway_forever(port: int) -> None:
+    """The gateway child process (`python bench/side_by_side.py --serve-gateway PORT`)."""
+    from sluice.edge.gateway import serve_gateway
+    from sluice.worker import install_fast_event_loop
+
+    install_fast_event_loop()
+
+    async def serve() -> None:
+        async with serve_gateway(Settings(), "127.0.0.1", port):
+            await asyncio.Event().wait()
+
+    asyncio.run(serve())
+
+
+def requests_in_clickhouse(settings: Settings) -> int | None:
+    url = running_sink_url(settings)
+    if url is None:
+        return None
+    rows = httpx.get(f"{url}/query/totals", params={"minutes": 600}, timeout=30).json()["rows"]
+    return sum(int(row["requests"]) for row in rows)
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    home = Path(f"/tmp/sluice-side-by-side-{uuid.uuid4().hex[:6]}")
+    logs = home / "logs"
+    logs.mkdir(parents=True)
+    broker = start_broker(log_path=logs / "tansu.log")
+    settings = Settings(
+        home=home,
+        kafka_bootstrap=broker.bootstrap,
+        simulator_port=free_port(),
+        simulator_seed=1,
+        simulator_latency_ms=0,
+        simulator_latency_jitter_ms=0,
+        broker_session_timeout_s=3,
+        broker_rebalance_timeout_s=3,
+        broker_heartbeat_interval_s=0.5,
+        chain_breaks=args.chain_breaks,
+    )
+    gateway_port = free_port()
+    mock = start_process(settings, logs, "simulator")
+    sink = start_process(settings, logs, "sink")
+    worker = start_process(settings, logs, "worker")
+    gateway = start_process(settings, logs, "gateway", __file__, "--serve-gateway", str(gateway_port))
+    sluice_pids = {"broker": broker.process.pid, "worker": worker.pid, "gateway": gateway.pid}
+    sluice_pids |= {"sink": sink.pid, "mock": mock.pid}
+    try:
+        wait_pipeline_ready(settings, worker)
+        wait_until(lambda: running_sink_url(settings) is not None, "sink")
+        wait_until(
+            lambda: httpx.get(f"http://127.0.0.1:{gateway_port}/healthz").status_code == 200, "gateway"
+        )
+        with ExitStack() as exits:
+            litellm_pids: dict[str, int] = {}
+            litellm_port = 0
+            if not args.without_litellm:
+                litellm_port, litellm = exits.enter_context(
+                    litellm_proxy(settings.simulator_url, logs, args.litellm_workers)
+                )
+                litellm_pids = {"litellm": litellm.pid, "mock": mock.pid}
+            wait_idle(litellm_pids | sluice_pids)
+            # warm-up, discarded: connections, imports, caches on every path
+            if litellm_pids:
+                http_step(litellm_port, MASTER_KEY, MODEL, 10, 2, "warm")
+            warm_sluice = http_step(gateway_port, None, "auto", 10, 2, "warm").sent
+            warm_sluice += kafka_step(settings, 10, 2, "warm").sent
+
+            def litellm_step(rate: float, tag: str) -> Step:
+                return http_step(litellm_port, MASTER_KEY, MODEL, rate, args.duration, tag)
+
+            def sluice_step(rate: float, tag: str) -> Step:
+                return http_step(gateway_port, None, "auto", rate, args.duration, tag)
+
+            by_rate: list[dict[str, Any]] = []
+            stopped: set[str] = set() if litellm_pids else {"litellm"}
+            for rate in args.rates:
+                row: dict[str, Any] = {"offered_rps": rate}
+                tag = f"r{rate:g}"
+                steps: list[tuple[str, dict[str, int], Callable[[], Step]]] = [
+                    ("litellm", litellm_pids, lambda r=rate, t=tag: litellm_step(r, t)),
+                    ("sluice_http", sluice_pids, lambda r=rate, t=tag: sluice_step(r, t)),
+                    (
+                        "sluice_kafka",
+                        sluice_pids,
+                        lambda r=rate, t=tag: kafka_step(settings, r, args.duration, t),
+                    ),
+                ]
+                for system, pids, one in steps:
+                    if system in stopped:
+                        continue
+                    wait_idle(pids, limit_s=30)
+                    row[system] = measured(pids, one)
+                    print(f"{rate:>6g} req/s {system:13s} {row[system]}", flush=True)
+                    if not row[system]["sustained"] and rate >= args.stop_after_miss_from:
+                        stopped.add(system)  # one more rate would only measure a backlog
+                by_rate.append(row)
+                if stopped >= {"litellm", "sluice_http", "sluice_kafka"}:
+                    break
+        time.sleep(3)  # the sink's last batch
+        answered = warm_sluice + sum(
+            row[s]["ok"] + sum(row[s]["errors"].values())
+            for row in by_rate
+            for s in row
+            if s.startswith("sluice")
+        )
+        return {
+            "by_rate": by_rate,
+            "clickhouse_requests": requests_in_clickhouse(settings),
+            "sluice_requests_sent": answered,
+            "settings": {
+                "chain_breaks": settings.chain_breaks,
+                "consumer_fetch_wait_ms": settings.consumer_fetch_wait_ms,
+                "producer_linger_ms": settings.producer_linger_ms,
+                "litellm_workers": args.litellm_workers,
+                "duration_s_per_step": args.duration,
+                "timeout_s": TIMEOUT_S,
+                "max_tokens": MAX_TOKENS,
+                "sustained_means": SUSTAINED,
+            },
+        }
+    finally:
+        for process in (gateway, worker, sink, mock):
+            process.terminate()
+        for process in (gateway, worker, sink, mock):
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        broker.stop()
+
+
+def best_sustained(by_rate: list[dict[str, Any]], system: str) -> float:
+    return max(
+        (row[system]["goodput_rps"] for row in by_rate if system in row and row[system]["sustained"]),
+        default=0.0,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rates", type=float, nargs="+", default=[20, 40, 80, 120, 160, 200, 240, 300, 360])
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds per step")
+    parser.add_argument("--litellm-workers", type=int, default=2)
+    parser.add_argument("--chain-breaks", default="", help="Sluice's layout (SLUICE_CHAIN_BREAKS)")
+    parser.add_argument(
+        "--stop-after-miss-from",
+        type=float,
+        default=60,
+        help="stop a system at its first miss from this rate",
+    )
+    parser.add_argument("--without-litellm", action="store_true", help="Sluice alone (quicker, no ratios)")
+    parser.add_argument("--quick", action="store_true", help="short steps at two rates, for a smoke check")
+    parser.add_argument("--note", default="", help="free text stored with the results")
+    parser.add_argument("--serve-gateway", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_gateway:
+        serve_gateway_forever(args.serve_gateway)
+        return
+    if args.quick:
+        args.rates, args.duration = [20, 40], 4.0
+    load_start = os.getloadavg()
+    measured_run = run(args)
+    by_rate = measured_run["by_rate"]
+    litellm_best = best_sustained(by_rate, "litellm")
+    sluice_best = best_sustained(by_rate, "sluice_http")
+    result = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "loadavg_1_5_15_at_start": [round(x, 2) for x in load_start],
+            "loadavg_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()],
+        },
+        "note": args.note,
+        "sustained_goodput_rps": {
+            "litellm": litellm_best,
+            "sluice_http": sluice_best,
+            "sluice_kafka": best_sustained(by_rate, "sluice_kafka"),
+        },
+        "ratio_sluice_http_to_litellm": round(sluice_best / litellm_best, 2) if litellm_best else None,
+        **measured_run,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name = "side_by_side" if not (args.quick or args.without_litellm) else "side_by_side-partial"
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in ("sustained_goodput_rps", "ratio_sluice_http_to_litellm")}))
+    print(f"wrote {RESULTS / name}.json")
+
+
+if __name__ == "__main__":
+    main()
