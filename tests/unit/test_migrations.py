@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from clickhouse_connect.driver.exceptions import DatabaseError
 
 from schemas import Feedback
 from sluice.settings import Settings
@@ -195,3 +196,21 @@ def test_0007_moves_existing_data_into_the_time_layout(warehouse: Warehouse, tmp
     for _ in range(2):
         insert_rows(warehouse, "events", [event_row(e) for e in more])
     assert warehouse.query("SELECT count() AS n FROM {db}.events")[0]["n"] == len(events) + len(more)
+
+
+def test_a_failed_migration_resumes_where_it_failed(warehouse: Warehouse, tmp_path: Path) -> None:
+    folder = tmp_path / "resume"
+    folder.mkdir()
+    (folder / "0001_resume.sql").write_text(
+        "CREATE TABLE {db}.t (x UInt8) ENGINE = MergeTree ORDER BY x;\n"
+        "INSERT INTO {db}.t VALUES (1);\n"  # not idempotent: must not run twice
+        "INSERT INTO {db}.t SELECT x FROM {db}.missing;\n"
+        "INSERT INTO {db}.t VALUES (3)"
+    )
+    with pytest.raises(DatabaseError):
+        migrate(warehouse, folder)
+    assert applied_versions(warehouse) == {}
+    warehouse.command("CREATE TABLE {db}.missing (x UInt8) ENGINE = MergeTree ORDER BY x")
+    warehouse.command("INSERT INTO {db}.missing VALUES (2)")
+    assert [m.version for m in migrate(warehouse, folder)] == [1]
+    assert sorted(row["x"] for row in warehouse.query("SELECT x FROM {db}.t")) == [1, 2, 3]
