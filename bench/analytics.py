@@ -398,14 +398,15 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true", help="only rewrite the .txt from the .json")
     parser.add_argument("--readme", action="store_true", help="also put the table into README.md")
     args = parser.parse_args()
+    result = None if args.report_only else run(args)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "analytics.json"
-    try:
+    try:  # read after the run: another size may have been written meanwhile
         runs = json.loads(out.read_text()).get("runs", {})
     except (OSError, ValueError):
         runs = {}
-    if not args.report_only:
-        runs[str(args.requests)] = run(args)
+    if result is not None:
+        runs[str(args.requests)] = result
         out.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
     lines = table(runs)
     (RESULTS / "analytics.txt").write_text("\n".join(lines) + "\n")
