@@ -13,6 +13,7 @@ from rich.table import Table
 
 from sluice.settings import Settings
 from sluice.warehouse.connection import WarehouseError
+from sluice.warehouse.named import HOURLY_FROM_MINUTES
 from sluice.warehouse.queries import QUERIES, Reader, open_for_reading
 
 BARS = "▁▂▃▄▅▆▇█"
@@ -82,7 +83,8 @@ def sparkline(values: list[float | None], width: int = SPARK_WIDTH) -> str:
 
 
 def spark_table(rows: list[dict[str, Any]], minutes: int) -> Table:
-    table = Table(title=f"last {minutes} min, per minute", show_header=True)
+    hourly = minutes >= HOURLY_FROM_MINUTES  # the series come per hour then
+    table = Table(title=f"last {minutes} min, per {'hour' if hourly else 'minute'}", show_header=True)
     table.add_column("series", justify="left")
     table.add_column("trend", justify="left", no_wrap=True)
     table.add_column("max", justify="right")
@@ -95,6 +97,7 @@ def spark_table(rows: list[dict[str, Any]], minutes: int) -> Table:
             if key in {"requests", "cost_usd", "cache_hits", "savings_usd"}
             else (sum(present) / len(present) if present else None)
         )
+        label = label.replace("/ min", "/ hour") if hourly else label
         table.add_row(label, sparkline(values), _cell(max(present, default=None)), _cell(summary))
     return table
 

@@ -19,11 +19,18 @@ QUESTIONS = 500
 
 
 def synthetic_requests(
-    count: int, *, seed: int = 7, spread_minutes: float = 60.0, error_rate: float = 0.05, prefix: str = "syn"
+    count: int,
+    *,
+    seed: int = 7,
+    spread_minutes: float = 60.0,
+    error_rate: float = 0.05,
+    prefix: str = "syn",
+    ago_minutes: float = 0.0,
 ) -> Iterator[list[Event]]:
-    """`count` requests' events, finishing uniformly over the last `spread_minutes`."""
+    """`count` requests' events, finishing uniformly over the `spread_minutes` that end
+    `ago_minutes` before now."""
     rng = random.Random(seed)
-    now = datetime.now(UTC)
+    now = datetime.now(UTC) - timedelta(minutes=ago_minutes)
     for n in range(count):
         route = rng.choice(tuple(ROUTES))
         model = ROUTES[route]
