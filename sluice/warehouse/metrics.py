@@ -403,7 +403,7 @@ DEPLOYMENTS = NamedQuery(
     "latency p50/p95/p99 (ms) of the answered ones. Read from the infer events' attributes "
     "`deployment` (the replica that answered or was called last) and `deployment_errors` (the "
     "replicas whose calls failed on the way), so it uses the raw events table.",
-    f"""
+    """
 SELECT
     model,
     deployment,
@@ -421,8 +421,8 @@ FROM
         toUInt8(status = 'ok') AS ok_call,
         toUInt8(0) AS failed_call,
         toFloat64OrZero(attributes['model_latency_ms']) AS latency_ms
-    FROM {{db}}.events FINAL
-    WHERE {RAW_WINDOW.format(column="ts")} AND stage = 'infer'
+    FROM {db}.events
+    WHERE ts >= now64(3) - toIntervalMinute({minutes:UInt32}) AND stage = 'infer'
         AND status NOT LIKE 'breaker_%' AND attributes['deployment'] != ''
     UNION ALL
     SELECT
@@ -431,8 +431,9 @@ FROM
         toUInt8(0) AS ok_call,
         toUInt8(1) AS failed_call,
         toFloat64(0) AS latency_ms
-    FROM {{db}}.events FINAL
-    WHERE {RAW_WINDOW.format(column="ts")} AND stage = 'infer' AND attributes['deployment_errors'] != ''
+    FROM {db}.events
+    WHERE ts >= now64(3) - toIntervalMinute({minutes:UInt32}) AND stage = 'infer'
+        AND attributes['deployment_errors'] != ''
 )
 GROUP BY model, deployment
 ORDER BY model, deployment
