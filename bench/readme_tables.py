@@ -223,7 +223,22 @@ def _hallucination(data: dict[str, Any]) -> str:
     )
 
 
+def _analytics(data: dict[str, Any]) -> str:
+    size = max(data["runs"], key=int)
+    run = data["runs"][size]
+    slowest = {
+        window: max(q["median_s"] for name, q in run["queries"].items() if name.endswith(f"@{window}"))
+        for window in ("1h", "7d")
+    }
+    return (
+        f"{int(size):,} requests: slowest named query {slowest['1h'] * 1000:.0f} ms at 1 hour, "
+        f"{slowest['7d'] * 1000:.0f} ms at 7 days; web dashboard {run['web_dashboard']['7d_median_s']:.2f} s "
+        f"for 7 days; insert {run['load']['insert_rows_per_s']:,} rows/s with every view on"
+    )
+
+
 SUMMARIES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
+    "analytics": ("dashboard queries and inserts at production volume", _analytics),
     "sanitize": ("prompt-injection and PII detection on labelled prompts; latency", _sanitize),
     "hallucination": ("groundedness scoring on labelled answers; latency", _hallucination),
     "sizing": ("the inputs of the sizing guide", lambda _data: "see `docs/scaling.md`, generated from it"),
