@@ -19,20 +19,22 @@ from agents import admission
 from agents.chain import ChainRun, Step, run_chain
 from agents.infer import Resilience, breaker_event, infer
 from agents.inference.cache import ResponseCache
+from agents.inference.streamed import StreamHooks
 from agents.route import route
 from agents.routing.advice import AdviceBook
 from agents.routing.feed import follow_route_advice
 from agents.sanitize import sanitize
 from agents.validate import DeadLettered, Limits, RawRecord, validate_record
-from agents.validate_response import pii_findings, validate_response
-from schemas import Admission, Envelope, Event, Stage
+from agents.validate_response import pii_findings, stream_guard, validate_response
+from schemas import Admission, Envelope, Event, Stage, StreamChunk
 from sluice.app import Pipeline, PublishFailed, current_partition, run_bounded
 from sluice.codec import Poison
 from sluice.layout import INPUT_TOPIC, ChainLayout, next_stage
 from sluice.outcome import Outcome, utcnow
 from sluice.providers.catalog import Catalog, load_catalog
 from sluice.providers.openai_http import ChatClient
-from topics import ADMISSION, ROUTE_ADVICE, VALIDATED
+from sluice.tenants import TenantConfig
+from topics import ADMISSION, ROUTE_ADVICE, STREAM, VALIDATED
 
 log = logging.getLogger("sluice.agents")
 
@@ -193,7 +195,15 @@ def stage_steps(
     async def infer_step(envelope: Envelope) -> Outcome | None:
         if pipeline.already_answered(envelope.request_id):
             return None
-        return await infer(envelope, catalog, client, resilience=resilience, partition=current_partition())
+        publisher = ChunkPublisher(pipeline, envelope) if envelope.request.stream else None
+        hooks = publisher.hooks(tenant(envelope.tenant)) if publisher is not None else None
+        try:
+            return await infer(
+                envelope, catalog, client, resilience=resilience, partition=current_partition(), stream=hooks
+            )
+        finally:
+            if publisher is not None:
+                await publisher.flush()  # every chunk on Kafka before the answer and the ack
 
     async def review_step(envelope: Envelope) -> Outcome:
         return validate_response(
@@ -206,6 +216,49 @@ def stage_steps(
         Stage.INFER: infer_step,
         Stage.VALIDATE_RESPONSE: review_step,
     }
+
+
+class ChunkPublisher:
+    """Publishes a streamed request's released text as StreamChunk records on the stream topic,
+    keyed by correlation_id (one partition: in order). Sends are not awaited one by one, so the
+    model's stream never waits for the broker; `flush` waits for all of them."""
+
+    def __init__(self, pipeline: Pipeline, envelope: Envelope) -> None:
+        self.pipeline = pipeline
+        self.envelope = envelope
+        self.topic = STREAM.name(pipeline.settings.topic_prefix)
+        self.seq = 0
+        self.offset = 0
+        self.sending: list[asyncio.Task[None]] = []
+        self.stream: StreamHooks | None = None
+
+    def hooks(self, rules: TenantConfig) -> StreamHooks | None:
+        """None for a tenant whose streams are buffered: the answer then comes whole, checked."""
+        if rules.output.stream_checks != "windowed":
+            return None
+        self.stream = StreamHooks(on_chunk=self.publish, guard=lambda: stream_guard(self.envelope, rules))
+        return self.stream
+
+    async def publish(self, text: str) -> None:
+        envelope = self.envelope
+        chunk = StreamChunk(
+            correlation_id=envelope.correlation_id,
+            request_id=envelope.request_id,
+            tenant=envelope.tenant,
+            model=self.stream.model if self.stream is not None else "",
+            seq=self.seq,
+            offset=self.offset,
+            delta=text,
+        )
+        self.seq += 1
+        self.offset += len(text)
+        send = self.pipeline.send(self.topic, envelope.correlation_id.encode(), chunk)
+        self.sending.append(asyncio.create_task(send))
+        await asyncio.sleep(0)  # let the send reach the producer now, in order
+
+    async def flush(self) -> None:
+        if self.sending:
+            await asyncio.gather(*self.sending)
 
 
 def concurrent_agent(pipeline: Pipeline, topic: Any, name: str, begin: Begin) -> None:

@@ -5,6 +5,9 @@ Resilience, all inside the request's deadline:
   with full-jitter exponential backoff; a Retry-After is honoured when it fits, else the next
   model is tried at once;
 * a circuit breaker per model endpoint: an open breaker sends the request straight on;
+* replicas: a model served by several deployments is balanced over them (least calls in flight,
+  weighted); each deployment has its own breaker, a failed call is retried on another replica
+  at once, and the model stays up while any replica is;
 * the route's fallback chain (`route.fallbacks`) after the routed model;
 * a per-model concurrency gate (the routed model's slot is taken by the agent before the record
   is handed over, see agents/__init__.py; fallback slots are taken here).
@@ -27,11 +30,31 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from agents.inference.cache import CachedAnswer, ResponseCache, cache_eligible, cache_key, cacheable
-from schemas import Checks, Envelope, ErrorCode, ErrorInfo, Event, Inference, Stage, Status, Usage
+from agents.inference.streamed import StreamHooks, StreamingCaller, streamed_call
+from schemas import (
+    ChatMessage,
+    Checks,
+    Envelope,
+    ErrorCode,
+    ErrorInfo,
+    Event,
+    Inference,
+    Stage,
+    Status,
+    Usage,
+)
 from sluice.outcome import Identity, Outcome, Spend, event_id_for, finish, forward, utcnow
-from sluice.providers.catalog import Catalog, ModelEntry
+from sluice.providers.catalog import Catalog, Deployment, ModelEntry
 from sluice.providers.openai_http import Completion, ProviderError
-from sluice.providers.resilience import BreakerPolicy, Breakers, ModelGates, Transition, backoff_s
+from sluice.providers.resilience import (
+    Balancer,
+    BreakerPolicy,
+    Breakers,
+    CircuitBreaker,
+    ModelGates,
+    Transition,
+    backoff_s,
+)
 from sluice.settings import Settings
 
 STAGE = Stage.INFER
@@ -68,6 +91,7 @@ class Resilience:
     reserve_s: float = 0.05  # of the deadline, kept for validate-response and the reply
     breakers: Breakers = field(default_factory=lambda: Breakers(BreakerPolicy()))
     gates: ModelGates | None = None
+    balancer: Balancer = field(default_factory=Balancer)
     cache: ResponseCache | None = None
     rng: random.Random = field(default_factory=random.Random)
     monotonic: Callable[[], float] = time.monotonic
@@ -81,8 +105,11 @@ class Resilience:
         return cls(
             retry=RetryPolicy.from_settings(settings),
             reserve_s=settings.infer_deadline_reserve_ms / 1000,
-            breakers=Breakers(BreakerPolicy.from_settings(settings)),
-            gates=ModelGates({m.name: m.max_concurrency for m in catalog.models}),
+            breakers=Breakers(
+                BreakerPolicy.from_settings(settings),
+                {m.name: len(m.deployments) for m in catalog.models if m.replicated},
+            ),
+            gates=ModelGates({m.name: m.total_concurrency for m in catalog.models}),
             cache=cache if settings.cache_enabled else None,
         )
 
@@ -91,13 +118,31 @@ def chat_payload(envelope: Envelope) -> dict[str, Any]:
     """The OpenAI chat-completions body for this request (model filled in by the client)."""
     request = envelope.request
     payload: dict[str, Any] = {
-        "messages": [{"role": m.role, "content": m.content} for m in [*request.messages, *envelope.followup]],
+        "messages": [chat_message(m) for m in [*request.messages, *envelope.followup]],
         "max_tokens": request.max_tokens,
         "temperature": request.temperature,
     }
     if request.response_format is not None and request.response_format.type != "text":
         payload["response_format"] = request.response_format.model_dump(exclude_none=True)
+    if request.tools:
+        payload["tools"] = [tool.model_dump(exclude_none=True) for tool in request.tools]
+        if request.tool_choice is not None:
+            choice = request.tool_choice
+            payload["tool_choice"] = choice if isinstance(choice, str) else choice.model_dump()
+    if request.stop:
+        payload["stop"] = list(request.stop)
     return payload
+
+
+def chat_message(message: ChatMessage) -> dict[str, Any]:
+    """One turn in OpenAI's form: an assistant's tool calls, a tool result's call id."""
+    found: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        found["tool_calls"] = [call.model_dump() for call in message.tool_calls]
+        found["content"] = message.content or None
+    if message.tool_call_id is not None:
+        found["tool_call_id"] = message.tool_call_id
+    return found
 
 
 def candidates(envelope: Envelope, catalog: Catalog) -> list[str]:
@@ -112,6 +157,15 @@ class _Tally:
     attempts: int = 0
     tried: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    deployment: str = ""  # of the last call made
+    failed_deployments: list[str] = field(default_factory=list)  # one entry per failed call
+
+    def attributes(self) -> dict[str, str]:
+        """Which replica answered (or was called last) and which failed, for per-deployment metrics."""
+        found = {"deployment": self.deployment} if self.deployment else {}
+        if self.failed_deployments:
+            found["deployment_errors"] = ",".join(self.failed_deployments)[:500]
+        return found
 
 
 async def infer(
@@ -123,9 +177,12 @@ async def infer(
     *,
     held: str | None = None,
     partition: int = 0,
+    stream: StreamHooks | None = None,
 ) -> Outcome:
     """`held`: a model whose concurrency slot the caller already holds for this request.
-    `partition`: the record's partition, where a new cache entry's changelog record goes."""
+    `partition`: the record's partition, where a new cache entry's changelog record goes.
+    `stream`: for a streamed request, the model is called with streaming on and the text its
+    checks release goes to `stream.on_chunk` as it comes (agents/inference/streamed.py)."""
     started = time.perf_counter()
     now = now or utcnow()
     res = resilience or Resilience()
@@ -151,13 +208,15 @@ async def infer(
                 last = ProviderError(ErrorCode.TIMEOUT, f"{name}: no free slot before the deadline")
                 tally.errors.append(last.message)
                 break
-            result = await _call(res, caller, entry, payload, deadline, tally, more=position < len(names) - 1)
+            result = await _call(
+                res, caller, entry, payload, deadline, tally, more=position < len(names) - 1, stream=stream
+            )
         if isinstance(result, Completion):
-            return _answered(envelope, catalog, entry, result, tally, started, res, key, partition)
+            return _answered(envelope, catalog, entry, result, tally, started, res, key, partition, stream)
         last = result
         tally.errors.append(result.message)
-        if deadline - res.monotonic() <= MIN_CALL_S:
-            break
+        if deadline - res.monotonic() <= MIN_CALL_S or (stream is not None and stream.released):
+            break  # out of time, or text already went out: no other model may continue it
     return _failed(
         envelope, names, last, tally, started, out_of_time=deadline - res.monotonic() <= MIN_CALL_S
     )
@@ -182,6 +241,28 @@ async def _slot(res: Resilience, model: str, held: str | None, deadline: float) 
         gate.release()
 
 
+async def _pick(
+    res: Resilience, entry: ModelEntry, avoid: frozenset[str], deadline: float
+) -> tuple[Deployment, CircuitBreaker] | ProviderError:
+    """The deployment for the next call and its breaker: the least busy with a free slot whose
+    breaker lets the call through (a half-open one takes it as its probe). When the only ones
+    left are at their max_concurrency it waits for a slot, until the deadline."""
+    while True:
+        busy = False
+        for deployment in res.balancer.ranked(entry, avoid):
+            if res.balancer.full(entry, deployment):
+                busy = True
+                continue
+            breaker = res.breakers.of(entry.name, deployment.label if entry.replicated else None)
+            if breaker.allow(res.monotonic(), res.wall()):
+                return deployment, breaker
+        if not busy:
+            what = "every replica's circuit breaker is" if entry.replicated else "circuit breaker"
+            return ProviderError(ErrorCode.MODEL_UNAVAILABLE, f"{entry.name}: {what} open", model_fault=False)
+        if not await res.balancer.freed(entry.name, deadline - res.monotonic() - MIN_CALL_S):
+            return ProviderError(ErrorCode.TIMEOUT, f"{entry.name}: no free replica before the deadline")
+
+
 async def _call(
     res: Resilience,
     caller: ChatCaller,
@@ -191,24 +272,33 @@ async def _call(
     tally: _Tally,
     *,
     more: bool,
+    stream: StreamHooks | None = None,
 ) -> Completion | ProviderError:
-    """Up to `retry.attempts` calls to one model; the error that ended them otherwise."""
-    breaker = res.breakers.of(entry.name)
+    """Up to `retry.attempts` calls to one model; the error that ended them otherwise. A failed
+    call on one replica is retried on another at once, without backoff."""
     error = ProviderError(ErrorCode.TIMEOUT, f"{entry.name}: deadline passed before the call")
+    failed: set[str] = set()
     for retry in range(res.retry.attempts):
         remaining = deadline - res.monotonic()
         if remaining <= MIN_CALL_S:
             return ProviderError(ErrorCode.TIMEOUT, f"{entry.name}: deadline passed before the call")
-        if not breaker.allow(res.monotonic(), res.wall()):
-            return ProviderError(
-                ErrorCode.MODEL_UNAVAILABLE, f"{entry.name}: circuit breaker open", model_fault=False
-            )
+        picked = await _pick(res, entry, frozenset(failed), deadline)
+        if isinstance(picked, ProviderError):
+            return picked
+        deployment, breaker = picked
+        remaining = deadline - res.monotonic()  # waiting for a free replica took some
         tally.attempts += 1
+        tally.deployment = deployment.label
         called = res.monotonic()
         try:
-            completion = await caller.complete(entry, payload, remaining)
+            with res.balancer.hold(entry.name, deployment.label):
+                if stream is not None and isinstance(caller, StreamingCaller):
+                    completion = await streamed_call(caller, entry.on(deployment), payload, remaining, stream)
+                else:
+                    completion = await caller.complete(entry.on(deployment), payload, remaining)
         except ProviderError as exc:
             error = exc
+            tally.failed_deployments.append(deployment.label)
             breaker.record(
                 res.monotonic(), res.wall(), ok=not exc.model_fault, latency_s=res.monotonic() - called
             )
@@ -218,8 +308,11 @@ async def _call(
         else:
             breaker.record(res.monotonic(), res.wall(), ok=True, latency_s=res.monotonic() - called)
             return completion
-        if not error.retryable or retry == res.retry.attempts - 1:
+        if not error.retryable or retry == res.retry.attempts - 1 or (stream is not None and stream.released):
             return error
+        failed.add(deployment.label)
+        if entry.replicated and len(failed) < len(entry.deployments):
+            continue  # another replica has not failed this request: try it now
         wait = backoff_s(retry, res.retry.base_s, res.retry.max_backoff_s, res.rng)
         if error.retry_after_s is not None:
             # With a fallback left, a long Retry-After is a reason to move on, not to wait.
@@ -229,6 +322,7 @@ async def _call(
             wait = max(wait, error.retry_after_s)
         if res.monotonic() + wait >= deadline - MIN_CALL_S:
             return error  # no time for another call here; a fallback may still fit
+        failed.clear()  # every replica failed once: after the backoff, any may be tried again
         await res.sleep(wait)
     return error
 
@@ -243,6 +337,7 @@ def _answered(
     res: Resilience,
     key: str | None,
     partition: int,
+    stream: StreamHooks | None = None,
 ) -> Outcome:
     usage = Usage(
         prompt_tokens=completion.prompt_tokens,
@@ -254,6 +349,7 @@ def _answered(
     inference = Inference(
         model=entry.name,
         content=completion.content,
+        tool_calls=list(completion.tool_calls) or None,
         finish_reason=completion.finish_reason,
         usage=usage,
         cost_usd=cost,
@@ -262,6 +358,9 @@ def _answered(
         routing_savings_usd=catalog.routing_savings(
             baseline, entry.name, completion.prompt_tokens, completion.completion_tokens
         ),
+        streamed=stream is not None and stream.released,
+        ttft_ms=stream.ttft_ms if stream is not None else None,
+        stream_cut=stream.cut if stream is not None else None,
     )
     cache_note = "bypass"
     if key is not None and res.cache is not None:
@@ -285,6 +384,8 @@ def _answered(
         "model_latency_ms": f"{completion.latency_ms:.3f}",
         "attempts": str(tally.attempts),
         "cache": cache_note,
+        **tally.attributes(),
+        **(stream.attributes() if stream is not None else {}),
     }
     if tally.tried[0] != entry.name:
         attributes["fallback_from"] = tally.tried[0]
@@ -349,7 +450,7 @@ def _failed(
     done = envelope.model_copy(
         update={"inference": inference, "tried_models": [*envelope.tried_models, *tally.tried]}
     )
-    attributes = {"attempts": str(tally.attempts), "tried": ",".join(tally.tried)}
+    attributes = {"attempts": str(tally.attempts), "tried": ",".join(tally.tried), **tally.attributes()}
     duration_ms = (time.perf_counter() - started) * 1000
     if out_of_time:
         return _answer_now(done, inference, model, attributes, duration_ms)
@@ -400,7 +501,10 @@ def breaker_request_id(transition: Transition) -> str:
     """`breaker/<model>/<new state>/<epoch ms>`: names one breaker transition. Breaker events
     carry it as request_id and correlation_id (tenant `_system`); their event_id is derived
     from it, so a re-published transition replaces itself in ClickHouse."""
-    return f"breaker/{transition.model}/{transition.state.value}/{round(transition.at_s * 1000)}"
+    where = (
+        transition.model if transition.deployment is None else f"{transition.model}@{transition.deployment}"
+    )
+    return f"breaker/{where}/{transition.state.value}/{round(transition.at_s * 1000)}"
 
 
 def breaker_event(transition: Transition) -> Event:
@@ -421,5 +525,6 @@ def breaker_event(transition: Transition) -> Event:
             "calls": str(transition.calls),
             "bad_calls": str(transition.bad_calls),
             "reason": transition.reason,
+            **({} if transition.deployment is None else {"deployment": transition.deployment}),
         },
     )

@@ -19,6 +19,7 @@ from sluice.tenants import TenantConfig
 
 STAGE = Stage.SANITIZE
 STORED_TEXT_LIMIT = 2000
+TOOL_PASSAGE = "tool:"  # a tool result's passage id: tool:<tool_call_id>
 
 
 def _compile_sanitize_policy(tenant: TenantConfig) -> SanitizePolicy:
@@ -33,9 +34,14 @@ def sanitize(envelope: Envelope, now: datetime, *, tenant: TenantConfig | None =
     started = time.perf_counter()
     tenant = tenant or TenantConfig()
     request = envelope.request
+    # Tool results are untrusted text a tool fetched: they go through the indirect-injection
+    # check with the context passages (flag, neutralise or drop), not the direct one.
+    tool_turns = [m for m in request.messages if m.role == "tool"]
+    turns = [m for m in request.messages if m.role != "tool"]
     result = sanitize_request(
-        [(m.role, m.content) for m in request.messages],
-        [(p.id, p.text) for p in request.context],
+        [(m.role, m.content) for m in turns],
+        [(p.id, p.text) for p in request.context]
+        + [(f"{TOOL_PASSAGE}{m.tool_call_id}", m.content) for m in tool_turns],
         sanitize_policy(tenant),
     )
     attributes = event_attributes(result, tenant)
@@ -53,8 +59,8 @@ def sanitize(envelope: Envelope, now: datetime, *, tenant: TenantConfig | None =
             duration_ms=_elapsed(started),
             attributes=attributes,
         )
-    messages = [ChatMessage(role=_role(role), content=content) for role, content in result.messages]
-    context = [ContextPassage(id=pid, text=text) for pid, text in result.context]
+    messages = _rejoin(request.messages, result.messages, result.context[len(request.context) :])
+    context = [ContextPassage(id=pid, text=text) for pid, text in result.context[: len(request.context)]]
     cleaned = envelope.model_copy(
         update={
             "request": request.model_copy(
@@ -93,8 +99,17 @@ def event_attributes(result: SanitizeOutcome, tenant: TenantConfig) -> dict[str,
     return attributes
 
 
-def _role(role: str) -> Any:
-    return role if role in {"system", "user", "assistant"} else "user"
+def _rejoin(
+    original: list[ChatMessage], turns: list[tuple[str, str]], tool_results: list[tuple[str, str]]
+) -> list[ChatMessage]:
+    """The cleaned messages in their original order: the sanitized text of each turn, each
+    tool result's cleaned text, and the tool-call fields unchanged."""
+    cleaned_turns, cleaned_tools = iter(turns), iter(tool_results)
+    rejoined: list[ChatMessage] = []
+    for message in original:
+        _, text = next(cleaned_tools) if message.role == "tool" else next(cleaned_turns)
+        rejoined.append(message.model_copy(update={"content": text}))
+    return rejoined
 
 
 def _elapsed(started: float) -> float:

@@ -5,6 +5,7 @@ validation error, or another, stronger model. The final Response goes to the rep
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import time
@@ -14,7 +15,19 @@ from agents.checks.output_policy import OutputPolicy, PiiDetector
 from agents.checks.pii import find_pii, restore
 from agents.checks.review import Action, ResponsePolicy, ReviewInput, ReviewOutcome, review_response
 from agents.compiled import PerTenantConfig
-from schemas import ChatMessage, Checks, Envelope, ErrorCode, ErrorInfo, RouteDecision, Stage, Status, Usage
+from agents.inference.stream_guard import StreamGuard
+from schemas import (
+    ChatMessage,
+    Checks,
+    Envelope,
+    ErrorCode,
+    ErrorInfo,
+    Inference,
+    RouteDecision,
+    Stage,
+    Status,
+    Usage,
+)
 from sluice.outcome import Identity, Outcome, Spend, fail, finish, forward
 from sluice.providers.catalog import Catalog, ModelEntry
 from sluice.tenants import TenantConfig
@@ -156,8 +169,14 @@ def validate_response(
         )
     request = envelope.request
     response_format = request.response_format
+    calls = inference.tool_calls or []
+    # A tool call is checked like an answer (its arguments can leak as well), but it is no
+    # answer to the response_format: that applies to the text the model writes afterwards.
+    reviewed = "\n".join([inference.content or "", *(c.function.arguments for c in calls)]).strip()
+    if calls:
+        response_format = None
     review = review_response(
-        inference.content or "",
+        reviewed,
         inference.finish_reason,
         ReviewInput(
             messages=tuple((m.role, m.content) for m in request.messages),
@@ -170,6 +189,13 @@ def validate_response(
         response_policy(tenant or TenantConfig()),
         pii_detector=pii_detector,
     )
+    streamed_attributes = stream_attributes(inference)
+    if inference.stream_cut is not None:  # the stream's own checks ended it mid-answer
+        safe_message = response_policy(tenant or TenantConfig()).safe_message
+        return _cut_stream(envelope, inference, safe_message, now, started)
+    if inference.streamed and review.decision is Action.RETRY:
+        # text already reached the client: whole-answer checks are a verdict, not a second try
+        review = dataclasses.replace(review, decision=Action.FLAG, repair_prompt=None)
     flags = sorted({*envelope.flags, *review.flags})
     checks = Checks(
         groundedness=review.groundedness,
@@ -177,7 +203,7 @@ def validate_response(
         schema_valid=review.schema_valid,
         flags=flags,
     )
-    attributes = {key: str(value) for key, value in review.scores.items()}
+    attributes = {key: str(value) for key, value in review.scores.items()} | streamed_attributes
     if review.decision is Action.RETRY and catalog is not None:
         again = _send_back(envelope, review, catalog, flags, tenant or TenantConfig())
         if isinstance(again, str):  # a retry was due, but none fits the tenant's access rules
@@ -244,6 +270,8 @@ def validate_response(
         duration_ms=_elapsed(started),
         model=inference.model,
         content=content,
+        tool_calls=inference.tool_calls,
+        finish_reason=inference.finish_reason,
         usage=total_usage(envelope),
         cost_usd=total_cost_usd(envelope),
         checks=checks,
@@ -252,6 +280,71 @@ def validate_response(
             "finish_reason": inference.finish_reason or "",
             **analytics_attributes(envelope, content),
         },
+        spend=Spend.of(envelope),
+    )
+
+
+def review_input(envelope: Envelope) -> ReviewInput:
+    """What the checks need to know of the request, for a stream's checks (validate_response's
+    own review adds the retry counters)."""
+    request = envelope.request
+    response_format = request.response_format
+    return ReviewInput(
+        messages=tuple((m.role, m.content) for m in request.messages),
+        context=tuple((p.id, p.text) for p in request.context),
+        response_format=response_format.type if response_format else None,
+        json_schema=response_format.json_schema if response_format else None,
+    )
+
+
+def stream_guard(envelope: Envelope, tenant: TenantConfig) -> StreamGuard:
+    """The checks a streamed answer passes through before its text is released (windowed)."""
+    return StreamGuard(
+        response_policy(tenant),
+        review_input(envelope),
+        pii_findings,
+        window=tenant.output.stream_window_sentences,
+    )
+
+
+def stream_attributes(inference: Inference) -> dict[str, str]:
+    """What the final event records of a streamed answer: time to first token and any cut."""
+    if not inference.streamed and inference.stream_cut is None:
+        return {}
+    found = {"streamed": "true"}
+    if inference.ttft_ms is not None:
+        found["ttft_ms"] = f"{inference.ttft_ms:.3f}"
+    if inference.stream_cut is not None:
+        found["stream_cut"] = inference.stream_cut
+    return found
+
+
+def _cut_stream(
+    envelope: Envelope, inference: Inference, safe_message: str, now: datetime, started: float
+) -> Outcome:
+    """A stream its checks cut: blocked, the tenant's safe message, finish_reason
+    content_filter; the tokens the model wrote are paid for."""
+    flags = sorted({*envelope.flags, "stream_cut", inference.stream_cut or ""} - {""})
+    return finish(
+        Identity.of(envelope),
+        STAGE,
+        Status.BLOCKED,
+        reply_to=envelope.reply_to,
+        received_at=envelope.received_at,
+        now=now,
+        duration_ms=_elapsed(started),
+        error=ErrorInfo(
+            code=ErrorCode.POLICY_VIOLATION,
+            message=f"{safe_message} (stream stopped by {inference.stream_cut})",
+            stage=STAGE,
+        ),
+        model=inference.model,
+        content=safe_message,
+        finish_reason="content_filter",
+        usage=total_usage(envelope),
+        cost_usd=total_cost_usd(envelope),
+        checks=Checks(flags=flags),
+        attributes=stream_attributes(inference),
         spend=Spend.of(envelope),
     )
 

@@ -195,6 +195,22 @@ def _fuzz(data: dict[str, Any]) -> str:
     )
 
 
+def _streaming(data: dict[str, Any]) -> str:
+    cfg = data["settings"]
+    runs = "; ".join(
+        f"window {run['stream_window_sentences']}: first chunk p50 {_ms(run['first_chunk_ms']['p50'])} / "
+        f"p99 {_ms(run['first_chunk_ms']['p99'])} ms, goodput {run['goodput_per_s']:g}/s, "
+        f"streamed text = whole text {run['chunks_text_equals_whole_text']}"
+        for run in data["runs"]
+    )
+    return (
+        f"at {cfg['rate_per_s']:g} req/s, model {cfg['simulator_first_token_ms']:g} ms to the first token + "
+        f"{cfg['simulator_token_ms']:g} ms per token (target: first chunk p50 <= "
+        f"{cfg['target_first_chunk_p50_ms']:g} ms): {runs}; load average "
+        f"{data['machine']['loadavg_1_5_15_at_start'][0]:g} at the start"
+    )
+
+
 def _sanitize(data: dict[str, Any]) -> str:
     test = data["injection"]["by_category"]["test"]
     latency = data["latency"]
@@ -216,7 +232,22 @@ def _hallucination(data: dict[str, Any]) -> str:
     )
 
 
+def _analytics(data: dict[str, Any]) -> str:
+    size = max(data["runs"], key=int)
+    run = data["runs"][size]
+    slowest = {
+        window: max(q["median_s"] for name, q in run["queries"].items() if name.endswith(f"@{window}"))
+        for window in ("1h", "7d")
+    }
+    return (
+        f"{int(size):,} requests: slowest named query {slowest['1h'] * 1000:.0f} ms at 1 hour, "
+        f"{slowest['7d'] * 1000:.0f} ms at 7 days; web dashboard {run['web_dashboard']['7d_median_s']:.2f} s "
+        f"for 7 days; insert {run['load']['insert_rows_per_s']:,} rows/s with every view on"
+    )
+
+
 SUMMARIES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
+    "analytics": ("dashboard queries and inserts at production volume", _analytics),
     "sanitize": ("prompt-injection and PII detection on labelled prompts; latency", _sanitize),
     "hallucination": ("groundedness scoring on labelled answers; latency", _hallucination),
     "sizing": ("the inputs of the sizing guide", lambda _data: "see `docs/scaling.md`, generated from it"),
@@ -231,6 +262,10 @@ SUMMARIES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "broker_fetch": ("one hop's latency and the embedded broker's CPU against the fetch wait", _broker_fetch),
     "resilience": ("failover with the primary model down mid-load; cache hit rate", _resilience),
     "routing": ("`model: auto` cost and quality on labelled prompts", _routing),
+    "streaming": (
+        "time to the first streamed chunk through the HTTP gateway (OpenAI SSE), open loop",
+        _streaming,
+    ),
     "fuzz": ("random and mutated inputs through the HTTP front door and onto sluice.requests", _fuzz),
 }
 

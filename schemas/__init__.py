@@ -9,9 +9,15 @@ from schemas.common import (
     ContextPassage,
     ErrorCode,
     ErrorInfo,
+    NamedToolChoice,
     ResponseFormat,
     Stage,
     Status,
+    Tool,
+    ToolCall,
+    ToolCallFunction,
+    ToolChoice,
+    ToolFunction,
     Usage,
     WireModel,
 )
@@ -21,6 +27,7 @@ from schemas.event import Event, RequestSummary
 from schemas.feedback import Feedback
 from schemas.request import Request
 from schemas.response import Response
+from schemas.stream import StreamChunk
 
 # Every top-level message type, by the file name its JSON Schema is written to.
 WIRE_MESSAGES: dict[str, type[WireModel]] = {
@@ -33,6 +40,7 @@ WIRE_MESSAGES: dict[str, type[WireModel]] = {
     "route_advice": RouteAdvice,
     "admission": Admission,
     "alert": Alert,
+    "stream_chunk": StreamChunk,
 }
 
 __all__ = [
@@ -49,6 +57,7 @@ __all__ = [
     "Event",
     "Feedback",
     "Inference",
+    "NamedToolChoice",
     "Request",
     "RequestSummary",
     "Response",
@@ -58,6 +67,12 @@ __all__ = [
     "Settlement",
     "Stage",
     "Status",
+    "StreamChunk",
+    "Tool",
+    "ToolCall",
+    "ToolCallFunction",
+    "ToolChoice",
+    "ToolFunction",
     "Usage",
     "WireModel",
 ]

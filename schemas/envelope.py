@@ -10,7 +10,7 @@ from datetime import datetime
 
 from pydantic import Field
 
-from schemas.common import ChatMessage, ErrorInfo, Usage, WireModel
+from schemas.common import ChatMessage, ErrorInfo, ToolCall, Usage, WireModel
 from schemas.request import Request
 
 
@@ -33,6 +33,7 @@ class Inference(WireModel):
 
     model: str
     content: str | None = None
+    tool_calls: list[ToolCall] | None = None
     finish_reason: str | None = None
     usage: Usage = Field(default_factory=Usage)
     cost_usd: float = 0.0
@@ -42,6 +43,9 @@ class Inference(WireModel):
     cached: bool = False
     cache_savings_usd: float = Field(default=0.0, ge=0, description="What a cache hit would have cost")
     routing_savings_usd: float = Field(default=0.0, description="Baseline model's cost minus the actual cost")
+    streamed: bool = Field(default=False, description="Text was released to the client as it came")
+    ttft_ms: float | None = Field(default=None, ge=0, description="Call start to the model's first token")
+    stream_cut: str | None = Field(default=None, description="The check that ended the stream early")
 
 
 class Envelope(WireModel):

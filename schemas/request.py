@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 
-from schemas.common import ChatMessage, ContextPassage, ResponseFormat, WireModel
+from schemas.common import ChatMessage, ContextPassage, ResponseFormat, Tool, ToolChoice, WireModel
 
 TENANT_PATTERN = r"^[a-z0-9_-]{1,64}$"
 
@@ -23,5 +23,11 @@ class Request(WireModel):
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)
     context: list[ContextPassage] = Field(default_factory=list)
     response_format: ResponseFormat | None = None
+    tools: list[Tool] = Field(default_factory=list, max_length=128)
+    tool_choice: ToolChoice | None = Field(default=None, description="Default: auto with tools")
+    stop: list[str] = Field(default_factory=list, max_length=4, description="Stop sequences")
+    stream: bool = Field(
+        default=False, description="Send the answer's text as StreamChunk records while it is written"
+    )
     metadata: dict[str, str] = Field(default_factory=dict)
     deadline_ms: int = Field(default=30_000, ge=1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from schemas.common import Checks, ErrorInfo, Status, Usage, WireModel
+from schemas.common import Checks, ErrorInfo, Status, ToolCall, Usage, WireModel
 
 
 class Response(WireModel):
@@ -14,6 +14,8 @@ class Response(WireModel):
     status: Status
     model: str | None = None
     content: str | None = None
+    tool_calls: list[ToolCall] | None = Field(default=None, description="Calls the model asked for")
+    finish_reason: str | None = Field(default=None, description="stop, length, tool_calls, content_filter")
     usage: Usage = Field(default_factory=Usage)
     cost_usd: float = 0.0
     cached: bool = False

@@ -20,6 +20,7 @@ from schemas import (
     Settlement,
     Stage,
     Status,
+    ToolCall,
     Usage,
 )
 
@@ -187,6 +188,8 @@ def finish(
     attributes: dict[str, str] | None = None,
     spend: Spend | None = None,
     variant: str = "",
+    tool_calls: list[ToolCall] | None = None,
+    finish_reason: str | None = None,
 ) -> Outcome:
     """End the request: its one response, and the final event that becomes its ClickHouse row.
     `variant` keeps this event apart from an earlier one of the same stage (admission)."""
@@ -201,6 +204,8 @@ def finish(
         status=status,
         model=model,
         content=content,
+        tool_calls=tool_calls,
+        finish_reason=finish_reason,
         usage=usage,
         cost_usd=cost_usd,
         cached=spend.cached,

@@ -161,6 +161,7 @@ class Settings(BaseSettings):
     simulator_error_rate: float = 0.0
     simulator_timeout_rate: float = 0.0
     simulator_malformed_rate: float = 0.0
+    simulator_token_ms: float = Field(default=0.0, ge=0, description="Simulator: delay between two tokens")
     simulator_seed: int | None = None
 
     # --- quotas (rate limits and budgets; see agents/admission.py) -------------------------

@@ -43,6 +43,18 @@ class OutputRules(BaseModel):
     )
     max_retries: int = Field(default=1, ge=0, le=3)
     max_repair_attempts: int = Field(default=1, ge=0, le=3)
+    stream_checks: Literal["windowed", "buffered"] = Field(
+        default="windowed",
+        description="Streamed answers: windowed releases text once a window of sentences has "
+        "passed the checks; buffered holds the whole answer until every check has passed",
+    )
+    stream_window_sentences: int = Field(
+        default=1,
+        ge=0,
+        le=5,
+        description="Whole sentences held back and checked before release; 0 holds back only the "
+        "unfinished word (faster first chunk, but a leak spanning words may show its first words)",
+    )
 
 
 class InputRules(BaseModel):

@@ -34,6 +34,8 @@ ROUTED = TopicSpec("routed")
 INFERRED = TopicSpec("inferred")
 RESPONSES = TopicSpec("responses", retention_ms=1 * DAY_MS)
 EVENTS = TopicSpec("events", retention_ms=3 * DAY_MS)
+# Streamed answers: StreamChunk records keyed by correlation_id, read like the reply topic.
+STREAM = TopicSpec("stream", retention_ms=1 * DAY_MS)
 FEEDBACK = TopicSpec("feedback", retention_ms=30 * DAY_MS)
 DEADLETTER = TopicSpec("deadletter", partitions=1, retention_ms=30 * DAY_MS)
 ALERTS = TopicSpec("alerts", partitions=1, retention_ms=30 * DAY_MS)
@@ -50,6 +52,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     INFERRED,
     RESPONSES,
     EVENTS,
+    STREAM,
     FEEDBACK,
     DEADLETTER,
     ALERTS,

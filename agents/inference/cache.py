@@ -45,6 +45,9 @@ def cache_eligible(envelope: Envelope) -> bool:
     """May this request be answered from (and fill) the cache?"""
     if envelope.followup or envelope.retries or envelope.repair_attempts:
         return False
+    request = envelope.request
+    if request.tools or request.stop or any(m.role == "tool" or m.tool_calls for m in request.messages):
+        return False  # the key holds role and text only; tool turns and stops would collide
     option = envelope.request.metadata.get(CACHE_OPTION, "").strip().lower()
     if option in _NO:
         return False

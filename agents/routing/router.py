@@ -34,6 +34,7 @@ class Need:
     max_tokens: int
     json_mode: bool
     long_context: bool
+    tools: bool = False
 
     def misfit(self, entry: ModelEntry) -> str | None:
         """Why `entry` cannot serve the request at all (None: it can)."""
@@ -44,6 +45,8 @@ class Need:
             return "no json_mode"
         if self.long_context and "long_context" not in entry.capabilities:
             return "no long_context"
+        if self.tools and "tools" not in entry.capabilities:
+            return "no tools"
         return None
 
     def worst_cost(self, entry: ModelEntry) -> float:
@@ -64,6 +67,8 @@ def _need(request: Request, catalog: Catalog) -> Need:
         max_tokens=request.max_tokens,
         json_mode=request.response_format is not None and request.response_format.type != "text",
         long_context=tokens >= catalog.routing.long_context_tokens,
+        # tools offered, or a conversation that already holds tool calls and results
+        tools=bool(request.tools) or any(m.role == "tool" or m.tool_calls for m in request.messages),
     )
 
 

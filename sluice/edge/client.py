@@ -1,28 +1,30 @@
 """`SluiceClient`: publish requests to Kafka and await each answer by correlation ID.
 
-One producer and one reply consumer serve any number of requests in flight: responses are
-matched to waiting futures by (tenant, correlation_id) - correlation_ids are chosen by clients,
-so two tenants may pick the same one - and thousands of concurrent calls cost one consumer.
-The reply reader runs under a supervisor: if it dies, `readiness()` says so and it is restarted
-where it stopped reading, so no answer that arrived meanwhile is skipped."""
+One producer and one reply consumer serve any number of requests in flight: responses (and
+streamed chunks) are matched to their waiting caller by (tenant, correlation_id) -
+correlation_ids are chosen by clients, so two tenants may pick the same one - and thousands of
+concurrent calls cost one consumer. The reply reader runs under a supervisor: if it dies,
+`readiness()` says so and it is restarted where it stopped reading, so no answer that arrived
+meanwhile is skipped."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import uuid
+from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import ValidationError
 
-from schemas import Feedback, Response
+from schemas import Feedback, Response, StreamChunk
 from sluice import kafka_clients
 from sluice.codec import encode
 from sluice.settings import Settings
 from sluice.supervise import Supervisor
-from topics import FEEDBACK, REQUESTS, RESPONSES
+from topics import FEEDBACK, REQUESTS, RESPONSES, STREAM
 
 log = logging.getLogger("sluice.client")
 
@@ -53,6 +55,8 @@ class SluiceClient:
         self.requests_topic = REQUESTS.name(prefix)
         self.feedback_topic = FEEDBACK.name(prefix)
         self.reply_to = reply_to or RESPONSES.name(prefix)
+        self.stream_topic = STREAM.name(prefix)
+        self._streams: dict[tuple[str, str], asyncio.Queue[StreamChunk]] = {}
         self.timeout_s = timeout_s or self.settings.client_timeout_s
         self._pending: dict[tuple[str, str], asyncio.Future[Response]] = {}
         self._producer: AIOKafkaProducer | None = None
@@ -83,11 +87,13 @@ class SluiceClient:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="latest",
-            fetch_max_wait_ms=self.settings.client_fetch_wait_ms,
+            fetch_max_wait_ms=self.settings.client_fetch_wait_ms,  # streamed text waits on it too
         )
         await self._consumer.start()
         partitions = await self._wait_for_partitions(self.reply_to)
         assigned = [TopicPartition(self.reply_to, p) for p in sorted(partitions)]
+        streamed = await self._wait_for_partitions(self.stream_topic, attempts=10, required=False)
+        assigned += [TopicPartition(self.stream_topic, p) for p in sorted(streamed)]
         self._consumer.assign(assigned)
         await self._consumer.seek_to_end(*assigned)
         for tp in assigned:
@@ -100,7 +106,7 @@ class SluiceClient:
         """{"client.replies": alive}: false from the reader's death until its restart."""
         return self._supervisor.readiness() if self._supervisor is not None else {"client.replies": False}
 
-    async def _wait_for_partitions(self, topic: str, attempts: int = 50) -> set[int]:
+    async def _wait_for_partitions(self, topic: str, attempts: int = 50, required: bool = True) -> set[int]:
         assert self._consumer is not None
         for _ in range(attempts):
             partitions = self._consumer.partitions_for_topic(topic)
@@ -108,6 +114,8 @@ class SluiceClient:
                 return set(partitions)
             await self._consumer._client.force_metadata_update()
             await asyncio.sleep(0.1)
+        if not required:  # an older Sluice without the stream topic: answers come whole
+            return set()
         raise RuntimeError(f"reply topic {topic!r} does not exist (is Sluice running?)")
 
     async def stop(self) -> None:
@@ -123,18 +131,28 @@ class SluiceClient:
             await self._producer.stop()
 
     async def _read_replies(self) -> None:
-        """Deliver replies until stopped. Each (re)start resumes at the first record not yet
-        delivered, so a reader that died and was restarted skips nothing."""
+        """Deliver replies and chunks until stopped. Each (re)start resumes at the first record
+        not yet delivered, so a reader that died and was restarted skips nothing."""
         consumer = self._consumer
         assert consumer is not None
         for tp, offset in self._next_offsets.items():
             consumer.seek(tp, offset)
         while True:
             batches = await consumer.getmany(timeout_ms=500, max_records=5000)
-            for tp, records in batches.items():
+            for partition, records in batches.items():
+                chunks = partition.topic == self.stream_topic
                 for record in records:
-                    self._deliver(record.value)
-                    self._next_offsets[tp] = record.offset + 1
+                    (self._deliver_chunk if chunks else self._deliver)(record.value)
+                    self._next_offsets[partition] = record.offset + 1
+
+    def _deliver_chunk(self, raw: bytes | None) -> None:
+        try:
+            chunk = StreamChunk.model_validate_json(raw or b"")
+        except ValidationError:
+            return  # not for a reader of this client's version
+        queue = self._streams.get((chunk.tenant, chunk.correlation_id))
+        if queue is not None:
+            queue.put_nowait(chunk)
 
     def _deliver(self, raw: bytes | None) -> None:
         try:
@@ -155,7 +173,7 @@ class SluiceClient:
 
     async def request(
         self,
-        messages: list[dict[str, str]] | str,
+        messages: list[dict[str, Any]] | str,
         tenant: str = "demo",
         *,
         correlation_id: str | None = None,
@@ -163,10 +181,87 @@ class SluiceClient:
         **options: Any,
     ) -> Response:
         """Send one request and wait for its response; raises `SluiceTimeout` on timeout."""
+        correlation_id = correlation_id or uuid.uuid4().hex
+        future: asyncio.Future[Response] | None = None
+        try:
+            future = await self._send(messages, tenant, correlation_id, options)
+            return await self.wait(correlation_id, future, timeout_s)
+        finally:
+            if future is not None and self._pending.get((tenant, correlation_id)) is future:
+                del self._pending[(tenant, correlation_id)]
+
+    async def stream(
+        self,
+        messages: list[dict[str, Any]] | str,
+        tenant: str = "demo",
+        *,
+        correlation_id: str | None = None,
+        timeout_s: float | None = None,
+        **options: Any,
+    ) -> AsyncIterator[StreamChunk | Response]:
+        """Send one request with streaming on: yields the answer's text as StreamChunks while
+        it is written and checked, then the Response (status, usage, checks, finish_reason).
+        The chunks add up to the Response's content: text the stream did not carry (a buffered
+        tenant, a cache hit, a record that came late) arrives as one last chunk before it. A
+        stream its checks cut ends with a Response of finish_reason `content_filter` whose
+        content is the tenant's safe message. Raises `SluiceTimeout` on timeout."""
+        correlation_id = correlation_id or uuid.uuid4().hex
+        queue: asyncio.Queue[StreamChunk] = asyncio.Queue()
+        self._streams[(tenant, correlation_id)] = queue
+        limit = timeout_s or self.timeout_s
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + limit
+        sent, streamed = 0, list[str]()
+        try:
+            future = await self._send(messages, tenant, correlation_id, {**options, "stream": True})
+            while True:
+                if queue.empty() and not future.done():
+                    getter: asyncio.Future[Any] = asyncio.ensure_future(queue.get())
+                    waiting: set[asyncio.Future[Any]] = {getter, future}
+                    done, _ = await asyncio.wait(
+                        waiting,
+                        timeout=give_up_at - loop.time(),
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                    if getter not in done:
+                        getter.cancel()
+                    else:
+                        queue.put_nowait(getter.result())
+                    if not done:
+                        raise SluiceTimeout(correlation_id, limit)
+                while not queue.empty():
+                    chunk = queue.get_nowait()
+                    if chunk.offset == sent:  # in order; repeats and gaps are left to the end
+                        sent += len(chunk.delta)
+                        streamed.append(chunk.delta)
+                        yield chunk
+                if future.done():
+                    response = future.result()
+                    content = response.content or ""
+                    whole = response.status.value == "ok" and content.startswith("".join(streamed))
+                    if whole and len(content) > sent:
+                        yield StreamChunk(
+                            correlation_id=correlation_id,
+                            request_id=response.request_id,
+                            tenant=response.tenant,
+                            model=response.model or "",
+                            seq=0,
+                            offset=sent,
+                            delta=content[sent:],
+                        )
+                    yield response
+                    return
+        finally:
+            self._streams.pop((tenant, correlation_id), None)
+            self._pending.pop((tenant, correlation_id), None)
+
+    async def _send(
+        self, messages: list[dict[str, Any]] | str, tenant: str, correlation_id: str, options: dict[str, Any]
+    ) -> asyncio.Future[Response]:
+        """Publish one request, after registering for its answer; the future resolves with it."""
         assert self._producer is not None, "client not started"
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
-        correlation_id = correlation_id or uuid.uuid4().hex
         body: dict[str, Any] = {
             "correlation_id": correlation_id,
             "tenant": tenant,
@@ -176,12 +271,8 @@ class SluiceClient:
         if self.reply_to != RESPONSES.name(self.settings.topic_prefix):
             body.setdefault("reply_to", self.reply_to)
         future = self.expect(correlation_id, tenant)
-        try:
-            await self._producer.send(self.requests_topic, encode(body), key=correlation_id.encode())
-            return await self.wait(correlation_id, future, timeout_s)
-        finally:
-            if self._pending.get((tenant, correlation_id)) is future:
-                del self._pending[(tenant, correlation_id)]
+        await self._producer.send(self.requests_topic, encode(body), key=correlation_id.encode())
+        return future
 
     def expect(self, correlation_id: str, tenant: str = "demo") -> asyncio.Future[Response]:
         """Register interest in the answer to (tenant, correlation_id) before its request is
@@ -198,9 +289,6 @@ class SluiceClient:
             return await asyncio.wait_for(future, limit)
         except TimeoutError as exc:
             raise SluiceTimeout(correlation_id, limit) from exc
-
-    def in_flight(self, correlation_id: str, tenant: str) -> bool:
-        return (tenant, correlation_id) in self._pending
 
     async def feedback(self, feedback: Feedback) -> None:
         assert self._producer is not None, "client not started"

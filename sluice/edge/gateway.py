@@ -3,9 +3,11 @@
 Each completion becomes one Request on Kafka, sent through the gateway's one shared SluiceClient
 and awaited by correlation_id. Bodies are checked here, so malformed input costs a 400/413 and
 never reaches Kafka; what depends on tenant state is decided by the pipeline and mapped back.
-Streaming is real SSE in OpenAI's chunk format but coarse for now: the pipeline releases an
-answer only once validate_response has checked all of it, so the whole content arrives as ONE
-chunk, and errors on a stream request are plain JSON errors with their status."""
+Streaming is SSE in OpenAI's chunk format, relayed as the pipeline's StreamChunks arrive (text
+released by the stream's checks); the last chunk carries finish_reason, tool calls and the
+`sluice` extension. A stream its checks cut ends with the tenant's safe message and
+finish_reason "content_filter"; an error before any text is a plain JSON error with its status,
+one after it an OpenAI `error` event."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
-from schemas import ErrorCode, Feedback, Request, Response, Status
+from schemas import ErrorCode, Feedback, Request, Response, Status, StreamChunk
 from sluice.edge.client import SluiceClient, SluiceTimeout
 from sluice.edge.http import ReadinessProbe, build_http_app
 from sluice.edge.identity import TenantResolver, Unauthorized, tenant_resolver
@@ -59,11 +61,14 @@ RETRY_AFTER_S: dict[ErrorCode, int] = {ErrorCode.RATE_LIMITED: 1, ErrorCode.BUDG
 
 _MAPPED = frozenset({"model", "messages", "max_tokens", "max_completion_tokens", "temperature"})
 _MAPPED |= {"response_format", "stream", "stream_options", "context", "metadata", "deadline_ms"}
+_MAPPED |= {"tools", "tool_choice", "stop"}
 _IGNORED = frozenset({"top_p", "user", "seed", "store"})  # they change nothing Sluice promises
 # Accepted at their default only: any other value asks for something Sluice does not do.
 _ONLY_DEFAULT: dict[str, object] = {"n": 1, "logprobs": False, "presence_penalty": 0, "frequency_penalty": 0}
+_ONLY_DEFAULT["parallel_tool_calls"] = True
 _SLUICE_FIELDS = {"request_id", "status", "cost_usd", "cached", "latency_ms", "checks"}
-_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
+_FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter"})
 
 
 class GatewayError(Exception):
@@ -152,8 +157,13 @@ def parse_chat_request(
     if max_tokens is not None and legacy is not None and max_tokens != legacy:
         return _invalid("max_tokens and max_completion_tokens disagree; send one", "max_tokens")
     request: dict[str, Any] = {"correlation_id": correlation_id, "tenant": tenant, "messages": converted}
+    if stream:
+        request["stream"] = True
     fields = {"api_key": api_key, "max_tokens": legacy if max_tokens is None else max_tokens}
     fields.update({name: body.get(name) for name in ("model", "temperature", "response_format")})
+    fields.update({"tools": body.get("tools"), "tool_choice": body.get("tool_choice")})
+    stop = body.get("stop")
+    fields["stop"] = [stop] if isinstance(stop, str) else stop  # OpenAI takes one string or a list
     fields.update({name: body.get(name) for name in ("context", "metadata", "deadline_ms")})
     request.update({name: value for name, value in fields.items() if value is not None})
     try:
@@ -196,12 +206,12 @@ def _unsupported_field(body: dict[str, Any]) -> GatewayError | None:
     return None
 
 
-def _message(index: int, value: object) -> dict[str, str] | GatewayError:
+def _message(index: int, value: object) -> dict[str, Any] | GatewayError:
     where = f"messages[{index}]"
     if not isinstance(value, dict):
         return _invalid(f"{where}: must be an object", where)
     for key, item in value.items():
-        if key not in ("role", "content", "name") and item is not None:
+        if key not in ("role", "content", "name", "tool_calls", "tool_call_id") and item is not None:
             return _invalid(f"{where}.{key}: not supported by Sluice", f"{where}.{key}")
     role = _ROLES.get(value["role"]) if isinstance(value.get("role"), str) else None
     if role is None:
@@ -212,9 +222,17 @@ def _message(index: int, value: object) -> dict[str, str] | GatewayError:
         if len(texts) != len(content) or not all(isinstance(text, str) for text in texts):
             return _invalid(f"{where}.content: only text parts are supported", f"{where}.content")
         content = "\n".join(str(text) for text in texts)
+    calls = value.get("tool_calls")
+    if content is None and role == "assistant" and calls:  # a turn that only calls tools
+        content = ""
     if not isinstance(content, str):
         return _invalid(f"{where}.content: must be a string or a list of text parts", f"{where}.content")
-    return {"role": role, "content": content}
+    message: dict[str, Any] = {"role": role, "content": content}
+    if calls is not None:
+        message["tool_calls"] = calls  # checked with the whole Request
+    if value.get("tool_call_id") is not None:
+        message["tool_call_id"] = value["tool_call_id"]
+    return message
 
 
 def _too_deep(value: object, limit: int) -> bool:
@@ -265,7 +283,16 @@ def response_error(response: Response) -> GatewayError | None:
 
 
 def finish_reason(response: Response) -> str:
-    return "length" if "truncated" in response.checks.flags else "stop"
+    if "truncated" in response.checks.flags:
+        return "length"
+    reason = response.finish_reason
+    return reason if reason in _FINISH_REASONS else "stop"
+
+
+def tool_calls_of(response: Response) -> list[dict[str, Any]] | None:
+    if not response.tool_calls:
+        return None
+    return [call.model_dump(mode="json") for call in response.tool_calls]
 
 
 def sluice_object(response: Response) -> dict[str, Any]:
@@ -278,7 +305,9 @@ def _head(response: Response, kind: str, requested_model: str, created: int) -> 
 
 
 def completion_body(response: Response, *, requested_model: str, created: int) -> dict[str, Any]:
-    message = {"role": "assistant", "content": response.content}
+    message: dict[str, Any] = {"role": "assistant", "content": response.content}
+    if (calls := tool_calls_of(response)) is not None:
+        message.update(tool_calls=calls, content=response.content or None)
     choice = {"index": 0, "message": message, "finish_reason": finish_reason(response), "logprobs": None}
     return {
         **_head(response, "chat.completion", requested_model, created),
@@ -293,7 +322,13 @@ def stream_chunks(
 ) -> list[dict[str, Any]]:
     """The whole answer as OpenAI chunks: role, all the content at once, finish (plus `sluice`)."""
     head = _head(response, "chat.completion.chunk", requested_model, created)
-    deltas = [{"role": "assistant", "content": ""}, {"content": response.content or ""}, {}]
+    deltas: list[dict[str, Any]] = [
+        {"role": "assistant", "content": ""},
+        {"content": response.content or ""},
+        {},
+    ]
+    if (calls := tool_calls_of(response)) is not None:
+        deltas[1] = {"tool_calls": [{"index": n, **call} for n, call in enumerate(calls)]}
     reasons = [None, None, finish_reason(response)]
     steps = zip(deltas, reasons, strict=True)
     choices = [{"index": 0, "delta": d, "finish_reason": r, "logprobs": None} for d, r in steps]
@@ -309,10 +344,20 @@ def sse_body(chunks: list[dict[str, Any]]) -> bytes:
     return b"".join(b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in chunks) + b"data: [DONE]\n\n"
 
 
+def sse_event(data: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+async def _done(sse: web.StreamResponse) -> web.StreamResponse:
+    await sse.write(b"data: [DONE]\n\n")
+    await sse.write_eof()
+    return sse
+
+
 def models_body(catalog: Catalog, *, created: int, allowed: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The catalog's models; with a tenant's allow-list (`allowed`, empty: all), only those."""
-    names = ["auto", *(entry.name for entry in catalog.models)]
-    names = [name for name in names if not allowed or name in allowed]
+    """`auto` and the catalog's models; only those in `allowed` (the tenant's list) when set."""
+    names = [entry.name for entry in catalog.models if not allowed or entry.name in allowed]
+    names = ["auto", *names] if not allowed or "auto" in allowed else names
     data = [{"id": name, "object": "model", "created": created, "owned_by": "sluice"} for name in names]
     return {"object": "list", "data": data}
 
@@ -444,6 +489,11 @@ class Gateway:
         if (tenant, correlation_id) in self._in_flight:  # one reply future per id: a twin would steal it
             return error_response(_invalid("X-Request-Id: a request with this id is in flight"), echo)
         self._in_flight.add((tenant, correlation_id))
+        if call.stream:
+            try:
+                return await self._stream(request, call, echo)
+            finally:
+                self._in_flight.discard((tenant, correlation_id))
         try:
             timeout_s = call.deadline_ms / 1000 + self.grace_s
             response = await self._connected().request(**call.request, timeout_s=timeout_s)
@@ -455,15 +505,78 @@ class Gateway:
         if (error := response_error(response)) is not None:
             return error_response(error, echo)
         model, created = call.request.get("model", "auto"), int(time.time())
-        if not call.stream:
-            return json_response(completion_body(response, requested_model=model, created=created), 200, echo)
-        chunks = stream_chunks(response, requested_model=model, created=created, usage=call.include_usage)
-        headers = {"Cache-Control": "no-cache", **echo}
-        return web.Response(body=sse_body(chunks), headers=headers, content_type="text/event-stream")
+        return json_response(completion_body(response, requested_model=model, created=created), 200, echo)
+
+    async def _stream(self, request: web.Request, call: ChatCall, echo: dict[str, str]) -> web.StreamResponse:
+        """Relay the pipeline's chunks as OpenAI SSE, headers sent with the first of them."""
+        fields = {k: v for k, v in call.request.items() if k != "stream"}
+        created, requested = int(time.time()), call.request.get("model", "auto")
+        sse: web.StreamResponse | None = None
+
+        async def send(chunk: dict[str, Any]) -> web.StreamResponse:
+            nonlocal sse
+            if sse is None:
+                sse = web.StreamResponse(
+                    headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **echo}
+                )
+                await sse.prepare(request)
+                role = {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+                await sse.write(sse_event({**chunk, "choices": [role]}))
+            await sse.write(sse_event(chunk))
+            return sse
+
+        try:
+            async for item in self._connected().stream(
+                **fields, timeout_s=call.deadline_ms / 1000 + self.grace_s
+            ):
+                if isinstance(item, StreamChunk):
+                    head: dict[str, Any] = {"id": f"{CHAT_ID_PREFIX}{item.request_id}"}
+                    head |= {"object": "chat.completion.chunk"}
+                    head |= {"created": created, "model": item.model or requested}
+                    delta = {"index": 0, "delta": {"content": item.delta}, "finish_reason": None}
+                    await send({**head, "choices": [delta]})
+                    continue
+                return await self._stream_end(item, call, send, sse, echo, requested, created)
+        except SluiceTimeout as exc:
+            if sse is None:
+                return error_response(GatewayError(ErrorCode.TIMEOUT, str(exc)), echo)
+            await sse.write(sse_event(error_reply(GatewayError(ErrorCode.TIMEOUT, str(exc)))[1]))
+            return await _done(sse)
+        raise GatewayError(ErrorCode.INTERNAL, "the stream ended without a response")
+
+    async def _stream_end(
+        self,
+        response: Response,
+        call: ChatCall,
+        send: Callable[[dict[str, Any]], Awaitable[web.StreamResponse]],
+        sse: web.StreamResponse | None,
+        echo: dict[str, str],
+        requested: str,
+        created: int,
+    ) -> web.StreamResponse:
+        """The Response ends the stream: tool calls, finish and `sluice`, usage; or the error."""
+        self.owners.add(response.request_id, response.tenant)
+        cut = response.finish_reason == "content_filter"
+        error = None if cut else response_error(response)
+        if error is not None and sse is None:
+            return error_response(error, echo)
+        if error is not None and sse is not None:
+            await sse.write(sse_event(error_reply(error)[1]))  # OpenAI's SDKs raise on an error event
+            return await _done(sse)
+        tail = stream_chunks(response, requested_model=requested, created=created, usage=call.include_usage)
+        if cut:  # the tenant's safe message takes the place of the rest of the answer
+            tail[1]["choices"][0]["delta"] = {"content": response.content or ""}
+        elif not response.tool_calls:
+            tail.pop(1)  # the text came in its chunks
+        for chunk in tail[1:]:
+            sse = await send(chunk)
+        assert sse is not None
+        return await _done(sse)
 
     async def _models(self, request: web.Request) -> web.StreamResponse:
+        """What the caller's tenant may use (access.allowed_models; none listed: every model)."""
         tenant, _ = self._tenant_of(request)
-        allowed = self.settings.tenant(tenant).access.allowed_models
+        allowed = tuple(self.settings.tenant(tenant).access.allowed_models)
         return json_response(models_body(self.catalog, created=self.created, allowed=allowed))
 
     async def _feedback(self, request: web.Request) -> web.StreamResponse:

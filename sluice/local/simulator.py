@@ -10,6 +10,8 @@ demos and benchmarks exercise the real client path (latency, usage, errors, time
   tokens_per_reply)``, finish_reason ``"length"`` if max_tokens is smaller; plain text is exactly that long.
 * Outcome: one uniform draw picks timeout (hangs ``timeout_s``, released at once on shutdown), error
   (500/503), malformed (200 with a broken body) or success, by the configured rates.
+* Streaming (``stream: true``, both faces) and tool calls: see simulator_stream. ``latency_ms`` is the
+  delay to the first token, ``token_ms`` the delay between tokens (a non-streamed reply waits for all).
 * Determinism: with ``seed``, each model draws from its own ``random.Random(f"{seed}:{model}")``, so its
   sequence ignores other models' traffic. Content is a pure function of (model, messages).
 
@@ -41,7 +43,7 @@ from aiohttp import web
 from pydantic import ConfigDict, Field, ValidationError
 from pydantic.dataclasses import dataclass as validated_dataclass
 
-from sluice.local import simulator_anthropic
+from sluice.local import simulator_anthropic, simulator_stream
 from sluice.observability.prom import metrics_handler
 from sluice.settings import Settings
 
@@ -76,6 +78,7 @@ class ModelProfile:
     error_rate: float | None = None
     timeout_rate: float | None = None
     malformed_rate: float | None = None
+    token_ms: float | None = None
 
 
 @dataclass
@@ -88,6 +91,7 @@ class SimulatorConfig:
     error_rate: float = 0.0
     timeout_rate: float = 0.0
     malformed_rate: float = 0.0
+    token_ms: float = 0.0  # delay between two tokens; latency_ms is the delay to the first
     timeout_s: float = 600.0
     seed: int | None = None
     models: dict[str, ModelProfile] = field(
@@ -96,7 +100,8 @@ class SimulatorConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SimulatorConfig:
-        names = ("latency_ms", "latency_jitter_ms", "error_rate", "timeout_rate", "malformed_rate", "seed")
+        names: tuple[str, ...] = ("latency_ms", "latency_jitter_ms", "error_rate", "timeout_rate")
+        names += ("malformed_rate", "seed", "token_ms")
         return cls(**{name: getattr(settings, f"simulator_{name}") for name in names})
 
     def resolve(self, model: str) -> SimulatorConfig:
@@ -216,7 +221,7 @@ def generate_text(model: str, messages: Messages, tokens: int, hallucinate: bool
     parts = [f"[simulated {model}]"]
     if hallucinate:
         parts.append(invent_facts(" ".join(texts), rng))
-    users = [m for m in messages if m.get("role") == "user"]  # else the last message of any role
+    users = [m for m in messages if m.get("role") in ("user", "tool")]  # else the last of any role
     parts += ["Reply to:", *message_text((users or messages)[-1]).split()[:8], "..."]
     filler, length = _FILLER.split(), len(" ".join(parts))
     while length < 4 * tokens:
@@ -239,10 +244,17 @@ def build_reply(model: str, body: dict[str, Any], tokens: int, wild: bool = Fals
     messages: Messages = body["messages"]
     completion = min(tokens, body.get("max_tokens", body.get("max_completion_tokens")) or tokens)
     finish = "length" if completion < tokens else "stop"
-    content = (generate_json if wants_json(body) else generate_text)(model, messages, completion, wild)
+    message: dict[str, Any]
+    if simulator_stream.wants_tool_call(body):
+        users = [m for m in messages if m.get("role") == "user"] or messages
+        calls = simulator_stream.tool_calls(body, message_text(users[-1]).split())
+        message = {"role": "assistant", "content": None, "tool_calls": calls}
+        completion, finish = count_tokens(calls[0]["function"]["arguments"]), "tool_calls"
+    else:
+        content = (generate_json if wants_json(body) else generate_text)(model, messages, completion, wild)
+        message = {"role": "assistant", "content": content}
     prompt = sum(max(1, count_tokens(message_text(m))) for m in messages)
     usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-    message = {"role": "assistant", "content": content}
     return {
         "id": f"simcmpl-{uuid.uuid4().hex[:24]}",
         "object": "chat.completion",
@@ -379,8 +391,12 @@ class Simulator:
                 failure.headers["retry-after-ms"] = str(round(fault.retry_after * 1000))
             return failure
         reply = build_reply(model, body, profile.tokens_per_reply, plan.hallucinate)
+        message = reply["choices"][0]["message"]
         if fault.mode == "scripted" and fault.content is not None:
-            reply["choices"][0]["message"]["content"] = fault.content
+            message["content"] = fault.content
+        token_s = profile.token_ms / 1000
+        if plan.outcome == "malformed" or body.get("stream") is not True:  # all tokens, then the body
+            await asyncio.sleep(token_s * max(0, reply["usage"]["completion_tokens"] - 1))
         if anthropic:
             answer = simulator_anthropic.to_message(reply)
             if plan.outcome == "malformed":
@@ -388,16 +404,17 @@ class Simulator:
                     body=simulator_anthropic.malformed(answer, plan.malformed_kind),
                     content_type="application/json",
                 )
+            if body.get("stream") is True:
+                return await _paced(request, simulator_stream.anthropic_events(answer), token_s, b"")
             return _json(answer)
         broken = malformed_body(reply, plan.malformed_kind) if plan.outcome == "malformed" else None
         if body.get("stream") is True:
             options = body.get("stream_options")
             include_usage = isinstance(options, dict) and options.get("include_usage") is True
-            events = [broken] if broken else stream_chunks(reply, include_usage)  # all at once: no pacing
-            sse = b"".join(b"data: " + event + b"\n\n" for event in [*events, b"[DONE]"])
-            return web.Response(
-                body=sse, content_type="text/event-stream", headers={"Cache-Control": "no-cache"}
-            )
+            if broken:
+                return await _paced(request, [b"data: " + broken], 0.0, b"data: [DONE]")
+            events = [b"data: " + e for e in stream_chunks(reply, include_usage)]
+            return await _paced(request, events, token_s, b"data: [DONE]")
         return web.Response(body=broken or orjson.dumps(reply), content_type="application/json")
 
     async def list_models(self, _request: web.Request) -> web.Response:
@@ -441,19 +458,22 @@ class Simulator:
         return _json({"models": models, "total": total})
 
 
-def stream_chunks(reply: dict[str, Any], include_usage: bool = False) -> list[bytes]:
-    """The reply as OpenAI ``chat.completion.chunk`` events: role, a few content pieces, finish, usage."""
-    base = {"object": "chat.completion.chunk", **{k: reply[k] for k in ("id", "created", "model")}}
-    choice = reply["choices"][0]
-    content: str = choice["message"]["content"]
-    step = max(1, math.ceil(len(content) / 4))
-    pieces = [({"role": "assistant", "content": ""}, None)]
-    pieces += [({"content": content[i : i + step]}, None) for i in range(0, len(content), step)]
-    pieces.append(({}, choice["finish_reason"]))
-    events = [{**base, "choices": [{"index": 0, "delta": d, "finish_reason": f}]} for d, f in pieces]
-    if include_usage:
-        events.append({**base, "choices": [], "usage": reply["usage"]})
-    return [orjson.dumps(event) for event in events]
+stream_chunks = simulator_stream.openai_events  # the reply as OpenAI chunk payloads, one token each
+
+
+async def _paced(request: web.Request, events: list[bytes], gap_s: float, last: bytes) -> web.StreamResponse:
+    """Server-sent events written as they are due: the first at once (the call's latency was
+    the first-token delay), each next one `gap_s` later, then `last` (OpenAI's [DONE])."""
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    for number, event in enumerate(events):
+        if number and gap_s:
+            await asyncio.sleep(gap_s)
+        await response.write(event + b"\n\n")
+    if last:
+        await response.write(last + b"\n\n")
+    await response.write_eof()
+    return response
 
 
 SIMULATOR_KEY = web.AppKey("simulator", Simulator)

@@ -70,24 +70,86 @@ def to_chat_body(body: Any) -> dict[str, Any] | str:
     for turn in turns:
         if not isinstance(turn, dict) or turn.get("role") not in ("user", "assistant"):
             return "messages: each message needs role user or assistant (system goes in 'system')"
-        text = _text(turn.get("content"))
-        if text is None:
-            return "messages: content must be a string or text blocks"
-        messages.append({"role": turn["role"], "content": text})
-    return {"model": body["model"], "messages": messages, "max_tokens": max_tokens}
+        converted = _turn(turn["role"], turn.get("content"))
+        if converted is None:
+            return "messages: content must be a string or text, tool_use or tool_result blocks"
+        messages.extend(converted)
+    chat: dict[str, Any] = {"model": body["model"], "messages": messages, "max_tokens": max_tokens}
+    tools = body.get("tools")
+    if isinstance(tools, list) and tools:
+        chat["tools"] = [
+            {"type": "function", "function": {"name": t.get("name"), "parameters": t.get("input_schema")}}
+            for t in tools
+            if isinstance(t, dict)
+        ]
+        choice = body.get("tool_choice")
+        if isinstance(choice, dict) and choice.get("type") == "tool":
+            chat["tool_choice"] = {"type": "function", "function": {"name": choice.get("name")}}
+        elif isinstance(choice, dict) and choice.get("type") == "none":
+            chat["tool_choice"] = "none"
+    if body.get("stream") is True:
+        chat["stream"] = True
+    return chat
+
+
+def _turn(role: str, content: Any) -> list[dict[str, Any]] | None:
+    """Chat messages for one messages-API turn: tool_result blocks become tool messages,
+    tool_use blocks an assistant's tool calls, text blocks the text."""
+    if not isinstance(content, list) or all(isinstance(b, dict) and b.get("type") == "text" for b in content):
+        text = _text(content)
+        return None if text is None else [{"role": role, "content": text}]
+    if not all(isinstance(b, dict) for b in content):
+        return None
+    found: list[dict[str, Any]] = []
+    texts = [b["text"] for b in content if b.get("type") == "text" and isinstance(b.get("text"), str)]
+    calls = [
+        {
+            "id": b.get("id"),
+            "type": "function",
+            "function": {"name": b.get("name"), "arguments": orjson.dumps(b.get("input")).decode()},
+        }
+        for b in content
+        if b.get("type") == "tool_use"
+    ]
+    for block in content:
+        if block.get("type") == "tool_result":
+            result = _text(block.get("content", ""))
+            found.append({"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": result or ""})
+    if texts or calls:
+        message: dict[str, Any] = {"role": role, "content": " ".join(texts)}
+        if calls:
+            message["tool_calls"] = calls
+        found.append(message)
+    return found or None
 
 
 def to_message(reply: dict[str, Any]) -> dict[str, Any]:
     """A chat.completion reply as a messages-API message."""
     choice = reply["choices"][0]
     usage = reply["usage"]
+    message = choice["message"]
+    blocks: list[dict[str, Any]] = (
+        [{"type": "text", "text": message["content"]}] if message["content"] else []
+    )
+    for call in message.get("tool_calls") or []:
+        function = call["function"]
+        arguments = orjson.loads(function["arguments"])
+        blocks.append(
+            {
+                "type": "tool_use",
+                "id": call["id"].replace("call_", "toolu_"),
+                "name": function["name"],
+                "input": arguments,
+            }
+        )
+    stop = {"length": "max_tokens", "tool_calls": "tool_use"}.get(choice["finish_reason"], "end_turn")
     return {
         "id": reply["id"].replace("simcmpl-", "msg_sim"),
         "type": "message",
         "role": "assistant",
         "model": reply["model"],
-        "content": [{"type": "text", "text": choice["message"]["content"]}],
-        "stop_reason": "max_tokens" if choice["finish_reason"] == "length" else "end_turn",
+        "content": blocks,
+        "stop_reason": stop,
         "stop_sequence": None,
         "usage": {"input_tokens": usage["prompt_tokens"], "output_tokens": usage["completion_tokens"]},
     }

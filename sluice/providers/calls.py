@@ -6,7 +6,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from schemas import ErrorCode
+from schemas import ErrorCode, ToolCall
 from sluice.providers.resilience import parse_retry_after
 
 
@@ -17,6 +17,7 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     latency_ms: float
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 class ProviderError(Exception):

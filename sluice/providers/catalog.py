@@ -11,6 +11,7 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Literal, get_args
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
@@ -29,8 +30,36 @@ TIER_RANK: dict[str, int] = {tier: rank for rank, tier in enumerate(TIERS)}
 Capability = Literal["json_mode", "tools", "long_context"]
 
 
+class Deployment(BaseModel):
+    """One replica serving a model: its own server, share of traffic and concurrency limit."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_url: str = Field(min_length=1, description="Base URL of this replica, ending in /v1, or 'simulator'")
+    name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9_.:@/-]+$",
+        description="Label in events and dashboards; default: the base URL's host:port",
+    )
+    weight: float = Field(default=1.0, gt=0, description="Relative share of traffic (least busy, weighted)")
+    max_concurrency: int | None = Field(
+        default=None, ge=1, description="Calls in flight to this replica per worker; default: the model's"
+    )
+    api_key_env: str | None = Field(default=None, description="Overrides the model's api_key_env")
+
+    @property
+    def label(self) -> str:
+        if self.name is not None:
+            return self.name
+        parsed = urlsplit(self.base_url)
+        return parsed.netloc or self.base_url
+
+
 class ModelEntry(BaseModel):
-    """One servable model and its prices (USD per 1,000 tokens)."""
+    """One servable model and its prices (USD per 1,000 tokens). It is served either at one
+    `base_url` or by several `deployments` (replicas) that infer balances across."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -38,7 +67,12 @@ class ModelEntry(BaseModel):
     kind: Literal["openai", "anthropic"] = Field(
         default="openai", description="openai: OpenAI-compatible chat completions; anthropic: messages API"
     )
-    base_url: str = Field(description="OpenAI-compatible base URL ending in /v1, or 'simulator'")
+    base_url: str | None = Field(
+        default=None, description="OpenAI-compatible base URL ending in /v1, or 'simulator'"
+    )
+    deployments: tuple[Deployment, ...] = Field(
+        default=(), description="Replicas of this model; instead of base_url"
+    )
     upstream_model: str | None = Field(default=None, description="Name the server knows it by")
     api_key_env: str | None = None
     input_price_per_1k: float = Field(ge=0)
@@ -48,6 +82,44 @@ class ModelEntry(BaseModel):
     timeout_s: float | None = Field(default=None, gt=0)
     capabilities: frozenset[Capability] = frozenset({"json_mode"})
     max_concurrency: int = Field(default=256, ge=1, description="Calls in flight to this model per worker")
+
+    @model_validator(mode="after")
+    def _served_somewhere(self) -> ModelEntry:
+        if (self.base_url is None) == (not self.deployments):
+            raise ValueError("give either base_url or deployments (a list of replicas), not both or neither")
+        labels = [d.label for d in self.deployments]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"deployments: duplicate names {', '.join(labels)}; set a distinct name on each")
+        return self
+
+    @property
+    def replicated(self) -> bool:
+        """Served by a list of deployments (each with its own breaker), not one base_url."""
+        return bool(self.deployments)
+
+    @property
+    def replicas(self) -> tuple[Deployment, ...]:
+        """The deployments, or the one base_url as a single deployment."""
+        if self.deployments:
+            return self.deployments
+        assert self.base_url is not None
+        return (Deployment(base_url=self.base_url, max_concurrency=self.max_concurrency),)
+
+    @property
+    def total_concurrency(self) -> int:
+        """Calls in flight to the whole model per worker: the sum over its replicas."""
+        if not self.deployments:
+            return self.max_concurrency
+        return sum(d.max_concurrency or self.max_concurrency for d in self.deployments)
+
+    def on(self, deployment: Deployment) -> ModelEntry:
+        """This model as served by one of its deployments: what a model client calls."""
+        if not self.deployments:
+            return self
+        key_env = deployment.api_key_env or self.api_key_env
+        return self.model_copy(
+            update={"base_url": deployment.base_url, "deployments": (), "api_key_env": key_env}
+        )
 
     @property
     def served_name(self) -> str:
@@ -245,7 +317,7 @@ class Catalog(BaseModel):
 
     @property
     def uses_simulator(self) -> bool:
-        return any(entry.base_url == SIMULATOR_BASE_URL for entry in self.models)
+        return any(d.base_url == SIMULATOR_BASE_URL for entry in self.models for d in entry.replicas)
 
 
 BUILTIN_CATALOG = Catalog(
@@ -305,7 +377,9 @@ def load_catalog(settings: Settings) -> Catalog:
 
 
 def base_url(entry: ModelEntry, settings: Settings) -> str:
-    return settings.simulator_url if entry.base_url == SIMULATOR_BASE_URL else entry.base_url.rstrip("/")
+    """Where to call this entry; for a replicated model pass `entry.on(deployment)`."""
+    url = entry.replicas[0].base_url
+    return settings.simulator_url if url == SIMULATOR_BASE_URL else url.rstrip("/")
 
 
 def api_key(entry: ModelEntry) -> SecretStr | None:

@@ -8,18 +8,21 @@ flight; every call is bounded by the request's own deadline as well as the clien
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
 import httpx
 import orjson
 from pydantic import SecretStr
 
-from schemas import ErrorCode
+from schemas import ErrorCode, ToolCall
 from sluice.providers import anthropic_http
 from sluice.providers.calls import Completion, ProviderError, status_error
 from sluice.providers.catalog import ModelEntry, api_key, base_url
+from sluice.providers.streaming import StreamPart, StreamReader, prompt_estimate
 
 __all__ = ["ChatClient", "Completion", "ProviderError", "parse_completion"]
 from sluice.settings import Settings
@@ -55,7 +58,7 @@ class ChatClient:
             for _ in range(shards)
         ]
         self._in_flight = [0] * shards
-        self._keys: dict[str, SecretStr | None] = {}
+        self._keys: dict[tuple[str, str | None], SecretStr | None] = {}
 
     async def close(self) -> None:
         for shard in self._shards:
@@ -63,44 +66,23 @@ class ChatClient:
 
     def _api_key(self, entry: ModelEntry) -> SecretStr | None:
         """The model's key, read from the environment once per client, not once per call."""
-        if entry.name not in self._keys:
-            self._keys[entry.name] = api_key(entry)
-        return self._keys[entry.name]
+        # by variable too: a replica may name its own key (Deployment.api_key_env)
+        cache = (entry.name, entry.api_key_env)
+        if cache not in self._keys:
+            self._keys[cache] = api_key(entry)
+        return self._keys[cache]
 
     def _least_busy(self) -> int:
         return min(range(len(self._shards)), key=self._in_flight.__getitem__)
 
-    async def complete(self, entry: ModelEntry, payload: dict[str, Any], budget_s: float) -> Completion:
-        """One call, bounded by `budget_s` (what is left of the request's deadline)."""
-        if budget_s <= 0:
-            raise ProviderError(ErrorCode.TIMEOUT, "deadline passed before the model was called")
-        timeout_s = min(budget_s, entry.timeout_s or self._settings.infer_read_timeout_s)
-        key = self._api_key(entry)
-        root = base_url(entry, self._settings)
-        if entry.kind == "anthropic":
-            url = anthropic_http.messages_url(root)
-            headers = anthropic_http.headers(key)
-            body = orjson.dumps(anthropic_http.messages_payload(payload, entry.served_name))
-        else:
-            url = f"{root}/chat/completions"
-            headers = {"content-type": "application/json"}
-            if key is not None:
-                headers["authorization"] = f"Bearer {key.get_secret_value()}"
-            body = orjson.dumps({**payload, "model": entry.served_name})
-        started = time.perf_counter()
+    @contextlib.contextmanager
+    def _calling(self, entry: ModelEntry, timeout_s: float) -> Iterator[httpx.AsyncClient]:
+        """The least busy shard for one call, counted while it runs; httpx's failures become
+        ProviderErrors (connect errors and drops are the endpoint's fault, not the request's)."""
         shard = self._least_busy()
         self._in_flight[shard] += 1
         try:
-            # httpx bounds each read and write; the overall timeout bounds the whole call
-            async with asyncio.timeout(timeout_s):
-                reply = await self._shards[shard].post(
-                    url,
-                    content=body,
-                    headers=headers,
-                    timeout=httpx.Timeout(
-                        timeout_s, connect=min(timeout_s, self._settings.infer_connect_timeout_s)
-                    ),
-                )
+            yield self._shards[shard]
         except httpx.ConnectTimeout as exc:
             raise ProviderError(
                 ErrorCode.MODEL_UNAVAILABLE, f"{entry.name}: connect timeout", retryable=True
@@ -113,6 +95,68 @@ class ChatClient:
             ) from exc
         finally:
             self._in_flight[shard] -= 1
+
+    def _prepare(self, entry: ModelEntry, payload: dict[str, Any]) -> tuple[str, dict[str, str], bytes]:
+        """(url, headers, body) of a call to this entry, in its kind's dialect."""
+        key = self._api_key(entry)
+        root = base_url(entry, self._settings)
+        if entry.kind == "anthropic":
+            headers = anthropic_http.headers(key)
+            body = orjson.dumps(anthropic_http.messages_payload(payload, entry.served_name))
+            return anthropic_http.messages_url(root), headers, body
+        headers = {"content-type": "application/json"}
+        if key is not None:
+            headers["authorization"] = f"Bearer {key.get_secret_value()}"
+        return f"{root}/chat/completions", headers, orjson.dumps({**payload, "model": entry.served_name})
+
+    async def stream(
+        self, entry: ModelEntry, payload: dict[str, Any], budget_s: float
+    ) -> AsyncGenerator[StreamPart, None]:
+        """One streamed call: text deltas as the model writes them, then the whole Completion.
+        Bounded by `budget_s` in all; leaving the loop early closes the connection (the model
+        stops generating)."""
+        if budget_s <= 0:
+            raise ProviderError(ErrorCode.TIMEOUT, "deadline passed before the model was called")
+        timeout_s = min(budget_s, entry.timeout_s or self._settings.infer_read_timeout_s)
+        body = {**payload, "stream": True}
+        if entry.kind != "anthropic":
+            body["stream_options"] = {"include_usage": True}
+        url, headers, content = self._prepare(entry, body)
+        reader = StreamReader(entry.name, entry.kind)
+        started = time.perf_counter()
+        deadline = started + timeout_s
+        timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, self._settings.infer_connect_timeout_s))
+        with self._calling(entry, timeout_s) as shard:
+            async with shard.stream("POST", url, content=content, headers=headers, timeout=timeout) as reply:
+                if reply.status_code != 200:
+                    await reply.aread()
+                    raise status_error(entry.name, reply.status_code, _error_text(reply), reply.headers)
+                async for line in reply.aiter_lines():
+                    if time.perf_counter() > deadline:
+                        raise TimeoutError
+                    if text := reader.feed(line):
+                        yield StreamPart(text=text)
+        latency_ms = (time.perf_counter() - started) * 1000
+        yield StreamPart(done=reader.completion(latency_ms, prompt_estimate(payload)))
+
+    async def complete(self, entry: ModelEntry, payload: dict[str, Any], budget_s: float) -> Completion:
+        """One call, bounded by `budget_s` (what is left of the request's deadline)."""
+        if budget_s <= 0:
+            raise ProviderError(ErrorCode.TIMEOUT, "deadline passed before the model was called")
+        timeout_s = min(budget_s, entry.timeout_s or self._settings.infer_read_timeout_s)
+        url, headers, body = self._prepare(entry, payload)
+        started = time.perf_counter()
+        with self._calling(entry, timeout_s) as shard:
+            # httpx bounds each read and write; the overall timeout bounds the whole call
+            async with asyncio.timeout(timeout_s):
+                reply = await shard.post(
+                    url,
+                    content=body,
+                    headers=headers,
+                    timeout=httpx.Timeout(
+                        timeout_s, connect=min(timeout_s, self._settings.infer_connect_timeout_s)
+                    ),
+                )
         latency_ms = (time.perf_counter() - started) * 1000
         if reply.status_code != 200:
             raise status_error(entry.name, reply.status_code, _error_text(reply), reply.headers)
@@ -127,12 +171,15 @@ def parse_completion(model: str, raw: bytes, latency_ms: float) -> Completion:
         data = orjson.loads(raw)
         choice = data["choices"][0]
         content = choice["message"]["content"]
+        calls = choice["message"].get("tool_calls") or []
+        tool_calls = tuple(ToolCall.model_validate(call) for call in calls)
         usage = data.get("usage") or {}
         if not isinstance(usage, dict):
             raise TypeError(f"usage is a {type(usage).__name__}, not an object")
         prompt_tokens = int(usage.get("prompt_tokens", 0))
         completion_tokens = int(usage.get("completion_tokens", 0))
     except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        # pydantic's ValidationError is a ValueError: a broken tool call lands here too
         raise ProviderError(
             ErrorCode.MODEL_UNAVAILABLE, f"{model}: malformed reply ({exc!r})", retryable=True
         ) from exc
@@ -145,6 +192,7 @@ def parse_completion(model: str, raw: bytes, latency_ms: float) -> Completion:
         prompt_tokens=max(prompt_tokens, 0),
         completion_tokens=max(completion_tokens, 0),
         latency_ms=latency_ms,
+        tool_calls=tool_calls,
     )
 
 

@@ -1,5 +1,6 @@
 """Resilience primitives for model calls: backoff with jitter, Retry-After parsing, a circuit
-breaker per model endpoint, and a per-model concurrency gate.
+breaker per model endpoint (per deployment for a replicated model), a per-model concurrency
+gate, and the balancer that spreads a replicated model's calls over its deployments.
 
 All of it is plain Python with the clock passed in, so the state machines are testable without
 sleeping; the infer stage composes them (agents/infer.py).
@@ -10,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import deque
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 
+from sluice.providers.catalog import Deployment, ModelEntry
 from sluice.settings import Settings
 
 
@@ -84,6 +88,7 @@ class Transition:
     calls: int  # calls in the window when it changed
     bad_calls: int
     reason: str
+    deployment: str | None = None  # the replica, for a model served by several deployments
 
 
 @dataclass
@@ -95,6 +100,7 @@ class CircuitBreaker:
 
     model: str
     policy: BreakerPolicy
+    deployment: str | None = None  # one replica of a replicated model; None: the whole model
     state: BreakerState = BreakerState.CLOSED
     opened_at: float = 0.0
     window: deque[tuple[float, bool]] = field(default_factory=deque)  # (monotonic time, bad)
@@ -157,33 +163,38 @@ class CircuitBreaker:
 
     def _move(self, state: BreakerState, wall: float, reason: str) -> None:
         calls, bad_calls = self.counts()
-        self.transitions.append(Transition(self.model, self.state, state, wall, calls, bad_calls, reason))
+        self.transitions.append(
+            Transition(self.model, self.state, state, wall, calls, bad_calls, reason, self.deployment)
+        )
         self.state = state
         self.probe_in_flight = False
         self.probe_successes = 0
 
 
 class Breakers:
-    """One breaker per model endpoint in this worker, created on first use."""
+    """One breaker per model endpoint in this worker, created on first use: per model, or per
+    deployment for a model served by several (`replicas`: model -> number of deployments)."""
 
-    def __init__(self, policy: BreakerPolicy) -> None:
+    def __init__(self, policy: BreakerPolicy, replicas: Mapping[str, int] | None = None) -> None:
         self.policy = policy
-        self._breakers: dict[str, CircuitBreaker] = {}
+        self.replicas = dict(replicas or {})
+        self._breakers: dict[tuple[str, str | None], CircuitBreaker] = {}
 
-    def of(self, model: str) -> CircuitBreaker:
-        breaker = self._breakers.get(model)
+    def of(self, model: str, deployment: str | None = None) -> CircuitBreaker:
+        breaker = self._breakers.get((model, deployment))
         if breaker is None:
-            breaker = self._breakers[model] = CircuitBreaker(model, self.policy)
+            breaker = self._breakers[model, deployment] = CircuitBreaker(model, self.policy, deployment)
         return breaker
 
     def unavailable(self, now: float) -> frozenset[str]:
-        """Models the router should pass over: breaker open and its open time not yet over. Once
-        it is over the model is offered again, so a half-open probe can reach it and close it."""
-        return frozenset(
-            name
-            for name, breaker in self._breakers.items()
-            if breaker.state is BreakerState.OPEN and now - breaker.opened_at < self.policy.open_s
-        )
+        """Models the router should pass over: every endpoint's breaker open and its open time
+        not yet over (a replicated model stays up while any replica is). Once it is over the
+        model is offered again, so a half-open probe can reach it and close it."""
+        open_endpoints: dict[str, int] = {}
+        for (model, _), breaker in self._breakers.items():
+            if breaker.state is BreakerState.OPEN and now - breaker.opened_at < self.policy.open_s:
+                open_endpoints[model] = open_endpoints.get(model, 0) + 1
+        return frozenset(m for m, n in open_endpoints.items() if n >= self.replicas.get(m, 1))
 
     def drain(self) -> list[Transition]:
         """State changes since the last drain, oldest first (the worker publishes them)."""
@@ -212,3 +223,66 @@ class ModelGates:
 
     def limit(self, model: str) -> int:
         return self._limits.get(model, self._default)
+
+
+class Balancer:
+    """Spreads a replicated model's calls over its deployments: fewest calls in flight per unit
+    of weight first (a slow replica holds its calls longer, so it is offered fewer), ties broken
+    by fewest calls started per unit of weight. Those that already failed this request go last.
+    A deployment at its own `max_concurrency` takes no call until one of its calls ends
+    (`full`, `freed`). Counts are per worker, like the gates."""
+
+    def __init__(self) -> None:
+        self._in_flight: dict[tuple[str, str], int] = {}
+        self._started: dict[tuple[str, str], int] = {}
+        self._freed: dict[str, asyncio.Event] = {}
+
+    def full(self, entry: ModelEntry, deployment: Deployment) -> bool:
+        limit = deployment.max_concurrency or entry.max_concurrency
+        return self._in_flight.get((entry.name, deployment.label), 0) >= limit
+
+    async def freed(self, model: str, timeout_s: float) -> bool:
+        """Wait until a call to one of this model's deployments ends; False on timeout."""
+        event = self._freed.setdefault(model, asyncio.Event())
+        try:
+            async with asyncio.timeout(max(timeout_s, 0.0)):
+                await event.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def ranked(self, entry: ModelEntry, avoid: frozenset[str] = frozenset()) -> list[Deployment]:
+        """The model's deployments in the order to try them for the next call."""
+
+        def rank(deployment: Deployment) -> tuple[bool, bool, float, float]:
+            key = (entry.name, deployment.label)
+            in_flight = self._in_flight.get(key, 0)
+            limit = deployment.max_concurrency or entry.max_concurrency
+            return (
+                deployment.label in avoid,
+                in_flight >= limit,
+                in_flight / deployment.weight,
+                self._started.get(key, 0) / deployment.weight,
+            )
+
+        return sorted(entry.replicas, key=rank)
+
+    def in_flight(self, model: str, deployment: str) -> int:
+        return self._in_flight.get((model, deployment), 0)
+
+    def started(self, model: str, deployment: str) -> int:
+        return self._started.get((model, deployment), 0)
+
+    @contextmanager
+    def hold(self, model: str, deployment: str) -> Iterator[None]:
+        """Count one call to this deployment as in flight for the duration of the block."""
+        key = (model, deployment)
+        self._started[key] = self._started.get(key, 0) + 1
+        self._in_flight[key] = self._in_flight.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            self._in_flight[key] -= 1
+            event = self._freed.pop(model, None)
+            if event is not None:
+                event.set()  # wakes every waiter; each looks again for a free deployment

@@ -74,10 +74,18 @@ class Warehouse:
         with self._lock:
             return self.client.command(substitute_db(sql, self.database), parameters=parameters)
 
-    def query(self, sql: str, parameters: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-        """Run a SELECT and return its rows as dicts keyed by column name."""
+    def query(
+        self,
+        sql: str,
+        parameters: Mapping[str, Any] | None = None,
+        summary: dict[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Run a SELECT and return its rows as dicts keyed by column name; `summary`, when
+        given, is filled with the engine's figures for the query (read_rows, elapsed_ns, ...)."""
         with self._lock:
             result = self.client.query(substitute_db(sql, self.database), parameters=parameters)
+        if summary is not None:
+            summary.update(result.summary or {})
         names = list(result.column_names)
         return [dict(zip(names, row, strict=True)) for row in result.result_rows]
 

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from sluice.settings import Settings
 from sluice.warehouse.connection import WarehouseError
+from sluice.warehouse.named import HOURLY_FROM_MINUTES
 from sluice.warehouse.queries import QUERIES, Reader, open_for_reading
 
 BARS = "▁▂▃▄▅▆▇█"
@@ -53,8 +54,9 @@ PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("hallucination", ("model", "checked", "hallucinations", "hallucination_rate", "avg_groundedness")),
     ("consistency", ("model", "repeated_questions", "divergent", "consistency_rate")),
     ("satisfaction", ("model", "route", "ratings", "mean_rating", "negative_share")),
+    ("deployments", ("model", "deployment", "answered", "failed_calls", "error_rate", "p50_ms", "p95_ms")),
 )
-TEXT_COLUMNS = {"model", "status", "error_code", "stage", "category", "route", "label"}
+TEXT_COLUMNS = {"model", "status", "error_code", "stage", "category", "route", "label", "deployment"}
 RANGE = re.compile(r"^(\d+)([mhd])$")
 
 
@@ -81,7 +83,8 @@ def sparkline(values: list[float | None], width: int = SPARK_WIDTH) -> str:
 
 
 def spark_table(rows: list[dict[str, Any]], minutes: int) -> Table:
-    table = Table(title=f"last {minutes} min, per minute", show_header=True)
+    hourly = minutes >= HOURLY_FROM_MINUTES  # the series come per hour then
+    table = Table(title=f"last {minutes} min, per {'hour' if hourly else 'minute'}", show_header=True)
     table.add_column("series", justify="left")
     table.add_column("trend", justify="left", no_wrap=True)
     table.add_column("max", justify="right")
@@ -94,6 +97,7 @@ def spark_table(rows: list[dict[str, Any]], minutes: int) -> Table:
             if key in {"requests", "cost_usd", "cache_hits", "savings_usd"}
             else (sum(present) / len(present) if present else None)
         )
+        label = label.replace("/ min", "/ hour") if hourly else label
         table.add_row(label, sparkline(values), _cell(max(present, default=None)), _cell(summary))
     return table
 

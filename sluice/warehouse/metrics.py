@@ -1,11 +1,12 @@
 """Every analytics metric, defined once as SQL: the dashboards, `sluice dashboard`, the alert
 evaluator and the documentation (docs/metrics.md, generated from this module) all read these.
 
-They read the per-minute rollups of migration 0006 (`stage_minute`, `request_minute`,
-`feedback_minute`), never the raw events, except where a metric needs single rows
-(content consistency compares answers; satisfaction joins a rating to its request's model).
-The window is the bound parameter `{minutes:UInt32}`; a rollup window starts at the minute
-boundary `minutes` ago, so it spans between `minutes` and `minutes + 1` minutes.
+They read rollups, never the raw events: windows under 24 hours read the per-minute rollups
+(`stage_minute`, `request_minute`, `feedback_minute`), longer ones the hourly rollups of
+migration 0007 (`stage_hour`, `request_hour`, `feedback_hour`), so a query's cost follows the
+window's length, not the table's size. Counts and sums are exact; percentiles merge t-digest
+states. The window is the bound parameter `{minutes:UInt32}` and starts at the minute (hour)
+boundary `minutes` ago, so it spans up to one bucket more than asked.
 """
 
 from __future__ import annotations
@@ -17,8 +18,27 @@ from sluice.warehouse.named import NamedQuery
 # The seed's cost ladder: what 1K tokens cost on its premium, standard, efficient and budget rungs.
 COST_LADDER_USD = (0.12, 0.06, 0.02, 0.007)
 
-ROLLUP_WINDOW = "minute >= toStartOfMinute(now() - toIntervalMinute({minutes:UInt32}))"
-RAW_WINDOW = "{column} >= now64(3) - toIntervalMinute({{minutes:UInt32}})"
+# Rollup SQL is written once with these tokens and expanded per grain (minute, hour).
+ROLLUP_WINDOW = "@WINDOW@"
+FILL = "@FILL@"
+GRAINS = {
+    "minute": {
+        "@WINDOW@": "t.minute >= toStartOfMinute(now() - toIntervalMinute({minutes:UInt32}))",
+        "@FILL@": "ORDER BY minute WITH FILL"
+        " FROM toStartOfMinute(now() - toIntervalMinute({minutes:UInt32}))"
+        " TO toStartOfMinute(now()) + 60 STEP 60",
+        "@T@": "t.minute",
+        "_@G@ ": "_minute ",
+    },
+    "hour": {
+        "@WINDOW@": "t.hour >= toStartOfHour(now() - toIntervalMinute({minutes:UInt32}))",
+        "@FILL@": "ORDER BY minute WITH FILL"
+        " FROM toStartOfHour(now() - toIntervalMinute({minutes:UInt32}))"
+        " TO toStartOfHour(now()) + 3600 STEP 3600",
+        "@T@": "t.hour",
+        "_@G@ ": "_hour ",
+    },
+}
 QUANTILES = "quantilesTDigestMerge(0.5, 0.95, 0.99)"
 PCT = """
     round({q}({col})[1], 1) AS p50_ms,
@@ -36,11 +56,22 @@ CATEGORY = """multiIf(
         'internal')"""
 
 
-def _pct(col: str) -> str:
+def _grained(template: str, grain: str) -> str:
+    for token, text in GRAINS[grain].items():
+        template = template.replace(token, text)
+    return template
+
+
+def rollup_query(name: str, doc: str, template: str) -> NamedQuery:
+    """A query over the rollups: per-minute SQL, and the same over the hourly rollups."""
+    return NamedQuery(name, doc, _grained(template, "minute"), _grained(template, "hour"))
+
+
+def pct(col: str) -> str:
     return PCT.format(q=QUANTILES, col=f"t.{col}")
 
 
-LATENCY_BY_STAGE = NamedQuery(
+LATENCY_BY_STAGE = rollup_query(
     "latency_by_stage",
     "Stage latency p50/p95/p99 (ms) by stage (pipeline order) and model, with event and error "
     "counts. Breaker transitions are not work and are left out.",
@@ -49,15 +80,15 @@ SELECT
     stage,
     {MODEL} AS model,
     sum(t.events) AS events,
-    sumIf(t.events, status NOT IN ('ok', 'duplicate')) AS errors,{_pct("duration_ms")}
-FROM {{db}}.stage_minute AS t
+    sumIf(t.events, status NOT IN ('ok', 'duplicate')) AS errors,{pct("duration_ms")}
+FROM {{db}}.stage_@G@ AS t
 WHERE {ROLLUP_WINDOW} AND status NOT LIKE 'breaker_%'
 GROUP BY stage, model
 ORDER BY indexOf(['validate', 'sanitize', 'route', 'infer', 'validate_response'], stage), stage, model
 """,
 )
 
-MODELS = NamedQuery(
+MODELS = rollup_query(
     "models",
     "Per model: requests, error rate, end-to-end latency p50/p95/p99 (ms), cost, cost per "
     "request, tokens, cache hit rate and hallucination rate. '(none)' = ended before a model.",
@@ -66,21 +97,21 @@ SELECT
     {MODEL} AS model,
     sum(t.requests) AS requests,
     sumIf(t.requests, status != 'ok') AS errors,
-    round(errors / requests, 4) AS error_rate,{_pct("latency_ms")},
+    round(errors / requests, 4) AS error_rate,{pct("latency_ms")},
     round(sum(t.cost_usd), 6) AS cost_usd,
     round(cost_usd / requests, 6) AS cost_per_request,
     sum(t.prompt_tokens) AS prompt_tokens,
     sum(t.completion_tokens) AS completion_tokens,
     round(sum(t.cached) / requests, 4) AS cache_hit_rate,
     round(sum(t.hallucinations) / nullIf(sum(t.hallucination_checked), 0), 4) AS hallucination_rate
-FROM {{db}}.request_minute AS t
+FROM {{db}}.request_@G@ AS t
 WHERE {ROLLUP_WINDOW}
 GROUP BY model
 ORDER BY requests DESC, model
 """,
 )
 
-TOKEN_UTILISATION = NamedQuery(
+TOKEN_UTILISATION = rollup_query(
     "token_utilisation",
     "Per model: completion_share = completion tokens / max_tokens of the requests that set "
     "max_tokens (how much of the allowance answers use); prompt_share = prompt / all tokens.",
@@ -93,14 +124,14 @@ SELECT
     round(sum(t.capped_completion) / nullIf(sum(t.capped_max_tokens), 0), 4) AS completion_share,
     round(sum(t.prompt_tokens)
         / nullIf(sum(t.prompt_tokens) + sum(t.completion_tokens), 0), 4) AS prompt_share
-FROM {{db}}.request_minute AS t
+FROM {{db}}.request_@G@ AS t
 WHERE {ROLLUP_WINDOW} AND model != ''
 GROUP BY model
 ORDER BY requests DESC, model
 """,
 )
 
-ERRORS_BY_CATEGORY = NamedQuery(
+ERRORS_BY_CATEGORY = rollup_query(
     "errors_by_category",
     "Failed requests by category (client, limits, safety, upstream, quality, internal) and "
     "error code; rate = their share of all finished requests in the window.",
@@ -113,7 +144,7 @@ FROM
         error_code,
         sum(t.requests) AS requests,
         sum(sum(t.requests)) OVER () AS total
-    FROM {{db}}.request_minute AS t
+    FROM {{db}}.request_@G@ AS t
     WHERE {ROLLUP_WINDOW}
     GROUP BY category, error_code
 )
@@ -122,7 +153,7 @@ ORDER BY requests DESC, category, error_code
 """,
 )
 
-COST_PER_1K = NamedQuery(
+COST_PER_1K = rollup_query(
     "cost_per_1k",
     "Per model: cost per request and per 1K tokens, against the seed's benchmark ladder "
     "($0.12 / $0.06 / $0.02 / $0.007 per 1K): ladder_usd is the cheapest rung the model "
@@ -144,7 +175,7 @@ FROM
         sum(t.requests) AS requests,
         sum(t.prompt_tokens) + sum(t.completion_tokens) AS tokens,
         round(sum(t.cost_usd), 6) AS cost_usd
-    FROM {{db}}.request_minute AS t
+    FROM {{db}}.request_@G@ AS t
     WHERE {ROLLUP_WINDOW} AND model != ''
     GROUP BY model
 )
@@ -152,7 +183,7 @@ ORDER BY cost_usd DESC, model
 """,
 )
 
-CACHE = NamedQuery(
+CACHE = rollup_query(
     "cache",
     "Per model: cache hits, hit rate, what hits saved (cache_savings_usd), what cheaper routing "
     "saved (routing_savings_usd) and savings as a share of what the requests would have cost.",
@@ -166,14 +197,14 @@ SELECT
     round(sum(t.routing_savings_usd), 6) AS routing_savings_usd,
     round((cache_savings_usd + routing_savings_usd)
         / nullIf(sum(t.cost_usd) + cache_savings_usd + routing_savings_usd, 0), 4) AS savings_share
-FROM {{db}}.request_minute AS t
+FROM {{db}}.request_@G@ AS t
 WHERE {ROLLUP_WINDOW}
 GROUP BY model
 ORDER BY requests DESC, model
 """,
 )
 
-COST_DISTRIBUTION = NamedQuery(
+COST_DISTRIBUTION = rollup_query(
     "cost_distribution",
     "API cost by tenant and model, with each pair's share of the window's total cost.",
     f"""
@@ -183,14 +214,14 @@ SELECT
     sum(t.requests) AS requests,
     round(sum(t.cost_usd), 6) AS cost_usd,
     round(sum(t.cost_usd) / nullIf(sum(sum(t.cost_usd)) OVER (), 0), 4) AS share
-FROM {{db}}.request_minute AS t
+FROM {{db}}.request_@G@ AS t
 WHERE {ROLLUP_WINDOW}
 GROUP BY tenant, model
 ORDER BY cost_usd DESC, tenant, model
 """,
 )
 
-TOP_ROUTES = NamedQuery(
+TOP_ROUTES = rollup_query(
     "top_routes",
     "The 3 most expensive routes (routing rules) by total cost, with cost per request.",
     f"""
@@ -199,7 +230,7 @@ SELECT
     sum(t.requests) AS requests,
     round(sum(t.cost_usd), 6) AS cost_usd,
     round(cost_usd / requests, 6) AS cost_per_request
-FROM {{db}}.request_minute AS t
+FROM {{db}}.request_@G@ AS t
 WHERE {ROLLUP_WINDOW}
 GROUP BY route
 ORDER BY cost_usd DESC, route
@@ -207,7 +238,7 @@ LIMIT 3
 """,
 )
 
-VALIDITY = NamedQuery(
+VALIDITY = rollup_query(
     "validity",
     "Per model: response validity rate = answers that passed review / answers reviewed "
     "(response_invalid counts against it), and schema validity of structured answers.",
@@ -219,14 +250,14 @@ SELECT
     round(1 - invalid / nullIf(reviewed, 0), 4) AS validity_rate,
     sum(t.schema_checked) AS schema_checked,
     round(sum(t.schema_valid) / nullIf(schema_checked, 0), 4) AS schema_valid_rate
-FROM {{db}}.request_minute AS t
+FROM {{db}}.request_@G@ AS t
 WHERE {ROLLUP_WINDOW} AND model != ''
 GROUP BY model
 ORDER BY reviewed DESC, model
 """,
 )
 
-HALLUCINATION = NamedQuery(
+HALLUCINATION = rollup_query(
     "hallucination",
     "Per model: answers checked for grounding, hallucinations, hallucination frequency and mean "
     "groundedness (0..1) of grounded answers.",
@@ -237,7 +268,7 @@ SELECT
     sum(t.hallucinations) AS hallucinations,
     round(hallucinations / nullIf(checked, 0), 4) AS hallucination_rate,
     round(sum(t.groundedness_sum) / nullIf(sum(t.grounded_checked), 0), 3) AS avg_groundedness
-FROM {{db}}.request_minute AS t
+FROM {{db}}.request_@G@ AS t
 WHERE {ROLLUP_WINDOW} AND model != ''
 GROUP BY model
 ORDER BY checked DESC, model
@@ -247,9 +278,10 @@ ORDER BY checked DESC, model
 CONSISTENCY = NamedQuery(
     "consistency",
     "Content consistency per model: among normalised questions asked at least twice, the share "
-    "answered the same way every time (divergent = more than one distinct answer). Reads single "
-    "answers, so it uses the raw requests table.",
-    f"""
+    "answered the same way every time (divergent = more than one distinct answer). Reads the "
+    "hourly answer counts (answers_hour), so the window starts at the hour boundary.",
+    _grained(
+        """
 SELECT
     model,
     count() AS repeated_questions,
@@ -257,57 +289,40 @@ SELECT
     round(1 - divergent / repeated_questions, 4) AS consistency_rate
 FROM
 (
-    SELECT model, question_hash, uniqExact(answer_hash) AS answers
-    FROM {{db}}.requests FINAL
-    WHERE {RAW_WINDOW.format(column="finished_at")}
-        AND status = 'ok' AND question_hash != '' AND answer_hash != ''
+    SELECT t.model AS model, t.question_hash AS question_hash, uniqExact(t.answer_hash) AS answers
+    FROM {db}.answers_hour AS t
+    WHERE @WINDOW@
     GROUP BY model, question_hash
-    HAVING count() > 1
+    HAVING sum(t.requests) > 1
 )
 GROUP BY model
 ORDER BY repeated_questions DESC, model
 """,
+        "hour",
+    ),
 )
 
-SATISFACTION = NamedQuery(
+SATISFACTION = rollup_query(
     "satisfaction",
     "User satisfaction from feedback, by model and route: ratings, mean rating (-1..1), positive "
-    "and negative shares. One rating per request counts, the latest, and only from the tenant "
-    "that owns the request. Ratings are joined to their request's model, so raw rows are read.",
+    "and negative shares. The sink attaches each rating to its request's model and route (same "
+    "tenant, request finished up to a day before the rating); '(none)' = request not found.",
     f"""
 SELECT
-    if(r.model = '', '(none)', r.model) AS model,
-    if(r.route = '', '(unrouted)', r.route) AS route,
-    count() AS ratings,
-    round(avg(f.rating), 3) AS mean_rating,
-    round(countIf(f.rating > 0) / ratings, 4) AS positive_share,
-    round(countIf(f.rating < 0) / ratings, 4) AS negative_share
-FROM
-(
-    SELECT request_id, tenant, argMax(rating, (ts, feedback_id)) AS rating
-    FROM {{db}}.feedback FINAL
-    WHERE {RAW_WINDOW.format(column="ts")}
-    GROUP BY request_id, tenant
-) AS f
-INNER JOIN
-(
-    SELECT
-        request_id,
-        argMax(tenant, inserted_at) AS tenant,
-        argMax(model, inserted_at) AS model,
-        argMax(route, inserted_at) AS route
-    FROM {{db}}.requests
-    WHERE request_id IN (
-        SELECT request_id FROM {{db}}.feedback WHERE {RAW_WINDOW.format(column="ts")}
-    )
-    GROUP BY request_id
-) AS r ON f.request_id = r.request_id AND f.tenant = r.tenant
+    if(t.model = '', '(none)', t.model) AS model,
+    if(t.route = '', '(unrouted)', t.route) AS route,
+    sum(t.messages) AS ratings,
+    round(sum(t.rating_sum) / ratings, 3) AS mean_rating,
+    round(sum(t.positive) / ratings, 4) AS positive_share,
+    round(sum(t.negative) / ratings, 4) AS negative_share
+FROM {{db}}.feedback_@G@ AS t
+WHERE {ROLLUP_WINDOW}
 GROUP BY model, route
 ORDER BY ratings DESC, model, route
 """,
 )
 
-FEEDBACK_LABELS = NamedQuery(
+FEEDBACK_LABELS = rollup_query(
     "feedback_labels",
     "Feedback by label: messages, mean rating and negative count (rollup).",
     f"""
@@ -316,58 +331,55 @@ SELECT
     sum(t.messages) AS messages,
     round(sum(t.rating_sum) / messages, 3) AS mean_rating,
     sum(t.negative) AS negative
-FROM {{db}}.feedback_minute AS t
+FROM {{db}}.feedback_@G@ AS t
 WHERE {ROLLUP_WINDOW}
 GROUP BY label
 ORDER BY messages DESC, label
 """,
 )
 
-FILL = (
-    "ORDER BY minute WITH FILL FROM toStartOfMinute(now() - toIntervalMinute({minutes:UInt32})) "
-    "TO toStartOfMinute(now()) + 60 STEP 60"
-)
-
-TIMESERIES = NamedQuery(
+TIMESERIES = rollup_query(
     "timeseries",
-    "One row per minute of the window (empty minutes included): requests, errors, error rate, "
+    "One row per minute of the window (per hour from 24 hours on; empty buckets included): "
+    "requests, errors, error rate, "
     "latency p50/p95/p99 (ms), cost, cache hits and savings, hallucinations and groundedness.",
     f"""
 SELECT
-    minute,
+    @T@ AS minute,
     sum(t.requests) AS requests,
     sumIf(t.requests, status != 'ok') AS errors,
-    round(errors / requests, 4) AS error_rate,{_pct("latency_ms")},
+    round(errors / requests, 4) AS error_rate,{pct("latency_ms")},
     round(sum(t.cost_usd), 6) AS cost_usd,
     sum(t.cached) AS cache_hits,
     round(sum(t.cache_savings_usd) + sum(t.routing_savings_usd), 6) AS savings_usd,
     sum(t.hallucinations) AS hallucinations,
     round(hallucinations / nullIf(sum(t.hallucination_checked), 0), 4) AS hallucination_rate,
     round(sum(t.groundedness_sum) / nullIf(sum(t.grounded_checked), 0), 3) AS avg_groundedness
-FROM {{db}}.request_minute AS t
+FROM {{db}}.request_@G@ AS t
 WHERE {ROLLUP_WINDOW}
 GROUP BY minute
 {FILL}
 """,
 )
 
-FEEDBACK_SERIES = NamedQuery(
+FEEDBACK_SERIES = rollup_query(
     "feedback_series",
-    "One row per minute of the window: feedback messages, mean rating and negative ratings.",
+    "One row per minute of the window (per hour from 24 hours on): feedback messages, mean rating "
+    "and negative ratings.",
     f"""
 SELECT
-    minute,
+    @T@ AS minute,
     sum(t.messages) AS messages,
     round(sum(t.rating_sum) / nullIf(messages, 0), 3) AS mean_rating,
     sum(t.negative) AS negative
-FROM {{db}}.feedback_minute AS t
+FROM {{db}}.feedback_@G@ AS t
 WHERE {ROLLUP_WINDOW}
 GROUP BY minute
 {FILL}
 """,
 )
 
-BREAKERS = NamedQuery(
+BREAKERS = rollup_query(
     "breakers",
     "Circuit-breaker transitions per model (infer events with status breaker_*): how often each "
     "state was entered and the latest state.",
@@ -377,11 +389,54 @@ SELECT
     sumIf(t.events, status = 'breaker_open') AS opened,
     sumIf(t.events, status = 'breaker_half_open') AS half_opened,
     sumIf(t.events, status = 'breaker_closed') AS closed,
-    argMax(status, minute) AS latest
-FROM {{db}}.stage_minute AS t
+    argMax(status, @T@) AS latest
+FROM {{db}}.stage_@G@ AS t
 WHERE {ROLLUP_WINDOW} AND status LIKE 'breaker_%'
 GROUP BY model
 ORDER BY model
+""",
+)
+
+DEPLOYMENTS = NamedQuery(
+    "deployments",
+    "Per replica (deployment) of a model: calls answered, failed calls and error rate, and model "
+    "latency p50/p95/p99 (ms) of the answered ones. Read from the infer events' attributes "
+    "`deployment` (the replica that answered or was called last) and `deployment_errors` (the "
+    "replicas whose calls failed on the way), so it uses the raw events table.",
+    """
+SELECT
+    model,
+    deployment,
+    sum(ok_call) AS answered,
+    sum(failed_call) AS failed_calls,
+    round(failed_calls / nullIf(answered + failed_calls, 0), 4) AS error_rate,
+    round(quantileIf(0.5)(latency_ms, ok_call = 1), 1) AS p50_ms,
+    round(quantileIf(0.95)(latency_ms, ok_call = 1), 1) AS p95_ms,
+    round(quantileIf(0.99)(latency_ms, ok_call = 1), 1) AS p99_ms
+FROM
+(
+    SELECT
+        model,
+        attributes['deployment'] AS deployment,
+        toUInt8(status = 'ok') AS ok_call,
+        toUInt8(0) AS failed_call,
+        toFloat64OrZero(attributes['model_latency_ms']) AS latency_ms
+    FROM {db}.events
+    WHERE ts >= now64(3) - toIntervalMinute({minutes:UInt32}) AND stage = 'infer'
+        AND status NOT LIKE 'breaker_%' AND attributes['deployment'] != ''
+    UNION ALL
+    SELECT
+        model,
+        arrayJoin(splitByChar(',', attributes['deployment_errors'])) AS deployment,
+        toUInt8(0) AS ok_call,
+        toUInt8(1) AS failed_call,
+        toFloat64(0) AS latency_ms
+    FROM {db}.events
+    WHERE ts >= now64(3) - toIntervalMinute({minutes:UInt32}) AND stage = 'infer'
+        AND attributes['deployment_errors'] != ''
+)
+GROUP BY model, deployment
+ORDER BY model, deployment
 """,
 )
 
@@ -396,8 +451,8 @@ class AlertMetric:
 
 def _alert(name: str, doc: str, select: str, where: str = "") -> NamedQuery:
     extra = f" AND {where}" if where else ""
-    sql = f"SELECT {select} AS value FROM {{db}}.request_minute AS t WHERE {ROLLUP_WINDOW}{extra}"
-    return NamedQuery(f"alert_{name}", doc, sql)
+    sql = f"SELECT {select} AS value FROM {{db}}.request_@G@ AS t WHERE {ROLLUP_WINDOW}{extra}"
+    return rollup_query(f"alert_{name}", doc, sql)
 
 
 ALERT_METRICS: dict[str, AlertMetric] = {
@@ -454,6 +509,7 @@ METRIC_QUERIES: tuple[NamedQuery, ...] = (
     TIMESERIES,
     FEEDBACK_SERIES,
     BREAKERS,
+    DEPLOYMENTS,
     *(metric.query for metric in ALERT_METRICS.values()),
 )
 
@@ -491,6 +547,8 @@ def metrics_markdown() -> str:
     ]
     for query in METRIC_QUERIES:
         parts.append(f"## `{query.name}`\n\n{query.doc}\n\n```sql\n{query.sql.strip()}\n```\n")
+        if query.hourly_sql:
+            parts.append(f"Windows of 24 hours and more:\n\n```sql\n{query.hourly_sql.strip()}\n```\n")
     parts.append(PROCESS_METRICS_DOC)
     return "\n".join(parts)
 

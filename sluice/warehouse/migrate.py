@@ -2,8 +2,10 @@
 
 The files name the database as `{db}`; the runner substitutes the configured one, so the
 tests can keep a database per test on one shared chdb path. Applying is idempotent: a
-version already recorded is skipped, and every statement is written to be re-runnable
-(IF NOT EXISTS), because ClickHouse has no transactional DDL to roll back a half-applied file.
+version already recorded is skipped. ClickHouse has no transactional DDL to roll back a
+half-applied file, so every completed statement is recorded too (`schema_migration_steps`)
+and a file that failed half-way resumes at the statement that failed; statements are still
+written to be re-runnable (IF NOT EXISTS) where ClickHouse allows it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,14 @@ BOOTSTRAP_SQL = (
     )
     ENGINE = ReplacingMergeTree(applied_at)
     ORDER BY version""",
+    """CREATE TABLE IF NOT EXISTS {db}.schema_migration_steps
+    (
+        version    UInt32,
+        step       UInt32,
+        applied_at DateTime64(3, 'UTC') DEFAULT now64(3)
+    )
+    ENGINE = ReplacingMergeTree(applied_at)
+    ORDER BY (version, step)""",
 )
 
 
@@ -132,6 +142,15 @@ def applied_versions(warehouse: Warehouse) -> dict[int, str]:
     return {int(row["version"]): str(row["checksum"]) for row in rows}
 
 
+def applied_steps(warehouse: Warehouse, version: int) -> set[int]:
+    """Statements of a not yet recorded version that completed in an earlier, failed run."""
+    rows = warehouse.query(
+        "SELECT DISTINCT step FROM {db}.schema_migration_steps WHERE version = {version:UInt32}",
+        parameters={"version": version},
+    )
+    return {int(row["step"]) for row in rows}
+
+
 def migrate(warehouse: Warehouse, directory: Path) -> list[Migration]:
     """Apply the migrations not yet recorded, in version order; return those applied now."""
     migrations = load_migrations(directory)
@@ -147,8 +166,12 @@ def migrate(warehouse: Warehouse, directory: Path) -> list[Migration]:
                     migration.path.name,
                 )
             continue
-        for statement in migration.statements():
+        finished = applied_steps(warehouse, migration.version)
+        for step, statement in enumerate(migration.statements()):
+            if step in finished:
+                continue
             warehouse.command(statement)
+            warehouse.insert("schema_migration_steps", [[migration.version], [step]], ["version", "step"])
         warehouse.insert(
             "schema_migrations",
             [[migration.version], [migration.name], [migration.checksum]],

@@ -182,7 +182,9 @@ class AlertEvaluator:
         if rule.metric == "consumer_lag":
             return self.lag.worst if self.lag is not None else None
         query = ALERT_METRICS[rule.metric].query
-        rows = await self.warehouse.aquery(query.sql, {"minutes": rule.window_minutes})
+        rows = await self.warehouse.aquery(
+            query.sql_for(rule.window_minutes), {"minutes": rule.window_minutes}
+        )
         return _number(rows[0]["value"]) if rows else None
 
     async def evaluate(self) -> list[Alert]:
@@ -301,7 +303,8 @@ class FeedbackAdvisor:
 
     async def evaluate(self) -> list[RouteAdvice]:
         settings = self.settings
-        rows = await self.warehouse.aquery(SATISFACTION.sql, {"minutes": settings.feedback_window_minutes})
+        window = settings.feedback_window_minutes
+        rows = await self.warehouse.aquery(SATISFACTION.sql_for(window), {"minutes": window})
         seen: dict[tuple[str, str], tuple[float, int]] = {}
         for row in rows:
             if row["route"] == UNROUTED or row["model"] == NO_MODEL:
@@ -369,17 +372,26 @@ async def _caught_up(consumer: Any, tps: list[TopicPartition], ends: dict[TopicP
 # --- retention ----------------------------------------------------------------------------
 
 RAW_TTL = {"events": "ts", "requests": "received_at", "feedback": "ts"}
-ROLLUPS = ("stage_minute", "request_minute", "feedback_minute")
+# Rollup -> its time column.
+ROLLUPS = {
+    "stage_minute": "minute",
+    "request_minute": "minute",
+    "feedback_minute": "minute",
+    "stage_hour": "hour",
+    "request_hour": "hour",
+    "feedback_hour": "hour",
+    "answers_hour": "hour",
+}
 
 
 async def apply_retention(warehouse: Warehouse, settings: Settings) -> None:
-    """Make the tables' TTLs match the settings (migration 0006 sets the defaults; only a
+    """Make the tables' TTLs match the settings (migrations 0006 and 0007 set the defaults; only a
     changed setting costs an ALTER)."""
     if settings.raw_ttl_days != DEFAULT_RAW_TTL_DAYS:
         for table, column in RAW_TTL.items():
             ttl = f"toDateTime({column}) + INTERVAL {int(settings.raw_ttl_days)} DAY"
             await warehouse.acommand(f"ALTER TABLE {{db}}.{table} MODIFY TTL {ttl}")
     if settings.rollup_ttl_days != DEFAULT_ROLLUP_TTL_DAYS:
-        for table in ROLLUPS:
-            ttl = f"minute + INTERVAL {int(settings.rollup_ttl_days)} DAY"
+        for table, column in ROLLUPS.items():
+            ttl = f"{column} + INTERVAL {int(settings.rollup_ttl_days)} DAY"
             await warehouse.acommand(f"ALTER TABLE {{db}}.{table} MODIFY TTL {ttl}")

@@ -1,8 +1,10 @@
 """Named analytics queries, and one way to run them whoever holds the warehouse.
 
-Every query that counts reads with FINAL, so re-delivered copies that ReplacingMergeTree
-has not merged yet are still counted once. Tables are written `{db}.table` (the runner
-substitutes the database) and the window is the bound parameter `{minutes:UInt32}`.
+Queries read the per-minute rollups for windows under 24 hours and the hourly ones from 24
+hours on (NamedQuery.sql_for); no query needs FINAL, because the sink's entry tables drop
+redelivered rows before they are stored or counted (migration 0007). Tables are written
+`{db}.table` (the runner substitutes the database) and the window is the bound parameter
+`{minutes:UInt32}`.
 
 With the embedded engine only the process owning the chdb path can read it: while a sink
 runs, `open_for_reading` asks the sink's query server; otherwise it opens the path itself.
@@ -23,53 +25,55 @@ import httpx
 
 from sluice.settings import Settings
 from sluice.warehouse.connection import Warehouse, WarehouseError, connect
-from sluice.warehouse.metrics import METRIC_QUERIES
+from sluice.warehouse.metrics import (
+    LATENCY_BY_STAGE,
+    METRIC_QUERIES,
+    MODEL,
+    ROLLUP_WINDOW,
+    pct,
+    rollup_query,
+)
 from sluice.warehouse.named import NamedQuery as NamedQuery
 
 MAX_MINUTES = 366 * 24 * 60
 SINK_FILE = "sink.json"
 
 
-_PERCENTILES = """
-    round(quantile(0.50)({col}), 1) AS p50_ms,
-    round(quantile(0.95)({col}), 1) AS p95_ms,
-    round(quantile(0.99)({col}), 1) AS p99_ms"""
-
-DASHBOARD = NamedQuery(
+DASHBOARD = rollup_query(
     "dashboard",
     "Per model over the last N minutes of finished requests: volume, errors, latency, cost, "
     "tokens and answer quality. '(none)' holds requests that ended before a model was chosen.",
     f"""
 SELECT
-    if(model = '', '(none)', model) AS model,
-    count() AS requests,
-    countIf(status = 'ok') AS ok,
-    countIf(status != 'ok') AS errors,
-    round(errors / requests, 4) AS error_rate,{_PERCENTILES.format(col="latency_ms")},
-    round(sum(cost_usd), 6) AS cost_usd,
-    sum(prompt_tokens) AS prompt_tokens,
-    sum(completion_tokens) AS completion_tokens,
-    countIf(cached) AS cached,
-    round(avgOrNull(groundedness), 3) AS avg_groundedness,
-    countIf(hallucination) AS hallucinations
-FROM {{db}}.requests FINAL
-WHERE finished_at >= now64(3) - toIntervalMinute({{minutes:UInt32}})
+    {MODEL} AS model,
+    sum(t.requests) AS requests,
+    sumIf(t.requests, t.status = 'ok') AS ok,
+    sumIf(t.requests, t.status != 'ok') AS errors,
+    round(errors / requests, 4) AS error_rate,{pct("latency_ms")},
+    round(sum(t.cost_usd), 6) AS cost_usd,
+    sum(t.prompt_tokens) AS prompt_tokens,
+    sum(t.completion_tokens) AS completion_tokens,
+    sum(t.cached) AS cached,
+    round(sum(t.groundedness_sum) / nullIf(sum(t.grounded_checked), 0), 3) AS avg_groundedness,
+    sum(t.hallucinations) AS hallucinations
+FROM {{db}}.request_@G@ AS t
+WHERE {ROLLUP_WINDOW}
 GROUP BY model
 ORDER BY requests DESC, model
 """,
 )
 
-TOTALS = NamedQuery(
+TOTALS = rollup_query(
     "totals",
     "Finished requests of the last N minutes by status and error code ('' = no error).",
-    """
+    f"""
 SELECT
-    status,
-    error_code,
-    count() AS requests,
-    round(sum(cost_usd), 6) AS cost_usd
-FROM {db}.requests FINAL
-WHERE finished_at >= now64(3) - toIntervalMinute({minutes:UInt32})
+    t.status AS status,
+    t.error_code AS error_code,
+    sum(t.requests) AS requests,
+    round(sum(t.cost_usd), 6) AS cost_usd
+FROM {{db}}.request_@G@ AS t
+WHERE {ROLLUP_WINDOW}
 GROUP BY status, error_code
 ORDER BY requests DESC, status, error_code
 """,
@@ -78,30 +82,21 @@ ORDER BY requests DESC, status, error_code
 STAGE_LATENCY = NamedQuery(
     "stage_latency",
     "Stage durations of the last N minutes by stage (pipeline order) and model: where time goes.",
-    f"""
-SELECT
-    stage,
-    model,
-    count() AS events,
-    countIf(status NOT IN ('ok', 'duplicate')) AS errors,{_PERCENTILES.format(col="duration_ms")}
-FROM {{db}}.events FINAL
-WHERE ts >= now64(3) - toIntervalMinute({{minutes:UInt32}}) AND status NOT LIKE 'breaker_%'
-GROUP BY stage, model
-ORDER BY indexOf(['validate', 'sanitize', 'route', 'infer', 'validate_response'], stage), stage, model
-""",
+    LATENCY_BY_STAGE.sql,
+    LATENCY_BY_STAGE.hourly_sql,
 )
 
-FEEDBACK = NamedQuery(
+FEEDBACK = rollup_query(
     "feedback",
     "User feedback of the last N minutes by label: how often each complaint or praise comes in.",
-    """
+    f"""
 SELECT
-    label,
-    count() AS messages,
-    round(avg(rating), 3) AS avg_rating,
-    countIf(rating < 0) AS negative
-FROM {db}.feedback FINAL
-WHERE ts >= now64(3) - toIntervalMinute({minutes:UInt32})
+    t.label AS label,
+    sum(t.messages) AS messages,
+    round(sum(t.rating_sum) / messages, 3) AS avg_rating,
+    sum(t.negative) AS negative
+FROM {{db}}.feedback_@G@ AS t
+WHERE {ROLLUP_WINDOW}
 GROUP BY label
 ORDER BY messages DESC, label
 """,
@@ -117,32 +112,38 @@ SELECT
     count() AS messages,
     max(ts) AS last_ts,
     argMax(reason, ts) AS last_reason
-FROM {db}.deadletters FINAL
-WHERE ts >= now64(3) - toIntervalMinute({minutes:UInt32})
+FROM
+(
+    SELECT source_topic, stage, ts, reason
+    FROM {db}.deadletters
+    WHERE ts >= now64(3) - toIntervalMinute({minutes:UInt32})
+    LIMIT 1 BY source_topic, `partition`, `offset`, raw_hash
+)
 GROUP BY source_topic, stage
 ORDER BY messages DESC, source_topic, stage
 """,
 )
 
-TENANT_SPEND = NamedQuery(
+TENANT_SPEND = rollup_query(
     "tenant_spend",
     "Finished requests of the last N minutes by tenant: requests, answered, refused by quota, spend.",
-    """
+    f"""
 SELECT
-    tenant,
-    count() AS requests,
-    countIf(status = 'ok') AS ok,
-    countIf(error_code IN ('rate_limited', 'budget_exceeded')) AS refused_by_quota,
-    sum(cost_usd) AS cost_usd
-FROM {db}.requests FINAL
-WHERE finished_at >= now64(3) - toIntervalMinute({minutes:UInt32})
+    t.tenant AS tenant,
+    sum(t.requests) AS requests,
+    sumIf(t.requests, t.status = 'ok') AS ok,
+    sumIf(t.requests, t.error_code IN ('rate_limited', 'budget_exceeded')) AS refused_by_quota,
+    sum(t.cost_usd) AS cost_usd
+FROM {{db}}.request_@G@ AS t
+WHERE {ROLLUP_WINDOW}
 GROUP BY tenant
 ORDER BY cost_usd DESC, tenant
 """,
 )
 
-# Exact figures from the raw tables (FINAL: redelivered copies count once); the metrics the
-# dashboards chart read the rollups and live in sluice/warehouse/metrics.py.
+# The operator's overview queries (the first figures Sluice had). Like the metrics they read
+# the rollups, which count each stored row once (the sink drops redelivered copies before any
+# view sees them); dead letters are few and read raw, one row per source position.
 EXACT_QUERIES = (DASHBOARD, TOTALS, STAGE_LATENCY, FEEDBACK, DEADLETTERS, TENANT_SPEND)
 QUERIES: dict[str, NamedQuery] = {query.name: query for query in EXACT_QUERIES}
 QUERIES.update({query.name: query for query in METRIC_QUERIES})
@@ -166,13 +167,16 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def run_query(client: Warehouse, name: str, minutes: int = 60) -> list[dict[str, Any]]:
-    """Rows of the named query over the last `minutes`, as JSON-ready dicts (blocking)."""
+def run_query(
+    client: Warehouse, name: str, minutes: int = 60, summary: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Rows of the named query over the last `minutes`, as JSON-ready dicts (blocking).
+    `summary`, when given, receives the engine's query summary (read_rows, read_bytes, ...)."""
     query = QUERIES.get(name)
     if query is None:
         raise UnknownQuery(name)
     window = max(1, min(int(minutes), MAX_MINUTES))
-    rows = client.query(query.sql, parameters={"minutes": window})
+    rows = client.query(query.sql_for(window), parameters={"minutes": window}, summary=summary)
     return [{key: _jsonable(value) for key, value in row.items()} for row in rows]
 
 

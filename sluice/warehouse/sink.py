@@ -2,7 +2,9 @@
 
 Delivery is at-least-once end to end: offsets are committed only after the batch's rows
 are inserted (and its dead letters published), so a crash or a failing warehouse
-re-delivers instead of losing data, and ReplacingMergeTree keys make re-delivery harmless.
+re-delivers instead of losing data. Re-delivery is harmless because rows go to
+`<table>_incoming` (migration 0007), whose view stores only keys not stored yet: the raw
+tables hold one copy per key and the rollups count it once.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
@@ -63,13 +65,31 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "deadletters": DEADLETTER_COLUMNS,
 }
 
+# Where the sink writes each table: the deduplicating entry points of migration 0007.
+INSERT_TARGETS = {
+    "events": "events_incoming",
+    "requests": "requests_incoming",
+    "feedback": "feedback_incoming",
+    "deadletters": "deadletters",
+}
+
 Row = tuple[Any, ...]
 ParsedT = TypeVar("ParsedT", Event, Feedback, DeadLetter)
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MILLISECOND = timedelta(milliseconds=1)
 
 
 def _utc(value: datetime) -> datetime:
     """Naive datetimes on the wire are taken as UTC."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _ms(value: datetime) -> int:
+    """Milliseconds since the epoch (UTC; naive = UTC): what a DateTime64(3) column stores.
+    The client sends integers as they are, a datetime costs it a conversion per value."""
+    return (_utc(value) - EPOCH) // MILLISECOND
 
 
 def _clamp(value: int, low: int, high: int) -> int:
@@ -93,7 +113,7 @@ def event_row(event: Event) -> Row:
     error_code = event.error_code.value if event.error_code else ""
     return (
         event.event_id, event.request_id, event.correlation_id, event.tenant, event.stage.value,
-        event.status, _utc(event.ts), event.duration_ms, event.model or "",
+        event.status, _ms(event.ts), event.duration_ms, event.model or "",
         _clamp(event.prompt_tokens, 0, UINT32_MAX), _clamp(event.completion_tokens, 0, UINT32_MAX),
         event.cost_usd, event.cached, error_code, list(event.flags), dict(event.attributes),
         event.cache_savings_usd, event.routing_savings_usd,
@@ -108,8 +128,8 @@ def request_row(event: Event) -> Row | None:
         return None
     error_code = event.error_code.value if event.error_code else ""
     return (
-        event.request_id, event.correlation_id, event.tenant, _utc(summary.received_at),
-        _utc(summary.finished_at), summary.status.value, event.model or "",
+        event.request_id, event.correlation_id, event.tenant, _ms(summary.received_at),
+        _ms(summary.finished_at), summary.status.value, event.model or "",
         _clamp(event.prompt_tokens, 0, UINT32_MAX), _clamp(event.completion_tokens, 0, UINT32_MAX),
         event.cost_usd, event.cached, summary.latency_ms, summary.groundedness, summary.hallucination,
         summary.schema_valid, error_code, list(event.flags), event.stage.value, event.event_id,
@@ -130,20 +150,31 @@ def feedback_row(feedback: Feedback, partition: int, offset: int, ts: datetime) 
     """feedback_id is the record's position, so a redelivered record replaces its row."""
     return (
         f"{partition}:{offset}", feedback.request_id, feedback.tenant, feedback.rating, feedback.label,
-        feedback.comment or "", _utc(ts),
+        feedback.comment or "", _ms(ts),
     )  # fmt: skip
 
 
 def deadletter_row(letter: DeadLetter) -> Row:
     return (
         letter.reason, letter.source_topic, _clamp(letter.partition, INT32_MIN, INT32_MAX),
-        _clamp(letter.offset, INT64_MIN, INT64_MAX), letter.stage, _utc(letter.ts), letter.raw_base64,
+        _clamp(letter.offset, INT64_MIN, INT64_MAX), letter.stage, _ms(letter.ts), letter.raw_base64,
     )  # fmt: skip
 
 
 def columns_of(rows: list[Row]) -> list[list[Any]]:
     """Row tuples -> one list per column, the shape of a column-oriented insert."""
     return [list(column) for column in zip(*rows, strict=True)]
+
+
+def insert_columns(warehouse: Warehouse, table: str, columns: list[list[Any]]) -> int:
+    """Insert one table's values (one list per column of TABLE_COLUMNS[table]) through its
+    deduplicating entry point; returns the rows sent. Blocking."""
+    return warehouse.insert(INSERT_TARGETS[table], columns, TABLE_COLUMNS[table])
+
+
+def insert_rows(warehouse: Warehouse, table: str, rows: list[Row]) -> int:
+    """Insert one table's rows the way the sink does; the sink calls it in a worker thread."""
+    return insert_columns(warehouse, table, columns_of(rows))
 
 
 def _parse(model: type[ParsedT], raw: bytes | None) -> tuple[ParsedT | None, str]:
@@ -300,9 +331,7 @@ class Sink:
         async def insert() -> None:
             started = time.monotonic()
             for table in list(pending):
-                written = await self.warehouse.ainsert(
-                    table, columns_of(pending[table]), TABLE_COLUMNS[table]
-                )
+                written = await asyncio.to_thread(insert_rows, self.warehouse, table, pending[table])
                 self.stats.rows_inserted[table] += written
                 SINK_ROWS.labels(table).inc(written)
                 del pending[table]  # a retry re-inserts only the tables that failed

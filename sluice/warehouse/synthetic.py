@@ -19,11 +19,18 @@ QUESTIONS = 500
 
 
 def synthetic_requests(
-    count: int, *, seed: int = 7, spread_minutes: float = 60.0, error_rate: float = 0.05, prefix: str = "syn"
+    count: int,
+    *,
+    seed: int = 7,
+    spread_minutes: float = 60.0,
+    error_rate: float = 0.05,
+    prefix: str = "syn",
+    ago_minutes: float = 0.0,
 ) -> Iterator[list[Event]]:
-    """`count` requests' events, finishing uniformly over the last `spread_minutes`."""
+    """`count` requests' events, finishing uniformly over the `spread_minutes` that end
+    `ago_minutes` before now."""
     rng = random.Random(seed)
-    now = datetime.now(UTC)
+    now = datetime.now(UTC) - timedelta(minutes=ago_minutes)
     for n in range(count):
         route = rng.choice(tuple(ROUTES))
         model = ROUTES[route]
@@ -80,14 +87,23 @@ def synthetic_requests(
                     error_code=rng.choice((ErrorCode.TIMEOUT, ErrorCode.MODEL_UNAVAILABLE))
                     if failed and last
                     else None,
-                    attributes={
-                        "max_tokens": "256",
-                        "question_hash": f"q{question}",
-                        "answer_hash": f"a{answer}",
-                    }
-                    if last and not failed
-                    else {},
+                    attributes=_attributes(stage, last, failed, question, answer, durations[i], rng),
                     summary=summary,
                 )
             )
         yield events
+
+
+def _attributes(
+    stage: Stage, last: bool, failed: bool, question: int, answer: int, duration_ms: float, rng: random.Random
+) -> dict[str, str]:
+    """What the stages record: the final event's analytics; infer's replica (one of two, with a
+    failed call on the way now and then) and the model's latency."""
+    if last and not failed:
+        return {"max_tokens": "256", "question_hash": f"q{question}", "answer_hash": f"a{answer}"}
+    if stage is not Stage.INFER:
+        return {}
+    found = {"deployment": rng.choice(("gpu-a", "gpu-b")), "model_latency_ms": f"{duration_ms:.3f}"}
+    if failed or rng.random() < 0.05:
+        found["deployment_errors"] = rng.choice(("gpu-a", "gpu-b"))
+    return found

@@ -16,7 +16,18 @@ from aiohttp.test_utils import TestServer
 from openai.types import Model
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from schemas import Checks, ErrorCode, ErrorInfo, Feedback, Request, Response, Stage, Status, Usage
+from schemas import (
+    Checks,
+    ErrorCode,
+    ErrorInfo,
+    Feedback,
+    Request,
+    Response,
+    Stage,
+    Status,
+    StreamChunk,
+    Usage,
+)
 from sluice.edge.client import SluiceTimeout
 from sluice.edge.gateway import (
     ERROR_STATUS,
@@ -314,8 +325,9 @@ def test_harmless_openai_fields_are_accepted_and_ignored() -> None:
 @pytest.mark.parametrize(
     ("body", "param"),
     [
-        ({"messages": USER_HI, "tools": [{"type": "function"}]}, "tools"),
-        ({"messages": USER_HI, "stop": ["\n"]}, "stop"),
+        ({"messages": USER_HI, "tools": [{"type": "function"}]}, "tools.0.function"),
+        ({"messages": USER_HI, "stop": ["\n"] * 5}, "stop"),
+        ({"messages": USER_HI, "parallel_tool_calls": False}, "parallel_tool_calls"),
         ({"messages": USER_HI, "n": 2}, "n"),
         ({"messages": USER_HI, "n": True}, "n"),
         ({"messages": USER_HI, "logprobs": True}, "logprobs"),
@@ -324,8 +336,9 @@ def test_harmless_openai_fields_are_accepted_and_ignored() -> None:
         ({"messages": USER_HI, "tenant": "acme"}, "tenant"),
         ({"messages": USER_HI, "correlation_id": "mine"}, "correlation_id"),
         ({"messages": USER_HI, "temprature": 0.1}, "temprature"),
-        ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
-        ({"messages": [{"role": "user", "content": "x", "tool_calls": []}]}, "messages[0].tool_calls"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "messages.0"),  # no tool_call_id
+        ({"messages": [{"role": "user", "content": "x", "tool_calls": []}]}, "messages.0"),
+        ({"messages": [{"role": "function", "content": "x"}]}, "messages[0].role"),
         ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages[0].content"),
         ({"messages": [{"role": "assistant", "content": None}]}, "messages[0].content"),
         ({"messages": ["hi"]}, "messages[0]"),
@@ -457,6 +470,22 @@ class FakeClient:
             raise self.reply
         return self.reply.model_copy(update={"correlation_id": kwargs["correlation_id"]})
 
+    async def stream(self, **kwargs: Any) -> AsyncIterator[StreamChunk | Response]:
+        """Like SluiceClient.stream: the answer's text in pieces, then the Response."""
+        response = await self.request(**kwargs)
+        text = response.content or "" if response.status is Status.OK else ""
+        for offset in range(0, len(text), 5):
+            yield StreamChunk(
+                correlation_id=response.correlation_id,
+                request_id=response.request_id,
+                tenant=response.tenant,
+                model=response.model or "",
+                seq=offset // 5,
+                offset=offset,
+                delta=text[offset : offset + 5],
+            )
+        yield response
+
     async def feedback(self, feedback: Feedback) -> None:
         self.feedbacks.append(feedback)
 
@@ -489,10 +518,29 @@ async def test_handler_round_trip(served: tuple[httpx.AsyncClient, FakeClient]) 
 
 
 async def test_handler_stream(served: tuple[httpx.AsyncClient, FakeClient]) -> None:
-    http, _ = served
+    http, fake = served
     reply = await http.post("/chat/completions", json={"messages": USER_HI, "stream": True})
     assert reply.status_code == 200 and reply.headers["Content-Type"].startswith("text/event-stream")
     assert reply.text.endswith("data: [DONE]\n\n")
+    events = [orjson.loads(line[6:]) for line in reply.text.splitlines() if line.startswith("data: {")]
+    deltas = [e["choices"][0]["delta"] for e in events if e["choices"]]
+    assert deltas[0] == {"role": "assistant", "content": ""}
+    assert "".join(d.get("content") or "" for d in deltas) == fake.reply.content  # type: ignore[union-attr]
+    assert len(deltas) > 3 and events[-1]["choices"][0]["finish_reason"] == "stop" and "sluice" in events[-1]
+
+
+async def test_handler_stream_cut_by_its_checks_ends_with_content_filter(
+    served: tuple[httpx.AsyncClient, FakeClient],
+) -> None:
+    http, fake = served
+    fake.reply = answer().model_copy(
+        update={"status": Status.BLOCKED, "content": "Withheld.", "finish_reason": "content_filter"}
+    )
+    reply = await http.post("/chat/completions", json={"messages": USER_HI, "stream": True})
+    assert reply.status_code == 200
+    events = [orjson.loads(line[6:]) for line in reply.text.splitlines() if line.startswith("data: {")]
+    assert events[-1]["choices"][0]["finish_reason"] == "content_filter"
+    assert [e["choices"][0]["delta"].get("content") for e in events][-2] == "Withheld."
 
 
 @pytest.mark.parametrize(

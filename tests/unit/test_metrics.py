@@ -16,7 +16,7 @@ from sluice.warehouse.dashboard import parse_range, sparkline
 from sluice.warehouse.metrics import ALERT_METRICS, METRIC_QUERIES, metrics_markdown
 from sluice.warehouse.migrate import default_migrations_dir, migrate
 from sluice.warehouse.queries import run_query
-from sluice.warehouse.sink import TABLE_COLUMNS, Row, columns_of, event_row, feedback_row, request_row
+from sluice.warehouse.sink import Row, event_row, feedback_row, insert_rows, request_row
 from sluice.warehouse.synthetic import synthetic_requests
 
 NOW = datetime.now(UTC)
@@ -69,7 +69,7 @@ def final(
 
 
 def insert(warehouse: Warehouse, table: str, rows: list[Row]) -> None:
-    warehouse.insert(table, columns_of(rows), TABLE_COLUMNS[table])
+    insert_rows(warehouse, table, rows)
 
 
 def load(warehouse: Warehouse, events: list[Event]) -> None:
@@ -105,23 +105,20 @@ def loaded(tmp_path_factory: pytest.TempPathFactory, chdb_dsn: str) -> Iterator[
         ),
     ]
     load(warehouse, events)
-    # (request, rating tenant, rating, seconds ago): a3's earlier +1 is replaced by its later -1;
-    # globex's ratings of acme's a1 and a2 and acme's rating of globex's b1 do not count.
+    # The last rating names globex's request from another tenant: it must not count for b1.
     ratings = [
-        ("a1", "acme", 1, 5), ("a2", "acme", -1, 5), ("a3", "acme", 1, 9), ("a3", "acme", -1, 4),
-        ("b1", "globex", 1, 5), ("a1", "globex", -1, 3), ("a2", "globex", 1, 3), ("b1", "acme", -1, 3),
-    ]  # fmt: skip
+        ("a1", "acme", 1),
+        ("a2", "acme", -1),
+        ("a3", "acme", -1),
+        ("b1", "globex", 1),
+        ("b1", "acme", -1),
+    ]
     insert(
         warehouse,
         "feedback",
         [
-            feedback_row(
-                Feedback(request_id=rid, tenant=tenant, rating=rating),  # type: ignore[arg-type]
-                0,
-                n,
-                NOW - timedelta(seconds=ago),
-            )
-            for n, (rid, tenant, rating, ago) in enumerate(ratings)
+            feedback_row(Feedback(request_id=rid, tenant=tenant, rating=rating), 0, n, NOW)  # type: ignore[arg-type]
+            for n, (rid, tenant, rating) in enumerate(ratings)
         ],
     )
     yield warehouse
@@ -184,6 +181,8 @@ def test_satisfaction_joins_ratings_to_models_and_routes(loaded: Warehouse) -> N
     assert rows[("small", "simple")]["ratings"] == 3
     assert rows[("small", "simple")]["mean_rating"] == pytest.approx(-0.333, abs=1e-3)
     assert rows[("large", "hard")]["mean_rating"] == 1.0
+    assert rows[("large", "hard")]["ratings"] == 1
+    assert rows[("(none)", "(unrouted)")]["ratings"] == 1  # the other tenant's rating: not attributed
 
 
 def test_breakers_and_stage_latency_keep_transitions_apart(loaded: Warehouse) -> None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from clickhouse_connect.driver.exceptions import DatabaseError
 
+from schemas import Feedback
 from sluice.settings import Settings
 from sluice.warehouse.connection import (
     Warehouse,
@@ -25,6 +28,8 @@ from sluice.warehouse.migrate import (
     migrate,
     split_statements,
 )
+from sluice.warehouse.sink import TABLE_COLUMNS, columns_of, event_row, feedback_row, insert_rows, request_row
+from sluice.warehouse.synthetic import synthetic_requests
 
 EXPECTED_TABLES = {"events", "requests", "feedback", "deadletters", "schema_migrations"}
 
@@ -138,3 +143,74 @@ def test_server_dsn_drops_the_database_and_bad_targets_fail_clearly() -> None:
         connect(Settings(clickhouse_dsn="postgres://x/y"))
     with pytest.raises(WarehouseError, match="cannot open"):
         connect(Settings(clickhouse_dsn="http://default:@127.0.0.1:1/sluice"))
+
+
+def _copy_migrations(into: Path, up_to: int) -> Path:
+    into.mkdir()
+    for migration in load_migrations(default_migrations_dir()):
+        if migration.version <= up_to:
+            (into / migration.path.name).write_text(migration.sql)
+    return into
+
+
+def test_0007_moves_existing_data_into_the_time_layout(warehouse: Warehouse, tmp_path: Path) -> None:
+    """A warehouse at 0006 holding redelivered copies: 0007 keeps one copy of each row, sorts by
+    time, attaches ratings to their requests and fills the hourly rollups from the minute ones."""
+    migrate(warehouse, _copy_migrations(tmp_path / "old", 6))
+    events = [e for request in synthetic_requests(40, spread_minutes=90) for e in request]
+    for _ in range(2):  # every row twice, as redelivery left them in 0006's tables
+        warehouse.insert("events", columns_of([event_row(e) for e in events]), TABLE_COLUMNS["events"])
+        finals = [row for e in events if (row := request_row(e)) is not None]
+        warehouse.insert("requests", columns_of(finals), TABLE_COLUMNS["requests"])
+    first = events[0]
+    rating = feedback_row(
+        Feedback(request_id=first.request_id, tenant=first.tenant, rating=1), 0, 1, datetime.now(UTC)
+    )
+    warehouse.insert("feedback", columns_of([rating]), TABLE_COLUMNS["feedback"])
+
+    applied = migrate(warehouse, default_migrations_dir())
+    assert [m.version for m in applied] == [7]
+    keys = {
+        row["name"]: row["sorting_key"]
+        for row in warehouse.query(
+            "SELECT name, sorting_key FROM system.tables WHERE database = {name:String}",
+            {"name": warehouse.database},
+        )
+    }
+    assert keys["events"].startswith("toStartOfHour(ts)")
+    assert keys["requests"].startswith("toStartOfHour(finished_at)")
+    assert keys["feedback"].startswith("toStartOfHour(ts)")
+    assert warehouse.query("SELECT count() AS n FROM {db}.events")[0]["n"] == len(events)
+    assert warehouse.query("SELECT count() AS n FROM {db}.requests")[0]["n"] == 40
+    final = next(e for e in events if e.request_id == events[0].request_id and e.summary is not None)
+    assert final.summary is not None
+    expected = [{"model": final.model, "route": final.summary.route}]
+    assert warehouse.query("SELECT model, route FROM {db}.feedback") == expected
+    minute = warehouse.query("SELECT sum(t.requests) AS n FROM {db}.request_minute AS t")[0]["n"]
+    hour = warehouse.query("SELECT sum(t.requests) AS n FROM {db}.request_hour AS t")[0]["n"]
+    # 0006's views counted the copies; the hourly backfill sums the minute rollups as they are.
+    assert hour == minute == 80
+
+    # After the upgrade the sink's path drops copies.
+    more = [e for request in synthetic_requests(5, spread_minutes=5, prefix="new") for e in request]
+    for _ in range(2):
+        insert_rows(warehouse, "events", [event_row(e) for e in more])
+    assert warehouse.query("SELECT count() AS n FROM {db}.events")[0]["n"] == len(events) + len(more)
+
+
+def test_a_failed_migration_resumes_where_it_failed(warehouse: Warehouse, tmp_path: Path) -> None:
+    folder = tmp_path / "resume"
+    folder.mkdir()
+    (folder / "0001_resume.sql").write_text(
+        "CREATE TABLE {db}.t (x UInt8) ENGINE = MergeTree ORDER BY x;\n"
+        "INSERT INTO {db}.t VALUES (1);\n"  # not idempotent: must not run twice
+        "INSERT INTO {db}.t SELECT x FROM {db}.missing;\n"
+        "INSERT INTO {db}.t VALUES (3)"
+    )
+    with pytest.raises(DatabaseError):
+        migrate(warehouse, folder)
+    assert applied_versions(warehouse) == {}
+    warehouse.command("CREATE TABLE {db}.missing (x UInt8) ENGINE = MergeTree ORDER BY x")
+    warehouse.command("INSERT INTO {db}.missing VALUES (2)")
+    assert [m.version for m in migrate(warehouse, folder)] == [1]
+    assert sorted(row["x"] for row in warehouse.query("SELECT x FROM {db}.t")) == [1, 2, 3]

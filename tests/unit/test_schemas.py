@@ -61,6 +61,12 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "response_format": {"type": "json_object"},
         "metadata": {"k": "v"},
         "deadline_ms": 1000,
+        "tools": [
+            {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+        ],
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "stop": ["END"],
+        "stream": True,
     },
     "response": {
         "correlation_id": "c-1",
@@ -138,11 +144,31 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "ts": "2026-01-01T00:00:15Z",
         "message": "error_rate 0.31 > 0.05 over 5 min",
     },
+    "stream_chunk": {
+        "correlation_id": "c-1",
+        "request_id": "r-1",
+        "tenant": "acme",
+        "model": "sim-small",
+        "seq": 0,
+        "offset": 0,
+        "delta": "Hello",
+    },
 }
 
 # Every nested wire model with one valid document, so `extra="forbid"` is checked at each level.
 NESTED_EXAMPLES: list[tuple[type[WireModel], dict[str, Any]]] = [
     (ChatMessage, {"role": "user", "content": "x"}),
+    (
+        ChatMessage,
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+            ],
+        },
+    ),
+    (ChatMessage, {"role": "tool", "content": "result", "tool_call_id": "call_1"}),
     (ContextPassage, {"id": "d", "text": "t"}),
     (ResponseFormat, {"type": "text"}),
     (Usage, {}),
