@@ -311,7 +311,7 @@ def register_route_advice(pipeline: Pipeline) -> AdviceBook:
     @pipeline.app.task
     async def follow_advice() -> None:
         follower = asyncio.create_task(
-            follow_route_advice(pipeline.settings.bootstrap, topic, book), name="route-advice"
+            follow_route_advice(pipeline.settings, topic, book), name="route-advice"
         )
 
         async def stop_following() -> None:

@@ -18,7 +18,7 @@ from faust.types import TopicT
 
 from schemas import Admission, DeadLetter, Envelope, Event
 from sluice.codec import CODEC_NAME, Poison, WireSchema, encode
-from sluice.kafka_transport import broker_url
+from sluice.kafka_transport import broker_credentials, broker_url
 from sluice.outcome import Outcome, settlement_of, utcnow
 from sluice.settings import Settings
 from topics import (
@@ -113,6 +113,7 @@ def create_app(settings: Settings) -> faust.App:
     return faust.App(
         settings.app_id,
         broker=broker_url(settings.bootstrap, settings.consumer_fetch_wait_ms),
+        broker_credentials=broker_credentials(settings),
         store="memory://",
         datadir=str(datadir),
         web_enabled=False,

@@ -22,6 +22,7 @@ from sluice.bus import ensure_topics
 from sluice.edge.http import HealthServer, start_health_server
 from sluice.observability.prom import observe_event
 from sluice.settings import Settings
+from sluice.supervise import all_readiness
 from topics import REQUESTS
 
 STAGES_ENTRY_POINT = "sluice.stages"
@@ -82,6 +83,7 @@ class SluiceWorker(faust.Worker):  # type: ignore[misc]
             "worker": self.serving,
             "assigned": self.serving and not app.rebalancing,
             "tables_recovered": self.serving and app.tables.recovery.completed.is_set(),
+            **all_readiness(),  # supervised background tasks (the route-advice follower)
         }
 
     async def on_first_start(self) -> None:

@@ -47,13 +47,11 @@ def apply_record(book: AdviceBook, key: bytes | None, value: bytes | None) -> st
 
 
 async def follow_route_advice(
-    source: Settings | str, topic: str, book: AdviceBook, retry_s: float = RETRY_S
+    settings: Settings, topic: str, book: AdviceBook, retry_s: float = RETRY_S
 ) -> None:
     """Read `topic` from the beginning and keep following it until cancelled. A death (broker
     error or bug) restarts the read from the beginning after a backoff starting at `retry_s`
-    (replaying is harmless: newest wins). `source` is the process's Settings (a bootstrap string
-    is accepted too: the security settings then come from the environment and sluice.toml)."""
-    settings = source if isinstance(source, Settings) else Settings(kafka_bootstrap=source)
+    (replaying is harmless: newest wins). `settings` give the bootstrap and security options."""
     await run_supervised(
         "route_advice", lambda: _follow(settings, topic, book), base_s=retry_s, max_s=max(retry_s, 30.0)
     )

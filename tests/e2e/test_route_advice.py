@@ -41,7 +41,7 @@ def advice(model: str, demote: bool, minutes: int) -> RouteAdvice:
 @asynccontextmanager
 async def following(settings: Settings, topic: str) -> AsyncIterator[AdviceBook]:
     book = AdviceBook()
-    task = asyncio.create_task(follow_route_advice(settings.bootstrap, topic, book, retry_s=0.5))
+    task = asyncio.create_task(follow_route_advice(settings, topic, book, retry_s=0.5))
     try:
         yield book
     finally:
