@@ -105,7 +105,7 @@ async def failover(settings: Settings, rate: float, duration: float) -> dict[str
 
         async def one(index: int) -> None:
             envelope = routed(settings, index)
-            future = client.expect(envelope.correlation_id)
+            future = client.expect(envelope.correlation_id, tenant=envelope.tenant)
             sent = time.perf_counter()
             topic = f"{settings.topic_prefix}routed"
             await producer.send(topic, encode(envelope), key=envelope.correlation_id.encode())

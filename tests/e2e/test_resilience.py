@@ -125,7 +125,7 @@ async def test_failover_when_the_primary_goes_down_mid_load(stack: Stack) -> Non
 
         async def one(index: int) -> None:
             envelope = routed_envelope(stack, index)
-            future = client.expect(envelope.correlation_id)
+            future = client.expect(envelope.correlation_id, tenant=envelope.tenant)
             await producer.send(
                 f"{stack.settings.topic_prefix}routed", encode(envelope), key=envelope.correlation_id.encode()
             )

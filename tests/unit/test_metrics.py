@@ -19,6 +19,8 @@ from sluice.warehouse.queries import run_query
 from sluice.warehouse.sink import Row, event_row, feedback_row, insert_rows, request_row
 from sluice.warehouse.synthetic import synthetic_requests
 
+# Set again when the fixture loads its data: the queries' windows count back from the real clock,
+# and the whole suite runs long enough for an import-time NOW to fall out of a 10-minute window.
 NOW = datetime.now(UTC)
 
 
@@ -82,6 +84,8 @@ def loaded(tmp_path_factory: pytest.TempPathFactory, chdb_dsn: str) -> Iterator[
     settings = Settings(
         home=tmp_path_factory.mktemp("home"), clickhouse_dsn=chdb_dsn, clickhouse_database="sluice_metrics"
     )
+    global NOW
+    NOW = datetime.now(UTC)
     warehouse = connect(settings)
     warehouse.command("DROP DATABASE IF EXISTS {db}")
     migrate(warehouse, default_migrations_dir())
