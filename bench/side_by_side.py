@@ -258,20 +258,6 @@ def kafka_step(settings: Settings, rate: float, duration: float, tag: str) -> St
     return step
 
 
-def serve_gateway_forever(port: int) -> None:
-    """The gateway child process (`python bench/side_by_side.py --serve-gateway PORT`)."""
-    from sluice.edge.gateway import serve_gateway
-    from sluice.worker import install_fast_event_loop
-
-    install_fast_event_loop()
-
-    async def serve() -> None:
-        async with serve_gateway(Settings(), "127.0.0.1", port):
-            await asyncio.Event().wait()
-
-    asyncio.run(serve())
-
-
 def requests_in_clickhouse(settings: Settings) -> int | None:
     url = running_sink_url(settings)
     if url is None:
@@ -299,12 +285,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         broker_rebalance_timeout_s=3,
         broker_heartbeat_interval_s=0.5,
         chain_breaks=args.chain_breaks,
+        http_port=free_port(),
     )
-    gateway_port = free_port()
+    gateway_port = settings.http_port
     mock = start_process(settings, logs, "simulator")
     sink = start_process(settings, logs, "sink")
     worker = start_process(settings, logs, "worker")
-    gateway = start_process(settings, logs, "gateway", __file__, "--serve-gateway", str(gateway_port))
+    gateway = start_process(settings, logs, "gateway")  # `sluice gateway`, as deployed
     sluice_pids = {"broker": broker.process.pid, "worker": worker.pid, "gateway": gateway.pid}
     sluice_pids |= {"sink": sink.pid, "mock": mock.pid}
     try:
@@ -416,11 +403,7 @@ def main() -> None:
     parser.add_argument("--without-litellm", action="store_true", help="Sluice alone (quicker, no ratios)")
     parser.add_argument("--quick", action="store_true", help="short steps at two rates, for a smoke check")
     parser.add_argument("--note", default="", help="free text stored with the results")
-    parser.add_argument("--serve-gateway", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve_gateway:
-        serve_gateway_forever(args.serve_gateway)
-        return
     if args.quick:
         args.rates, args.duration = [20, 40], 4.0
     load_start = os.getloadavg()
