@@ -259,9 +259,12 @@ async def test_simulator_drains_on_sigterm(stack: Stack) -> None:
     """Model calls in flight at SIGTERM are answered; then the simulator exits 0."""
     url = f"{stack.simulator_root}/v1/chat/completions"
     body = {"model": "sim-small", "messages": [{"role": "user", "content": "hi"}]}
+    # Each call takes about 1.2 s, so all 20 are surely in flight (sent, not yet answered) when the
+    # signal comes, however slowly a busy machine starts them.
+    stack.fault("sim-small", "slow", factor=4)
     async with httpx.AsyncClient(timeout=30) as http:
         calls = [asyncio.create_task(http.post(url, json=body)) for _ in range(20)]
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
         process = stack.processes.pop("simulator")
         process.send_signal(signal.SIGTERM)
         replies = await asyncio.gather(*calls)
