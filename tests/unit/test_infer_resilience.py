@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from datetime import timedelta
 from typing import Any
 
@@ -373,20 +372,38 @@ async def test_rate_limited_model_is_retried_after_its_retry_after(
     client: ChatClient, simulator: SimulatorServer
 ) -> None:
     await set_fault(simulator, SMALL, mode="rate_limited", retry_after=0.3)
-    started = time.monotonic()
+    slept: list[float] = []
 
     async def recover_later() -> None:
         await set_fault(simulator, SMALL, mode="none")
 
     res = live()
-    res.sleep = _then(recover_later)  # the model recovers while the client waits
+    res.sleep = _then(recover_later, slept)  # the model recovers while the client waits
     outcome = await infer(envelope(fallbacks=()), BUILTIN_CATALOG, client, resilience=res)
     assert inference_of(outcome).model == SMALL and inference_of(outcome).attempts == 2
-    assert time.monotonic() - started >= 0.3  # the sleep honoured retry-after-ms
+    assert slept and max(slept) >= 0.3  # the backoff honoured Retry-After
 
 
-def _then(action: Any) -> Any:
+class BudgetRecorder:
+    """The model client, recording the time budget infer gives each call (no clock is read)."""
+
+    def __init__(self, inner: ChatClient) -> None:
+        self.inner = inner
+        self.budgets: list[float] = []
+
+    async def complete(self, entry: Any, payload: dict[str, Any], budget_s: float) -> Any:
+        self.budgets.append(budget_s)
+        return await self.inner.complete(entry, payload, budget_s)
+
+    def within(self, deadline_s: float) -> bool:
+        """Called at least once; each budget inside the deadline, and never more than the last."""
+        budgets = self.budgets
+        return bool(budgets) and budgets[0] <= deadline_s and budgets == sorted(budgets, reverse=True)
+
+
+def _then(action: Any, slept: list[float]) -> Any:
     async def sleep(seconds: float) -> None:
+        slept.append(seconds)
         await asyncio.sleep(seconds)
         await action()
 
@@ -403,22 +420,20 @@ async def test_slow_model_times_out_inside_the_deadline_and_falls_back(
             m.model_copy(update={"timeout_s": 0.3}) if m.name == SMALL else m for m in BUILTIN_CATALOG.models
         ),
     )
-    started = time.monotonic()
-    outcome = await infer(envelope(deadline_s=2.0), catalog, client, resilience=live())
-    elapsed = time.monotonic() - started
+    recording = BudgetRecorder(client)
+    outcome = await infer(envelope(deadline_s=2.0), catalog, recording, resilience=live())
     assert inference_of(outcome).model == MEDIUM
-    assert elapsed <= 2.0 + 0.1
+    assert recording.within(2.0)  # every call was bounded by what was left of the deadline
 
 
 async def test_a_hanging_model_never_outlives_the_deadline(
     client: ChatClient, simulator: SimulatorServer
 ) -> None:
     await set_fault(simulator, "*", mode="timeout")
-    started = time.monotonic()
-    outcome = await infer(envelope(deadline_s=0.6), BUILTIN_CATALOG, client, resilience=live())
-    elapsed = time.monotonic() - started
+    recording = BudgetRecorder(client)
+    outcome = await infer(envelope(deadline_s=0.6), BUILTIN_CATALOG, recording, resilience=live())
     assert timed_out(outcome)
-    assert elapsed <= 0.6 + 0.1
+    assert recording.within(0.6)  # no call was given more time than the deadline left
 
 
 # --- Anthropic messages API over HTTP -------------------------------------------------------------
