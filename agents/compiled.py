@@ -32,6 +32,3 @@ class PerTenantConfig(Generic[Compiled]):
                 self._compiled.clear()
             cached = self._compiled[id(tenant)] = (tenant, self._build(tenant))
         return cached[1]
-
-    def __len__(self) -> int:
-        return len(self._compiled)

@@ -208,9 +208,6 @@ class Pipeline:
         # --- end quotas ----------------------------------------------------------------------
         # Monitoring hook: called with every event after it is published (Prometheus counters).
         self.event_observers: list[Callable[[Event], None]] = []
-        # Tests only: called with every record before it is handed to the producer; raising
-        # makes that send fail, as a broker refusal would.
-        self.fault_injector: Callable[[Record], None] | None = None
         self.publish_failures = 0
 
     def envelope_topic(self, spec: TopicSpec) -> TopicT:
@@ -262,8 +259,6 @@ class Pipeline:
         """The producer's delivery future for one record; a refusal at enqueue time is a failed
         future too, so `deliver` retries both kinds the same way."""
         try:
-            if self.fault_injector is not None:
-                self.fault_injector(record)
             return cast(
                 "asyncio.Future[Any]",
                 await self.app.producer.send(

@@ -87,10 +87,6 @@ class ChainLayout:
         (validate_response back to infer) loops in-process when both share a chain."""
         return self.chain_of(current) is self.chain_of(following)
 
-    @property
-    def fully_split(self) -> bool:
-        return self.breaks >= set(STAGE_ORDER[1:])
-
     def describe(self) -> str:
         """The layout as an operator reads it, e.g. `validate..route | infer..validate_response`."""
         chains: list[list[Stage]] = []

@@ -70,7 +70,6 @@ def test_layouts_parse_into_their_chain_entries(spec: str, entries: list[str], d
     assert [stage.value for stage in layout.entries] == entries
     if described is not None:
         assert layout.describe() == described
-    assert layout.fully_split == (spec == "all")
 
 
 def test_an_unknown_stage_in_the_layout_is_refused_with_the_choices() -> None:
