@@ -19,7 +19,6 @@ import asyncio
 import json
 import os
 import platform
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 
 import aiohttp
 import httpx
-from harness import open_loop, start_process, wait_pipeline_ready, wait_until
+from harness import open_loop, start_process, stop_processes, wait_pipeline_ready, wait_until
 
 from sluice.edge.client import SluiceClient
 from sluice.edge.load import percentile
@@ -97,20 +96,6 @@ def summary(latencies: list[float]) -> dict[str, float]:
     return {f"p{q}": round(percentile(latencies, q), 1) for q in (50, 90, 99)} | {"n": len(latencies)}
 
 
-def serve_gateway_forever(port: int) -> None:
-    """The gateway child process: serves until terminated."""
-    from sluice.edge.gateway import serve_gateway
-    from sluice.worker import install_fast_event_loop
-
-    install_fast_event_loop()
-
-    async def serve() -> None:
-        async with serve_gateway(Settings(), "127.0.0.1", port):
-            await asyncio.Event().wait()
-
-    asyncio.run(serve())
-
-
 async def drain(settings: Settings, quick_ms: float = 1000.0, limit_s: float = 180.0) -> float:
     """Wait until the pipeline is idle again (a probe answers within `quick_ms`), so a phase
     never measures the backlog its predecessor left (e.g. requests the gateway gave up on)."""
@@ -175,6 +160,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         broker_session_timeout_s=3,
         broker_rebalance_timeout_s=3,
         broker_heartbeat_interval_s=0.5,
+        http_port=free_port(),
         # --quota: the demo tenant gets limits it never reaches, so every request pays the admit
         # step (one more Kafka hop, table writes, a settlement) without being refused.
         tenants={"demo": TenantConfig(quota=QuotaRules(requests_per_minute=10**9, daily_budget_usd=1e9))}
@@ -183,12 +169,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     logs = home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = settings.http_port
 
     processes = [
         start_process(settings, logs, "simulator"),
         worker := start_process(settings, logs, "worker"),
-        start_process(settings, logs, "gateway", __file__, "--serve-gateway", str(port)),
+        start_process(settings, logs, "gateway"),  # `sluice gateway`, as deployed
     ]
     try:
         wait_pipeline_ready(settings, worker)
@@ -196,13 +182,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         wait_until(lambda: httpx.get(url + "/healthz").status_code == 200, "gateway")
         return {"by_rate": [compare(settings, url, rate, args) for rate in args.rate]}
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(processes)
         broker.stop()
 
 
@@ -218,11 +198,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short runs, for a smoke check")
     parser.add_argument("--note", default="", help="free text stored with the results (machine load)")
     parser.add_argument("--quota", action="store_true", help="demo tenant with (unreachable) limits")
-    parser.add_argument("--serve-gateway", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve_gateway:
-        serve_gateway_forever(args.serve_gateway)
-        return
     if args.quick:
         args.duration, args.rounds = 5.0, 1
     from sluice.worker import install_fast_event_loop

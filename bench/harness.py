@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import httpx
@@ -34,6 +34,18 @@ def start_process(settings: Settings, logs: Path, name: str, *args: str) -> subp
         stdout=(logs / f"{name}.log").open("wb"),
         stderr=subprocess.STDOUT,
     )
+
+
+def stop_processes(processes: Sequence[subprocess.Popen[bytes]], timeout: float = 20.0) -> None:
+    """SIGTERM all (they drain in parallel), then wait for each; kill what outlives `timeout`."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from harness import cpu_seconds, start_process, wait_pipeline_ready, wait_until
+from harness import cpu_seconds, start_process, stop_processes, wait_pipeline_ready, wait_until
 from openloop import Pool, Step, chat_request, run_step
 
 from sluice.edge.client import SluiceClient, SluiceTimeout
@@ -138,11 +138,7 @@ def litellm_proxy(mock_url: str, logs: Path, workers: int) -> Iterator[tuple[int
         )
         yield port, process
     finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_processes([process])
 
 
 def wait_idle(pids: dict[str, int], quiet_share: float = 0.1, limit_s: float = 90.0) -> None:
@@ -369,13 +365,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             },
         }
     finally:
-        for process in (gateway, worker, sink, mock):
-            process.terminate()
-        for process in (gateway, worker, sink, mock):
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes([gateway, worker, sink, mock])
         broker.stop()
 
 

@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import platform
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Any
 import aiohttp
 import httpx
 import orjson
-from harness import start_process, wait_pipeline_ready, wait_until
+from harness import start_process, stop_processes, wait_pipeline_ready, wait_until
 
 from sluice.edge.load import percentile
 from sluice.local.broker import free_port, start_broker
@@ -124,15 +123,15 @@ def run(window: int, args: argparse.Namespace) -> dict[str, Any]:
         broker_session_timeout_s=3,
         broker_rebalance_timeout_s=3,
         broker_heartbeat_interval_s=0.5,
+        http_port=free_port(),
         tenants={"demo": TenantConfig(output={"stream_window_sentences": window})},  # type: ignore[arg-type]
     )
     logs = home / "logs"
-    port = free_port()
-    gateway_args = (str(Path(__file__).resolve().parent / "front_door.py"), "--serve-gateway", str(port))
+    port = settings.http_port
     processes = [
         start_process(settings, logs, "simulator"),
         worker := start_process(settings, logs, "worker"),
-        start_process(settings, logs, "gateway", *gateway_args),
+        start_process(settings, logs, "gateway"),  # `sluice gateway`, as deployed
     ]
     try:
         wait_pipeline_ready(settings, worker)
@@ -141,13 +140,7 @@ def run(window: int, args: argparse.Namespace) -> dict[str, Any]:
         measured = asyncio.run(load(url, args.rate, args.duration, f"w{window}"))
         return {"stream_window_sentences": window} | measured
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(processes)
         broker.stop()
 
 
