@@ -234,9 +234,13 @@ class ChunkPublisher:
 
     def hooks(self, rules: TenantConfig) -> StreamHooks | None:
         """None for a tenant whose streams are buffered: the answer then comes whole, checked."""
-        if rules.output.stream_checks != "windowed":
+        if rules.output.stream_checks == "buffered":
             return None
-        self.stream = StreamHooks(on_chunk=self.publish, guard=lambda: stream_guard(self.envelope, rules))
+        self.stream = StreamHooks(
+            on_chunk=self.publish,
+            guard=lambda: stream_guard(self.envelope, rules),
+            mode=rules.output.stream_checks,
+        )
         return self.stream
 
     async def publish(self, text: str) -> None:

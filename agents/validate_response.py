@@ -298,12 +298,14 @@ def review_input(envelope: Envelope) -> ReviewInput:
 
 
 def stream_guard(envelope: Envelope, tenant: TenantConfig) -> StreamGuard:
-    """The checks a streamed answer passes through before its text is released (windowed)."""
+    """The checks a streamed answer passes through as its text is released (windowed or
+    asynchronous)."""
     return StreamGuard(
         response_policy(tenant),
         review_input(envelope),
         pii_findings,
         window=tenant.output.stream_window_sentences,
+        hold_back=tenant.output.stream_checks != "asynchronous",
     )
 
 

@@ -195,10 +195,17 @@ def _fuzz(data: dict[str, Any]) -> str:
     )
 
 
+def _stream_mode(run: dict[str, Any]) -> str:
+    if run.get("stream_checks", "windowed") == "asynchronous":
+        return "asynchronous (nothing held back)"
+    window = run["stream_window_sentences"]
+    return f"windowed, {window} sentence(s) held back" if window else "windowed, unfinished word held back"
+
+
 def _streaming(data: dict[str, Any]) -> str:
     cfg = data["settings"]
     runs = "; ".join(
-        f"window {run['stream_window_sentences']}: first chunk p50 {_ms(run['first_chunk_ms']['p50'])} / "
+        f"{_stream_mode(run)}: first chunk p50 {_ms(run['first_chunk_ms']['p50'])} / "
         f"p99 {_ms(run['first_chunk_ms']['p99'])} ms, goodput {run['goodput_per_s']:g}/s, "
         f"streamed text = whole text {run['chunks_text_equals_whole_text']}"
         for run in data["runs"]

@@ -6,9 +6,11 @@ tokens (max_tokens 50). Everything real: Tansu broker, one worker, the simulator
 the gateway in its own process. For each request: time from its *scheduled* send time to the
 first SSE chunk with text, and to the end of the stream; the streamed text is compared with the
 non-streamed answer to the same prompt (the simulator's text is a function of the prompt).
-Run once per stream-check window (sentences held back; 0 = only the unfinished word).
+Run once per stream-check mode: `windowed:N` holds back N whole sentences (0 = only the
+unfinished word), `asynchronous` holds nothing back and checks each word right after release.
 
-    .venv/bin/python bench/streaming.py [--rate 20] [--duration 15] [--window 0 1]
+    .venv/bin/python bench/streaming.py [--rate 20] [--duration 15]
+        [--modes windowed:1 windowed:0 asynchronous]
 
 Writes bench/results/streaming.json (its README row: `bench/readme_tables.py`).
 """
@@ -109,7 +111,9 @@ async def load(url: str, rate: float, duration: float, tag: str) -> dict[str, An
     }
 
 
-def run(window: int, args: argparse.Namespace) -> dict[str, Any]:
+def run(mode: str, args: argparse.Namespace) -> dict[str, Any]:
+    checks, _, window_text = mode.partition(":")
+    window = int(window_text or 0)
     broker = start_broker()
     home = Path(f"/tmp/sluice-bench-stream-{uuid.uuid4().hex[:6]}")
     settings = Settings(
@@ -124,7 +128,7 @@ def run(window: int, args: argparse.Namespace) -> dict[str, Any]:
         broker_rebalance_timeout_s=3,
         broker_heartbeat_interval_s=0.5,
         http_port=free_port(),
-        tenants={"demo": TenantConfig(output={"stream_window_sentences": window})},  # type: ignore[arg-type]
+        tenants={"demo": TenantConfig(output={"stream_checks": checks, "stream_window_sentences": window})},  # type: ignore[arg-type]
     )
     logs = home / "logs"
     port = settings.http_port
@@ -137,8 +141,8 @@ def run(window: int, args: argparse.Namespace) -> dict[str, Any]:
         wait_pipeline_ready(settings, worker)
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: httpx.get(url + "/healthz").status_code == 200, "gateway")
-        measured = asyncio.run(load(url, args.rate, args.duration, f"w{window}"))
-        return {"stream_window_sentences": window} | measured
+        measured = asyncio.run(load(url, args.rate, args.duration, f"{checks}{window}"))
+        return {"stream_checks": checks, "stream_window_sentences": window} | measured
     finally:
         stop_processes(processes)
         broker.stop()
@@ -148,13 +152,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rate", type=float, default=20.0)
     parser.add_argument("--duration", type=float, default=15.0)
-    parser.add_argument("--window", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--modes", nargs="+", default=["windowed:1", "windowed:0", "asynchronous"])
     parser.add_argument("--note", default="")
     args = parser.parse_args()
     started_load = os.getloadavg()
     runs = []
-    for window in args.window:
-        runs.append(run(window, args))
+    for mode in args.modes:
+        runs.append(run(mode, args))
         print(json.dumps(runs[-1]))
     result = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -43,10 +43,12 @@ class OutputRules(BaseModel):
     )
     max_retries: int = Field(default=1, ge=0, le=3)
     max_repair_attempts: int = Field(default=1, ge=0, le=3)
-    stream_checks: Literal["windowed", "buffered"] = Field(
+    stream_checks: Literal["windowed", "asynchronous", "buffered"] = Field(
         default="windowed",
         description="Streamed answers: windowed releases text once a window of sentences has "
-        "passed the checks; buffered holds the whole answer until every check has passed",
+        "passed the checks; asynchronous releases each piece at once and checks it right after "
+        "(fastest, but a leak shows its first part before the stream is cut); buffered holds "
+        "the whole answer until every check has passed",
     )
     stream_window_sentences: int = Field(
         default=1,

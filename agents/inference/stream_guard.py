@@ -3,7 +3,9 @@ tenant's output policy, so a leak is caught before it reaches the client (window
 
 Pure: deltas in, text to release out. The model's text is cut into sentences (a `.`, `!` or
 `?` followed by white space, or a line break); the unfinished sentence and the last
-`window` whole sentences are held back (window 0: only the unfinished word). Each time a
+`window` whole sentences are held back (window 0: only the unfinished word). With
+`hold_back` off (a tenant's `asynchronous` mode) nothing is held: each delta is released at once
+and judged with the text before it as soon as its word is complete. Each time a
 sentence completes, the checks that can
 judge a part of an answer (PII not in the input, system-prompt leak, banned terms and topics,
 competitors, profanity, brand disparagement, and off-task once there are three sentences) run on
@@ -41,9 +43,11 @@ class StreamGuard:
     request: ReviewInput
     pii_detector: PiiDetector | None = None
     window: int = 1
+    hold_back: bool = True
     text: str = ""  # everything the model wrote so far
     released: int = 0  # characters of `text` released
     checked_sentences: int = 0
+    judged: int = 0  # characters of `text` judged (no hold-back only)
     cut: str | None = None
     system_prompt: str = field(init=False)
     user_text: str = field(init=False)
@@ -58,6 +62,8 @@ class StreamGuard:
         if self.cut is not None:
             return StreamStep(cut=self.cut)
         self.text += delta
+        if not self.hold_back:
+            return self._feed_unheld()
         if self.window == 0:
             return self._feed_words()
         ends = [m.end() for m in _SENTENCE_END.finditer(self.text)]
@@ -80,6 +86,17 @@ class StreamGuard:
         if (cut := self._judge(self.text[:boundary], sentences)) is not None:
             return self._block(cut)
         return self._release_to(boundary)
+
+    def _feed_unheld(self) -> StreamStep:
+        """No hold-back: judge the words completed so far, then release all the text. What was
+        released before a finding stays with the client (Azure OpenAI's asynchronous filter)."""
+        boundary = max(self.text.rfind(" "), self.text.rfind("\n")) + 1
+        if boundary > self.judged:
+            self.judged = boundary
+            sentences = len(_SENTENCE_END.findall(self.text[:boundary]))
+            if (cut := self._judge(self.text[:boundary], sentences)) is not None:
+                return self._block(cut)
+        return self._release_to(len(self.text))
 
     def close(self) -> StreamStep:
         """The model is done: judge the whole text, then release what is left."""

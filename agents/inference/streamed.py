@@ -39,6 +39,7 @@ class StreamHooks:
     first_release_ms: float | None = None  # call start to the first text sent on
     cut: str | None = None
     model: str = ""  # the model being called, for the chunks
+    mode: str = "windowed"  # the tenant's stream_checks, for the infer event
 
     @property
     def released(self) -> bool:
@@ -46,7 +47,7 @@ class StreamHooks:
         return self.released_chars > 0
 
     def attributes(self) -> dict[str, str]:
-        found = {"stream": "windowed", "stream_chunks": str(self.chunks)}
+        found = {"stream": self.mode, "stream_chunks": str(self.chunks)}
         if self.ttft_ms is not None:
             found["ttft_ms"] = f"{self.ttft_ms:.3f}"
         if self.first_release_ms is not None:

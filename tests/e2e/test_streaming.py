@@ -72,12 +72,13 @@ def envelope(model: str, stream: bool = True) -> Envelope:
     )
 
 
-def hooks(env: Envelope, sink: list[str]) -> StreamHooks:
+def hooks(env: Envelope, sink: list[str], mode: str = "windowed") -> StreamHooks:
     async def on_chunk(text: str) -> None:
         sink.append(text)
 
-    tenant = TenantConfig(output={"stream_window_sentences": 0})  # release word by word
-    return StreamHooks(on_chunk=on_chunk, guard=lambda: stream_guard(env, tenant))
+    # windowed: release word by word; asynchronous: every piece as it comes
+    tenant = TenantConfig(output={"stream_window_sentences": 0, "stream_checks": mode})  # type: ignore[arg-type]
+    return StreamHooks(on_chunk=on_chunk, guard=lambda: stream_guard(env, tenant), mode=mode)
 
 
 async def script(server: SimulatorServer, content: str) -> None:
@@ -107,6 +108,24 @@ async def test_streamed_text_comes_in_pieces_and_equals_the_whole_answer(
     final = validate_response(streamed.forward, utcnow(), catalog=catalog(), pii_detector=pii_findings)
     assert final.response is not None and final.response.status is Status.OK
     assert final.event.attributes["streamed"] == "true" and "ttft_ms" in final.event.attributes
+
+
+@pytest.mark.parametrize("model", ["sim-small", "claude-sim"])
+async def test_asynchronous_checks_release_the_first_piece_before_its_word_is_complete(
+    model: str, client: ChatClient
+) -> None:
+    windowed: list[str] = []
+    env = envelope(model)
+    await infer(env, catalog(), client, resilience=Resilience(), stream=hooks(env, windowed))
+    pieces: list[str] = []
+    env = envelope(model)
+    unheld = hooks(env, pieces, "asynchronous")
+    outcome = await infer(env, catalog(), client, resilience=Resilience(), stream=unheld)
+    assert outcome.forward is not None and outcome.forward.inference is not None
+    assert "".join(pieces) == "".join(windowed) == outcome.forward.inference.content
+    assert len(pieces) > len(windowed)  # the model's own pieces, not whole words
+    assert not pieces[0].endswith((" ", "\n")) and windowed[0].startswith(pieces[0])
+    assert outcome.event.attributes["stream"] == "asynchronous"
 
 
 @pytest.mark.parametrize("model", ["sim-small", "claude-sim"])

@@ -50,6 +50,17 @@ def test_with_a_word_window_the_email_is_still_never_released() -> None:
     assert "dana" not in released and released.startswith("Sure, here is the summary. The report")
 
 
+def test_asynchronous_mode_releases_each_piece_at_once_and_cuts_at_the_leaking_word() -> None:
+    g = StreamGuard(ResponsePolicy(), QUESTION, pii_findings, hold_back=False)
+    pieces = tokens(LEAK)
+    assert [g.feed(piece).release for piece in pieces[:3]] == pieces[:3]  # nothing held back
+    released, cut = run(StreamGuard(ResponsePolicy(), QUESTION, pii_findings, hold_back=False), LEAK)
+    assert cut == "pii_leak"
+    # judged as soon as its word was complete: the leaking word's pieces went out, nothing after
+    assert released.startswith("Sure, here is the summary. The report covers three regions. Write to dana")
+    assert "for the rest" not in released and len(released) < LEAK.index(" for the rest") + 4
+
+
 def test_an_email_the_user_wrote_is_no_leak() -> None:
     asked = ReviewInput(messages=(("user", "Summarise it and mention dana.leak@example.org please."),))
     g = StreamGuard(ResponsePolicy(), asked, pii_findings)
@@ -78,3 +89,4 @@ def test_after_a_cut_nothing_more_is_released() -> None:
 def test_a_clean_stream_releases_exactly_the_text_in_order(parts: list[str], window: int) -> None:
     text = "".join(parts)
     assert run(guard(window), text) == (text, None)
+    assert run(StreamGuard(ResponsePolicy(), QUESTION, pii_findings, hold_back=False), text) == (text, None)

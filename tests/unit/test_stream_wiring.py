@@ -62,6 +62,13 @@ async def test_released_text_is_published_in_order_on_the_stream_topic() -> None
     assert hooks.guard().window == 1  # the tenant's window
 
 
+async def test_an_asynchronous_tenant_streams_without_hold_back() -> None:
+    publisher = ChunkPublisher(FakePipeline(), envelope())  # type: ignore[arg-type]
+    hooks = publisher.hooks(TenantConfig(output={"stream_checks": "asynchronous"}))  # type: ignore[arg-type]
+    assert hooks is not None and hooks.guard().hold_back is False
+    assert hooks.attributes()["stream"] == "asynchronous"
+
+
 async def test_a_buffered_tenant_gets_the_answer_whole() -> None:
     publisher = ChunkPublisher(FakePipeline(), envelope())  # type: ignore[arg-type]
     assert publisher.hooks(TenantConfig(output={"stream_checks": "buffered"})) is None  # type: ignore[arg-type]
