@@ -239,6 +239,27 @@ def _hallucination(data: dict[str, Any]) -> str:
     )
 
 
+def _embed_detectors(data: dict[str, Any]) -> str:
+    inj = data["injection"]["heldout"]
+    fib = data["grounding"]["heldout"]["grounding_fib"]
+    cells = ", ".join(
+        f"{corpus.removeprefix('injection_')} {channel} {inj[corpus]['minilm'][channel]['recall']:.2f} / "
+        f"{inj[corpus]['minilm'][channel]['false_positive_rate']:.2f}"
+        for corpus, channel in (
+            ("injection_spikee", "direct"),
+            ("injection_agentdojo", "indirect"),
+            ("injection_raginject", "indirect"),
+        )
+    )
+    lat = data["latency"]
+    return (
+        f"experiment, not shipped: MiniLM + logistic regression, injection recall / FPR {cells}; "
+        f"summarisation AUC (best embedding signal) xsum {fib['xsum']['emb min-sentence']['auc']:.2f}, "
+        f"cnn_dm {fib['cnn_dm']['emb min-sentence']['auc']:.2f}; 2 KB prompt CPU p99 "
+        f"{lat['minilm (full forward, numpy)']['p99_ms']:.0f} ms ({data['date']})"
+    )
+
+
 def _analytics(data: dict[str, Any]) -> str:
     size = max(data["runs"], key=int)
     run = data["runs"][size]
@@ -257,6 +278,10 @@ SUMMARIES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "analytics": ("dashboard queries and inserts at production volume", _analytics),
     "sanitize": ("prompt-injection and PII detection on labelled prompts; latency", _sanitize),
     "hallucination": ("groundedness scoring on labelled answers; latency", _hallucination),
+    "embed_detectors": (
+        "a sentence-embedding model (all-MiniLM-L6-v2) + light classifier on the held-out corpora",
+        _embed_detectors,
+    ),
     "sizing": ("the inputs of the sizing guide", lambda _data: "see `docs/scaling.md`, generated from it"),
     "pipeline": ("goodput of one worker (Kafka client path) and overhead over the model call", _pipeline),
     "worker_cpu": ("CPU per request of each process, optional py-spy profile", _worker_cpu),
