@@ -104,6 +104,12 @@ class Settings(BaseSettings):
     publish_retry_s: float = Field(
         default=30.0, gt=0, description="How long a refused publish is retried before the worker stops"
     )
+    crash_stop_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="After a publish the broker kept refusing: longest clean stop before the worker "
+        "exits anyway (its unpublished records stay unacked, so they are delivered again)",
+    )
     worker_datadir: Path | None = None
     worker_host: str = Field(default="127.0.0.1", description="Worker /healthz, /readyz, /metrics address")
     worker_port: int = Field(default=0, ge=0, description="Worker health and metrics port; 0: any free port")

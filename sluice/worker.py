@@ -80,7 +80,7 @@ class SluiceWorker(faust.Worker):  # type: ignore[misc]
     async def readiness(self) -> dict[str, bool]:
         app = self.pipeline.app
         return {
-            "worker": self.serving,
+            "worker": self.serving and not app.crashed,  # crashed: stopping, to be restarted
             "assigned": self.serving and not app.rebalancing,
             "tables_recovered": self.serving and app.tables.recovery.completed.is_set(),
             **all_readiness(),  # supervised background tasks (the route-advice follower)
