@@ -55,6 +55,7 @@ class Limits:
     max_metadata_keys: int = 32
     max_metadata_key_chars: int = 64
     max_metadata_value_chars: int = 512
+    request_id_key: bytes = b""  # keys the tenant tag in request_ids (sluice/request_ids.py)
 
     @classmethod
     def from_settings(cls, settings: Settings, default_reply_to: str) -> Limits:
@@ -72,6 +73,7 @@ class Limits:
             max_metadata_keys=settings.max_metadata_keys,
             max_metadata_key_chars=settings.max_metadata_key_chars,
             max_metadata_value_chars=settings.max_metadata_value_chars,
+            request_id_key=settings.request_id_tag_key,
         )
 
 
@@ -121,7 +123,14 @@ def validate_record(
 
     raw_tenant = data.get("tenant")
     tenant = raw_tenant[:64] if isinstance(raw_tenant, str) else ""
-    request_id = request_id_for(record.topic, record.partition, record.offset, record.timestamp_ms)
+    request_id = request_id_for(
+        record.topic,
+        record.partition,
+        record.offset,
+        record.timestamp_ms,
+        tenant=tenant,
+        key=limits.request_id_key,
+    )
     who = Identity(request_id, correlation_id, tenant)
     key = dedupe_key(tenant, correlation_id)
     received_at = _received_at(record, now)

@@ -10,6 +10,7 @@ import asyncio
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -135,6 +136,59 @@ async def test_models_and_ratings_are_per_tenant(gateway: tuple[str, Gateway], k
     assert {m["id"] for m in globex_models["data"]} > {"auto", "sim-small", "sim-medium"}
     assert anonymous.status_code == 401
     assert foreign.status_code == 404 and own.status_code == 202
+
+
+async def test_a_rating_is_owned_by_its_request_id_whichever_gateway_is_asked(
+    stack: Stack, keys: dict[str, str]
+) -> None:
+    """Ownership comes from the request_id itself: a gateway that relayed nothing (a second
+    replica, or one restarted since) still refuses another tenant's request and ids no request
+    ever had, for requests sent over Kafka as well as through another gateway."""
+    async with SluiceClient(settings=stack.settings, timeout_s=30) as client:
+        over_kafka = await client.request(HELLO, tenant="acme", api_key=keys["acme"], max_tokens=16)
+    first = free_port()
+    async with (
+        serve_gateway(stack.settings, "127.0.0.1", first),
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{first}", timeout=30) as http,
+    ):
+        relayed = (await chat(http, keys["globex"], max_tokens=16)).json()["sluice"]["request_id"]
+    second = free_port()
+    async with (
+        serve_gateway(stack.settings, "127.0.0.1", second),
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{second}", timeout=30) as http,
+    ):
+
+        async def rate(request_id: str, tenant: str) -> int:
+            rating = {"request_id": request_id, "rating": 1, "label": "good"}
+            reply = await http.post("/v1/feedback", json=rating, headers=bearer(keys[tenant]))
+            return reply.status_code
+
+        outcomes = {
+            "acme rates its Kafka request": await rate(over_kafka.request_id, "acme"),
+            "globex rates acme's Kafka request": await rate(over_kafka.request_id, "globex"),
+            "globex rates its relayed request": await rate(relayed, "globex"),
+            "acme rates globex's relayed request": await rate(relayed, "acme"),
+            "acme rates an id no request had": await rate(str(uuid.uuid4()), "acme"),
+        }
+    assert outcomes == {
+        "acme rates its Kafka request": 202,
+        "globex rates acme's Kafka request": 404,
+        "globex rates its relayed request": 202,
+        "acme rates globex's relayed request": 404,
+        "acme rates an id no request had": 404,
+    }
+    ratings = [
+        orjson.loads(value or b"{}")
+        for _, value, _, _ in await read_topic(
+            stack.settings.bootstrap, f"{stack.settings.topic_prefix}feedback"
+        )
+    ]
+    sent = sorted(
+        (r["tenant"], r["request_id"]) for r in ratings if r["request_id"] in (over_kafka.request_id, relayed)
+    )
+    assert sent == sorted([("acme", over_kafka.request_id), ("globex", relayed)]), (
+        "refused ones never reach Kafka"
+    )
 
 
 async def test_a_retry_never_leaves_the_allow_list(stack: Stack, keys: dict[str, str]) -> None:

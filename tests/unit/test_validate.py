@@ -108,7 +108,7 @@ def test_valid_request_is_forwarded_as_an_envelope(limits: Limits) -> None:
     assert outcome.response is None
     assert isinstance(outcome.forward, Envelope)
     envelope = outcome.forward
-    assert envelope.request_id == decision.request_id == request_id_for(TOPIC, 2, 7)
+    assert envelope.request_id == decision.request_id == request_id_for(TOPIC, 2, 7, tenant="acme")
     assert envelope.correlation_id == "corr-1"
     assert envelope.tenant == "acme"
     assert envelope.reply_to == DEFAULT_REPLY
@@ -136,7 +136,7 @@ def test_request_id_is_deterministic_per_topic_partition_offset(limits: Limits) 
     again = decided(run(body(), limits, offset=7, partition=2))
     other_offset = decided(run(body(), limits, offset=8, partition=2))
     other_partition = decided(run(body(), limits, offset=7, partition=3))
-    assert first.request_id == again.request_id == request_id_for(TOPIC, 2, 7)
+    assert first.request_id == again.request_id == request_id_for(TOPIC, 2, 7, tenant="acme")
     assert first.outcome.event.event_id == again.outcome.event.event_id
     assert len({first.request_id, other_offset.request_id, other_partition.request_id}) == 3
 
@@ -258,7 +258,8 @@ def test_invalid_requests_are_rejected_naming_the_field(
     response = decision.outcome.response
     assert response is not None
     assert response.correlation_id == "corr-1"
-    assert response.request_id == decision.request_id == request_id_for(TOPIC, 2, 7)
+    expected = request_id_for(TOPIC, 2, 7, tenant=response.tenant)  # the tenant it could read
+    assert response.request_id == decision.request_id == expected
 
 
 def test_rejection_never_echoes_the_api_key_even_when_it_is_the_bad_value(limits: Limits) -> None:
@@ -360,7 +361,7 @@ def test_retry_with_the_same_tenant_and_correlation_id_is_a_duplicate(limits: Li
     seen = {first.dedupe_key: _seen_entry(first.request_id, age_s=30)}
     retry = decided(run(body(), limits, seen, offset=19))
     assert retry.duplicate is True
-    assert retry.request_id == request_id_for(TOPIC, 2, 19) != first.request_id
+    assert retry.request_id == request_id_for(TOPIC, 2, 19, tenant="acme") != first.request_id
     assert retry.outcome.forward is None
     assert retry.outcome.response is None
     assert retry.outcome.event.status == "duplicate"
