@@ -17,7 +17,9 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from aiokafka.admin import NewTopic
 
+from sluice import kafka_clients
 from sluice.cli import add_key_to_config, revoke_key_in_config
 from sluice.edge.client import SluiceClient
 from sluice.edge.gateway import Gateway, serve_gateway
@@ -189,6 +191,41 @@ async def test_a_rating_is_owned_by_its_request_id_whichever_gateway_is_asked(
     assert sent == sorted([("acme", over_kafka.request_id), ("globex", relayed)]), (
         "refused ones never reach Kafka"
     )
+
+
+async def test_reply_to_names_only_the_tenants_own_topics(stack: Stack, keys: dict[str, str]) -> None:
+    """acme reads its answers from its own reply topic; globex naming acme's topic, and a sender
+    without acme's key naming it, are refused (typed errors, on the default reply topic), and
+    nothing but acme's own answers is ever written to acme's topic."""
+    settings = stack.settings
+    acme_topic = f"{settings.allowed_reply_prefix}.acme"
+    admin = kafka_clients.admin(settings)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(acme_topic, num_partitions=2, replication_factor=1)])
+    finally:
+        await admin.close()
+    async with (
+        SluiceClient(settings=settings, reply_to=acme_topic, timeout_s=30) as acme_client,
+        SluiceClient(settings=settings, timeout_s=30) as default_client,
+    ):
+        own = await acme_client.request(HELLO, tenant="acme", api_key=keys["acme"], max_tokens=16)
+        foreign, unproven = await asyncio.gather(
+            default_client.request(HELLO, tenant="globex", api_key=keys["globex"], reply_to=acme_topic),
+            default_client.request(HELLO, tenant="acme", api_key="sk-sluice-not-a-key", reply_to=acme_topic),
+        )
+    assert own.status.value == "ok" and own.tenant == "acme"
+    assert foreign.status.value == "rejected" and foreign.error is not None
+    assert foreign.error.code.value == "invalid_request"
+    assert foreign.error.message.startswith(
+        f"reply_to: tenant 'globex' may be answered only on '{settings.allowed_reply_prefix}.globex'"
+    )
+    assert unproven.status.value == "rejected" and unproven.error is not None
+    assert unproven.error.code.value == "unauthorized"
+    on_acme_topic = [
+        orjson.loads(value or b"{}") for _, value, _, _ in await read_topic(settings.bootstrap, acme_topic)
+    ]
+    assert [(body["tenant"], body["request_id"]) for body in on_acme_topic] == [("acme", own.request_id)]
 
 
 async def test_a_retry_never_leaves_the_allow_list(stack: Stack, keys: dict[str, str]) -> None:
