@@ -214,17 +214,21 @@ class Pipeline:
         self._exit_timer: threading.Timer | None = None
 
     async def crash(self, reason: PublishFailed) -> None:
-        """Stop the worker: `reason` left a record unacked, and only a restart delivers it again.
-        A clean stop talks to the broker (commit, flush, leave the group), so a broker that does
-        not answer would hold the process - and the supervisor waiting to restart it - for as
-        long as it is gone. After `crash_stop_timeout_s` the process exits anyway: nothing is
-        lost, since what was not published was not acked, so not committed."""
+        """Stop the worker: `reason` left a record unacked, and only a restart delivers it again."""
+        self.exit_if_stop_hangs(reason)
+        await self.app.crash(reason)
+
+    def exit_if_stop_hangs(self, reason: BaseException) -> None:
+        """After a crash (any: a publish, a timer), bound the clean stop. It talks to the broker
+        (commit, flush, leave the group), so a broker that does not answer would hold the process
+        - and the supervisor waiting to restart it - for as long as it is gone. After
+        `crash_stop_timeout_s` the process exits anyway: nothing is lost, since what was not
+        published was not acked, so not committed."""
         if self._exit_timer is None:
             timer = threading.Timer(self.settings.crash_stop_timeout_s, _exit_after_crash, args=(reason,))
             timer.daemon = True  # a clean stop that finishes first ends the process as usual
             timer.start()
             self._exit_timer = timer
-        await self.app.crash(reason)
 
     def envelope_topic(self, spec: TopicSpec) -> TopicT:
         return self.envelopes[spec]

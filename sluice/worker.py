@@ -169,6 +169,9 @@ class SluiceWorker(faust.Worker):  # type: ignore[misc]
             self.write_ready_file()
 
     async def on_stop(self) -> None:
+        app = self.pipeline.app
+        if app.crashed:  # whatever crashed it (a publish, a timer): the stop must not hang
+            self.pipeline.exit_if_stop_hangs(app.crash_reason or RuntimeError("worker crashed"))
         ready_file(self.sluice_settings).unlink(missing_ok=True)
         if self.metrics is not None:
             await self.metrics.stop()
