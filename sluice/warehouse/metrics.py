@@ -305,7 +305,8 @@ ORDER BY repeated_questions DESC, model
 SATISFACTION = rollup_query(
     "satisfaction",
     "User satisfaction from feedback, by model and route: ratings, mean rating (-1..1), positive "
-    "and negative shares. The sink attaches each rating to its request's model and route (same "
+    "and negative shares. Only the latest rating of a request counts, in the minute it was given. "
+    "The sink attaches each rating to its request's model and route (same "
     "tenant, request finished up to a day before the rating); '(none)' = request not found.",
     f"""
 SELECT
@@ -318,13 +319,15 @@ SELECT
 FROM {{db}}.feedback_@G@ AS t
 WHERE {ROLLUP_WINDOW}
 GROUP BY model, route
+HAVING ratings != 0
 ORDER BY ratings DESC, model, route
 """,
 )
 
 FEEDBACK_LABELS = rollup_query(
     "feedback_labels",
-    "Feedback by label: messages, mean rating and negative count (rollup).",
+    "Feedback by label: messages, mean rating and negative count (rollup; the latest rating of "
+    "each request).",
     f"""
 SELECT
     label,
@@ -334,6 +337,7 @@ SELECT
 FROM {{db}}.feedback_@G@ AS t
 WHERE {ROLLUP_WINDOW}
 GROUP BY label
+HAVING messages != 0
 ORDER BY messages DESC, label
 """,
 )
@@ -365,7 +369,7 @@ GROUP BY minute
 FEEDBACK_SERIES = rollup_query(
     "feedback_series",
     "One row per minute of the window (per hour from 24 hours on): feedback messages, mean rating "
-    "and negative ratings.",
+    "and negative ratings (the latest rating of each request, in the minute it was given).",
     f"""
 SELECT
     @T@ AS minute,
