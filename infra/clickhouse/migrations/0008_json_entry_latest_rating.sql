@@ -20,13 +20,71 @@
 --    rating in its own minute, +1 for the new one. The rollups sum the signed changes, so they
 --    stay exact and additive; `feedback_latest` takes the +1 rows. A redelivered or older
 --    rating changes nothing.
--- 3. The feedback rollups leave out tenant (nothing reads feedback by tenant): a minute holds
---    at most label x model x route rows however many ratings come in, so a 1-hour window reads
---    about as many rows at 10 million requests as at 1 million.
+-- 3. Feedback rollups shaped by what reads them, without tenant (nothing reads feedback by
+--    tenant): per minute by label (`feedback_minute`) and by model and route
+--    (`feedback_route_minute`), with 256-row granules; per hour by label, model and route. A
+--    minute then holds at most as many rows as the query has groups, however many ratings come
+--    in: 0007's minute rollup (tenant x label x model x route) held about one row per rating, so
+--    a one-hour window read ten times the rows at ten times the traffic.
+-- 4. Lookups by key read only the granules of the keys looked up: feedback_latest and
+--    `request_routes` (model and route of the requests stored in the last two days, for the
+--    ratings that name them; kept by time of storing, so a sink catching up on old traffic
+--    still finds them) are sorted by request and have small granules (256 rows), so a batch of
+--    ratings reads a few hundred rows per rating however large the tables grow. The rating's
+--    join used to read the request_id of every request of the last day.
 -- Existing ratings are folded into feedback_latest once and the rollups rebuilt from it.
 
 DROP VIEW IF EXISTS {db}.feedback_minute_mv;
 DROP VIEW IF EXISTS {db}.feedback_hour_mv;
+DROP VIEW IF EXISTS {db}.feedback_dedup_mv;
+
+CREATE TABLE IF NOT EXISTS {db}.request_routes
+(
+    tenant      LowCardinality(String),
+    request_id  String,
+    finished_at DateTime64(3, 'UTC'),
+    model       LowCardinality(String),
+    route       LowCardinality(String),
+    inserted_at DateTime64(6, 'UTC')
+)
+ENGINE = ReplacingMergeTree(inserted_at)
+PARTITION BY toDate(inserted_at)
+ORDER BY (request_id, tenant)
+TTL toDateTime(inserted_at) + INTERVAL 2 DAY
+SETTINGS index_granularity = 256;
+
+INSERT INTO {db}.request_routes (tenant, request_id, finished_at, model, route, inserted_at)
+SELECT tenant, request_id, finished_at, model, route, inserted_at
+FROM {db}.requests
+WHERE finished_at >= now64(3) - INTERVAL 2 DAY;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.request_routes_mv TO {db}.request_routes AS
+SELECT r.tenant AS tenant, r.request_id AS request_id, r.finished_at AS finished_at, r.model AS model,
+    r.route AS route, r.inserted_at AS inserted_at
+FROM {db}.requests AS r;
+
+-- 0007's entry view for ratings, now joining request_routes (by key) instead of requests.
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.feedback_dedup_mv TO {db}.feedback AS
+SELECT i.feedback_id AS feedback_id, i.request_id AS request_id, i.tenant AS tenant, i.rating AS rating,
+    i.label AS label, i.comment AS comment, i.ts AS ts, r.model AS model, r.route AS route,
+    i.inserted_at AS inserted_at
+FROM {db}.feedback_incoming AS i
+LEFT JOIN
+(
+    SELECT tenant, request_id, argMax(model, inserted_at) AS model, argMax(route, inserted_at) AS route
+    FROM {db}.request_routes
+    WHERE request_id IN (SELECT request_id FROM {db}.feedback_incoming)
+        AND finished_at >= (SELECT min(ts) FROM {db}.feedback_incoming) - INTERVAL 1 DAY
+    GROUP BY tenant, request_id
+) AS r ON i.tenant = r.tenant AND i.request_id = r.request_id
+WHERE (i.feedback_id, i.ts) NOT IN
+(
+    SELECT feedback_id, ts
+    FROM {db}.feedback
+    WHERE toStartOfHour(ts) IN (SELECT toStartOfHour(ts) FROM {db}.feedback_incoming)
+        AND feedback_id IN (SELECT feedback_id FROM {db}.feedback_incoming)
+)
+LIMIT 1 BY i.feedback_id, i.ts;
 
 CREATE TABLE IF NOT EXISTS {db}.events_json
 (
@@ -136,7 +194,8 @@ CREATE TABLE IF NOT EXISTS {db}.feedback_latest
 )
 ENGINE = ReplacingMergeTree(ts)
 ORDER BY (tenant, request_id)
-TTL toDateTime(ts) + INTERVAL 400 DAY;
+TTL toDateTime(ts) + INTERVAL 400 DAY
+SETTINGS index_granularity = 256;
 
 INSERT INTO {db}.feedback_latest (tenant, request_id, ts, feedback_id, rating, label, model, route)
 SELECT tenant, request_id, latest.1, latest.2, latest.3, latest.4, latest.5, latest.6
@@ -148,10 +207,33 @@ FROM
     GROUP BY tenant, request_id
 );
 
+-- Minute rollups, one per shape the queries read: by label (feedback, feedback_labels,
+-- feedback_series) and by model and route (satisfaction, the route advice). Small granules: a
+-- one-hour window reads about its own rows, not a whole granule of 8192.
 CREATE TABLE IF NOT EXISTS {db}.feedback_minute_next
 (
     minute     DateTime('UTC'),
     label      LowCardinality(String),
+    messages   SimpleAggregateFunction(sum, Int64),
+    rating_sum SimpleAggregateFunction(sum, Int64),
+    negative   SimpleAggregateFunction(sum, Int64),
+    positive   SimpleAggregateFunction(sum, Int64)
+)
+ENGINE = AggregatingMergeTree
+PARTITION BY toYYYYMM(minute)
+ORDER BY (minute, label)
+TTL minute + INTERVAL 400 DAY
+SETTINGS index_granularity = 256;
+
+INSERT INTO {db}.feedback_minute_next
+SELECT toStartOfMinute(ts) AS minute, label, count(), sum(toInt64(rating)), countIf(rating < 0),
+    countIf(rating > 0)
+FROM {db}.feedback_latest FINAL
+GROUP BY minute, label;
+
+CREATE TABLE IF NOT EXISTS {db}.feedback_route_minute
+(
+    minute     DateTime('UTC'),
     model      LowCardinality(String),
     route      LowCardinality(String),
     messages   SimpleAggregateFunction(sum, Int64),
@@ -161,15 +243,17 @@ CREATE TABLE IF NOT EXISTS {db}.feedback_minute_next
 )
 ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(minute)
-ORDER BY (minute, label, model, route)
-TTL minute + INTERVAL 400 DAY;
+ORDER BY (minute, model, route)
+TTL minute + INTERVAL 400 DAY
+SETTINGS index_granularity = 256;
 
-INSERT INTO {db}.feedback_minute_next
-SELECT toStartOfMinute(ts) AS minute, label, model, route, count(), sum(toInt64(rating)),
-    countIf(rating < 0), countIf(rating > 0)
+INSERT INTO {db}.feedback_route_minute
+SELECT toStartOfMinute(ts) AS minute, model, route, count(), sum(toInt64(rating)), countIf(rating < 0),
+    countIf(rating > 0)
 FROM {db}.feedback_latest FINAL
-GROUP BY minute, label, model, route;
+GROUP BY minute, model, route;
 
+-- Hourly: every dimension (an hour holds at most label x model x route rows).
 CREATE TABLE IF NOT EXISTS {db}.feedback_hour_next
 (
     hour       DateTime('UTC'),
@@ -187,9 +271,9 @@ ORDER BY (hour, label, model, route)
 TTL hour + INTERVAL 400 DAY;
 
 INSERT INTO {db}.feedback_hour_next
-SELECT toStartOfHour(minute) AS hour, label, model, route, sum(messages), sum(rating_sum), sum(negative),
-    sum(positive)
-FROM {db}.feedback_minute_next
+SELECT toStartOfHour(ts) AS hour, label, model, route, count(), sum(toInt64(rating)), countIf(rating < 0),
+    countIf(rating > 0)
+FROM {db}.feedback_latest FINAL
 GROUP BY hour, label, model, route;
 
 RENAME TABLE {db}.feedback_minute TO {db}.feedback_minute_before_0008,
@@ -254,6 +338,16 @@ CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.feedback_minute_mv TO {db}.feedback_
 SELECT
     toStartOfMinute(c.ts) AS minute,
     c.label AS label,
+    sum(toInt64(c.sign)) AS messages,
+    sum(toInt64(c.sign) * c.rating) AS rating_sum,
+    sum(toInt64(c.sign) * (c.rating < 0)) AS negative,
+    sum(toInt64(c.sign) * (c.rating > 0)) AS positive
+FROM {db}.feedback_changes AS c
+GROUP BY minute, label;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.feedback_route_minute_mv TO {db}.feedback_route_minute AS
+SELECT
+    toStartOfMinute(c.ts) AS minute,
     c.model AS model,
     c.route AS route,
     sum(toInt64(c.sign)) AS messages,
@@ -261,10 +355,17 @@ SELECT
     sum(toInt64(c.sign) * (c.rating < 0)) AS negative,
     sum(toInt64(c.sign) * (c.rating > 0)) AS positive
 FROM {db}.feedback_changes AS c
-GROUP BY minute, label, model, route;
+GROUP BY minute, model, route;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.feedback_hour_mv TO {db}.feedback_hour AS
-SELECT toStartOfHour(minute) AS hour, label, model, route, sum(messages) AS messages,
-    sum(rating_sum) AS rating_sum, sum(negative) AS negative, sum(positive) AS positive
-FROM {db}.feedback_minute
+SELECT
+    toStartOfHour(c.ts) AS hour,
+    c.label AS label,
+    c.model AS model,
+    c.route AS route,
+    sum(toInt64(c.sign)) AS messages,
+    sum(toInt64(c.sign) * c.rating) AS rating_sum,
+    sum(toInt64(c.sign) * (c.rating < 0)) AS negative,
+    sum(toInt64(c.sign) * (c.rating > 0)) AS positive
+FROM {db}.feedback_changes AS c
 GROUP BY hour, label, model, route
