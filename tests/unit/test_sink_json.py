@@ -6,6 +6,7 @@ when the engine refuses a block the schema accepts."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -139,3 +140,24 @@ def test_redelivered_records_are_stored_once(warehouses: tuple[Warehouse, Wareho
     assert counts == len(values)
     minute = engine.query("SELECT sum(t.requests) AS n FROM {db}.request_minute AS t")[0]["n"]
     assert minute == 20
+
+
+def test_other_shapes_of_valid_json_mean_the_same(warehouses: tuple[Warehouse, Warehouse]) -> None:
+    """Producers other than pydantic may pretty-print, reorder fields, leave defaults out or escape
+    text: the engine reads them as the schema does, without falling back."""
+    typed, engine = warehouses
+    events = [e for request in synthetic_requests(4, spread_minutes=10) for e in request]
+    events[0].tenant = "ünïcode-tenant"
+    values = []
+    for n, event in enumerate(events):
+        fields = orjson.loads(event.model_dump_json())
+        if n % 3 == 0:
+            fields = {k: v for k, v in fields.items() if v not in (None, 0, 0.0, False, [], {})}
+        if n % 3 == 1:
+            fields = dict(reversed(list(fields.items())))
+        values.append(json.dumps(fields, indent=2 if n % 2 else None, ensure_ascii=True).encode())
+    insert_rows(typed, "events", [event_row(e) for e in events])
+    insert_rows(typed, "requests", [row for e in events if (row := request_row(e)) is not None])
+    _, stats = through_sink(engine, values)
+    assert stats.json_fallbacks == 0
+    assert stored(engine) == stored(typed)
