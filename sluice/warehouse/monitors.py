@@ -377,6 +377,7 @@ ROLLUPS = {
     "stage_minute": "minute",
     "request_minute": "minute",
     "feedback_minute": "minute",
+    "feedback_route_minute": "minute",
     "stage_hour": "hour",
     "request_hour": "hour",
     "feedback_hour": "hour",
