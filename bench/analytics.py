@@ -414,7 +414,10 @@ def table(runs: dict[str, Any]) -> list[str]:
             f" ({load['insert_rows_per_cpu_s']:,} rows per CPU-second, engine threads included)"
             f" with every view on, peak RSS of the {_process(load)} {r['peak_rss_mb']:,} MB;"
             f" web dashboard (all panels) 1h {r['web_dashboard']['1h_median_s']} s,"
-            f" 7d {r['web_dashboard']['7d_median_s']} s; load average {r['loadavg'][0]:.1f}",
+            f" 7d {r['web_dashboard']['7d_median_s']} s; load average {r['loadavg'][0]:.1f}"
+            f" (15 min: {r['loadavg'][2]:.1f}); the newest data was about"
+            f" {(load['load_wall_s'] + r['merge_wait_s']) / 60:.0f} min old when the queries ran"
+            " (a 1h window held that much less data)",
         ]
     return lines
 
