@@ -271,6 +271,11 @@ def _analytics(data: dict[str, Any]) -> str:
         f"{int(size):,} requests: slowest named query {slowest['1h'] * 1000:.0f} ms at 1 hour, "
         f"{slowest['7d'] * 1000:.0f} ms at 7 days; web dashboard {run['web_dashboard']['7d_median_s']:.2f} s "
         f"for 7 days; insert {run['load']['insert_rows_per_s']:,} rows/s with every view on"
+        + (
+            f" through the sink's path (peak memory {run['peak_rss_mb']:,} MB)"
+            if "insert_records_per_s" in run["load"]
+            else " (typed column insert)"
+        )
     )
 
 

@@ -8,6 +8,7 @@ offers `a*` coroutines that run the blocking call in a worker thread.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import threading
 from collections.abc import Mapping, Sequence
@@ -89,6 +90,15 @@ class Warehouse:
         names = list(result.column_names)
         return [dict(zip(names, row, strict=True)) for row in result.result_rows]
 
+    def read_statistics(self, sql: str, parameters: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Run a SELECT for its cost: the engine's own figures (rows_read, bytes_read, elapsed) from
+        the JSON output format. Works the same embedded and over HTTP (chdb keeps no query_log and
+        its query summary counts result rows, not rows read)."""
+        with self._lock:
+            raw = self.client.raw_query(substitute_db(sql, self.database), parameters=parameters, fmt="JSON")
+        statistics: dict[str, Any] = json.loads(raw).get("statistics", {})
+        return statistics
+
     def insert(self, table: str, columns: Sequence[Sequence[Any]], column_names: Sequence[str]) -> int:
         """Column-oriented insert into `table` of this database; returns the rows written."""
         if not columns or not columns[0]:
@@ -101,6 +111,15 @@ class Warehouse:
                 column_oriented=True,
             )
         return len(columns[0])
+
+    def insert_raw(self, table: str, data: bytes, fmt: str, settings: Mapping[str, Any]) -> None:
+        """Hand `data`, already in ClickHouse input format `fmt`, to the engine as one insert into
+        `table` of this database: the engine parses it, Python converts nothing."""
+        if not data:
+            return
+        with self._lock:
+            target = f"{self.database}.{table}"
+            self.client.raw_insert(target, insert_block=data, fmt=fmt, settings=dict(settings))
 
     def close(self) -> None:
         with self._lock:

@@ -2,9 +2,9 @@
 evaluator and the documentation (docs/metrics.md, generated from this module) all read these.
 
 They read rollups, never the raw events: windows under 24 hours read the per-minute rollups
-(`stage_minute`, `request_minute`, `feedback_minute`), longer ones the hourly rollups of
-migration 0007 (`stage_hour`, `request_hour`, `feedback_hour`), so a query's cost follows the
-window's length, not the table's size. Counts and sums are exact; percentiles merge t-digest
+(`stage_minute`, `request_minute`, `feedback_minute`, `feedback_route_minute`), longer ones the
+hourly rollups of migration 0007 (`stage_hour`, `request_hour`, `feedback_hour`), so a query's
+cost follows the window's length, not the table's size. Counts and sums are exact; percentiles merge t-digest
 states. The window is the bound parameter `{minutes:UInt32}` and starts at the minute (hour)
 boundary `minutes` ago, so it spans up to one bucket more than asked.
 """
@@ -302,12 +302,9 @@ ORDER BY repeated_questions DESC, model
     ),
 )
 
-SATISFACTION = rollup_query(
-    "satisfaction",
-    "User satisfaction from feedback, by model and route: ratings, mean rating (-1..1), positive "
-    "and negative shares. The sink attaches each rating to its request's model and route (same "
-    "tenant, request finished up to a day before the rating); '(none)' = request not found.",
-    f"""
+# Per minute, ratings by model and route have a rollup of their own (migration 0008); per hour
+# they are in feedback_hour.
+SATISFACTION_SQL = f"""
 SELECT
     if(t.model = '', '(none)', t.model) AS model,
     if(t.route = '', '(unrouted)', t.route) AS route,
@@ -318,13 +315,23 @@ SELECT
 FROM {{db}}.feedback_@G@ AS t
 WHERE {ROLLUP_WINDOW}
 GROUP BY model, route
+HAVING ratings != 0
 ORDER BY ratings DESC, model, route
-""",
+"""
+SATISFACTION = NamedQuery(
+    "satisfaction",
+    "User satisfaction from feedback, by model and route: ratings, mean rating (-1..1), positive "
+    "and negative shares. Only the latest rating of a request counts, in the minute it was given. "
+    "The sink attaches each rating to its request's model and route (same "
+    "tenant, request finished up to a day before the rating); '(none)' = request not found.",
+    _grained(SATISFACTION_SQL.replace("feedback_@G@ ", "feedback_route_@G@ "), "minute"),
+    _grained(SATISFACTION_SQL, "hour"),
 )
 
 FEEDBACK_LABELS = rollup_query(
     "feedback_labels",
-    "Feedback by label: messages, mean rating and negative count (rollup).",
+    "Feedback by label: messages, mean rating and negative count (rollup; the latest rating of "
+    "each request).",
     f"""
 SELECT
     label,
@@ -334,6 +341,7 @@ SELECT
 FROM {{db}}.feedback_@G@ AS t
 WHERE {ROLLUP_WINDOW}
 GROUP BY label
+HAVING messages != 0
 ORDER BY messages DESC, label
 """,
 )
@@ -365,7 +373,7 @@ GROUP BY minute
 FEEDBACK_SERIES = rollup_query(
     "feedback_series",
     "One row per minute of the window (per hour from 24 hours on): feedback messages, mean rating "
-    "and negative ratings.",
+    "and negative ratings (the latest rating of each request, in the minute it was given).",
     f"""
 SELECT
     @T@ AS minute,

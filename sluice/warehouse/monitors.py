@@ -377,10 +377,14 @@ ROLLUPS = {
     "stage_minute": "minute",
     "request_minute": "minute",
     "feedback_minute": "minute",
+    "feedback_route_minute": "minute",
     "stage_hour": "hour",
     "request_hour": "hour",
     "feedback_hour": "hour",
     "answers_hour": "hour",
+    # The latest rating per request corrects the rollups when a request is rated again: it lives
+    # as long as they do (migration 0008).
+    "feedback_latest": "toDateTime(ts)",
 }
 
 

@@ -88,7 +88,8 @@ STAGE_LATENCY = NamedQuery(
 
 FEEDBACK = rollup_query(
     "feedback",
-    "User feedback of the last N minutes by label: how often each complaint or praise comes in.",
+    "User feedback of the last N minutes by label: how often each complaint or praise comes in "
+    "(a request rated again counts with its latest rating only).",
     f"""
 SELECT
     t.label AS label,
@@ -98,6 +99,7 @@ SELECT
 FROM {{db}}.feedback_@G@ AS t
 WHERE {ROLLUP_WINDOW}
 GROUP BY label
+HAVING messages != 0
 ORDER BY messages DESC, label
 """,
 )

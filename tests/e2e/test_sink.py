@@ -200,14 +200,20 @@ async def test_offsets_wait_for_a_successful_insert(
     settings = live_settings.with_overrides(sink_batch_size=100, sink_batch_seconds=0.05)
     await ensure_topics(settings)
     failing = True
-    real_insert = Warehouse.insert
+    real_insert, real_insert_raw = Warehouse.insert, Warehouse.insert_raw
 
     def flaky_insert(self: Warehouse, table: str, columns: Any, column_names: Any) -> int:
         if failing and not table.startswith("schema_migration"):
             raise ConnectionError("warehouse down (test)")
         return real_insert(self, table, columns, column_names)
 
+    def flaky_insert_raw(self: Warehouse, table: str, data: bytes, fmt: str, settings: Any) -> None:
+        if failing:  # the event records' JSON path fails the same way
+            raise ConnectionError("warehouse down (test)")
+        real_insert_raw(self, table, data, fmt, settings)
+
     monkeypatch.setattr(Warehouse, "insert", flaky_insert)
+    monkeypatch.setattr(Warehouse, "insert_raw", flaky_insert_raw)
     await publish(settings, event_records(settings, make_events(2)))
     topic = EVENTS.name(settings.topic_prefix)
 

@@ -168,7 +168,7 @@ def test_0007_moves_existing_data_into_the_time_layout(warehouse: Warehouse, tmp
     )
     warehouse.insert("feedback", columns_of([rating]), TABLE_COLUMNS["feedback"])
 
-    applied = migrate(warehouse, default_migrations_dir())
+    applied = migrate(warehouse, _copy_migrations(tmp_path / "to7", 7))
     assert [m.version for m in applied] == [7]
     keys = {
         row["name"]: row["sorting_key"]
@@ -196,6 +196,36 @@ def test_0007_moves_existing_data_into_the_time_layout(warehouse: Warehouse, tmp
     for _ in range(2):
         insert_rows(warehouse, "events", [event_row(e) for e in more])
     assert warehouse.query("SELECT count() AS n FROM {db}.events")[0]["n"] == len(events) + len(more)
+
+
+def test_0008_counts_only_the_latest_rating_of_existing_data(warehouse: Warehouse, tmp_path: Path) -> None:
+    """A warehouse at 0007 where a request was rated twice: after 0008 only the later rating counts
+    in the rollups, and feedback_latest holds it."""
+    migrate(warehouse, _copy_migrations(tmp_path / "old", 7))
+    events = [e for request in synthetic_requests(2, spread_minutes=30, ago_minutes=5) for e in request]
+    insert_rows(warehouse, "events", [event_row(e) for e in events])
+    insert_rows(warehouse, "requests", [row for e in events if (row := request_row(e)) is not None])
+    first, second = events[0], events[-1]
+    now = datetime.now(UTC)
+    ratings = [
+        feedback_row(Feedback(request_id=first.request_id, tenant=first.tenant, rating=-1), 0, 1, now),
+        feedback_row(Feedback(request_id=first.request_id, tenant=first.tenant, rating=1), 0, 2, now),
+        feedback_row(Feedback(request_id=second.request_id, tenant=second.tenant, rating=-1), 0, 3, now),
+    ]
+    insert_rows(warehouse, "feedback", ratings[:1])
+    insert_rows(warehouse, "feedback", ratings[1:])
+    before = warehouse.query("SELECT sum(messages) AS n FROM {db}.feedback_hour")[0]["n"]
+    assert before == 3  # 0007 counted every rating
+
+    assert [m.version for m in migrate(warehouse, default_migrations_dir())] == [8]
+    for table in ("feedback_minute", "feedback_hour"):
+        figures = warehouse.query(f"SELECT sum(messages) AS n, sum(rating_sum) AS total FROM {{db}}.{table}")
+        assert figures == [{"n": 2, "total": 0}], table
+    latest = warehouse.query("SELECT request_id, rating FROM {db}.feedback_latest FINAL ORDER BY rating")
+    assert latest == [
+        {"request_id": second.request_id, "rating": -1},
+        {"request_id": first.request_id, "rating": 1},
+    ]
 
 
 def test_a_failed_migration_resumes_where_it_failed(warehouse: Warehouse, tmp_path: Path) -> None:
