@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import orjson
@@ -44,7 +44,7 @@ from sluice.warehouse.migrate import default_migrations_dir, migrate
 from sluice.warehouse.queries import QUERIES, run_query
 from sluice.warehouse.query_server import start_query_server
 from sluice.warehouse.sink import Batch as SinkBatch
-from sluice.warehouse.sink import Sink, SinkStats, write_batch
+from sluice.warehouse.sink import Sink, SinkRecord, SinkStats, write_batch
 from sluice.warehouse.web import read_dashboard
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -67,16 +67,6 @@ def _exact(value: bytes) -> bytes:
     """A copy the size of its content: orjson's result keeps its 4 KB buffer, which would make
     the generated records, not the sink, the process's peak memory."""
     return bytes(memoryview(value))
-
-
-class Record(NamedTuple):
-    """What the sink reads of a Kafka record (aiokafka's ConsumerRecord has these fields)."""
-
-    topic: str
-    partition: int
-    offset: int
-    value: bytes
-    timestamp: int
 
 
 def generate(args: argparse.Namespace, start_ms: int, span_ms: int) -> Iterator[tuple[Batch, Batch]]:
@@ -209,10 +199,10 @@ def _schedule_copies(batch: Batch, rng: np.random.Generator, share: float, into:
     into.ratings += [item for item in batch.ratings if item[0] in chosen]
 
 
-def records(batch: Batch, sink: Sink) -> list[Record]:
+def records(batch: Batch, sink: Sink) -> list[SinkRecord]:
     """The batch as Kafka records of the sink's topics (a rating's position is its feedback_id)."""
-    found = [Record(sink.events_topic, 0, n, value, 0) for n, (_, value) in enumerate(batch.events)]
-    found += [Record(sink.feedback_topic, 0, offset, value, ts) for _, offset, ts, value in batch.ratings]
+    found = [SinkRecord(sink.events_topic, 0, n, value, 0) for n, (_, value) in enumerate(batch.events)]
+    found += [SinkRecord(sink.feedback_topic, 0, offset, value, ts) for _, offset, ts, value in batch.ratings]
     return found
 
 

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import httpx
 from aiokafka import ConsumerRebalanceListener, TopicPartition
@@ -295,6 +295,17 @@ def write_batch(warehouse: Warehouse, batch: Batch, stats: SinkStats) -> None:
         if rows:
             _count(stats, table, insert_rows(warehouse, table, rows))
             batch.rows[table] = []
+
+
+class SinkRecord(NamedTuple):
+    """What the sink reads of a consumed Kafka record (aiokafka's ConsumerRecord has these
+    fields): benches and tests build these to drive the sink's own path without a broker."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+    timestamp: int
 
 
 class Sink:

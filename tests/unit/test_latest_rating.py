@@ -15,20 +15,12 @@ from sluice.settings import Settings
 from sluice.warehouse.connection import Warehouse, connect
 from sluice.warehouse.migrate import default_migrations_dir, migrate
 from sluice.warehouse.queries import run_query
-from sluice.warehouse.sink import Batch, Sink, SinkStats, write_batch
+from sluice.warehouse.sink import Batch, Sink, SinkRecord, SinkStats, write_batch
 from sluice.warehouse.synthetic import synthetic_requests
 
 FEEDBACK_QUERIES = ("feedback", "feedback_labels", "satisfaction", "feedback_series")
 WINDOWS = (60, 24 * 60)  # minute and hour rollups
 NOW = datetime.now(UTC)  # one clock: a redelivered record carries the same timestamp
-
-
-class Record(NamedTuple):
-    topic: str
-    partition: int
-    offset: int
-    value: bytes | None
-    timestamp: int
 
 
 class Rating(NamedTuple):
@@ -54,12 +46,12 @@ def send(
     sink = Sink(Settings(), warehouse, SinkStats(), asyncio.Event())
     batch = Batch()
     for offset, event in enumerate(events):
-        sink.add(batch, Record(sink.events_topic, 0, offset, event.model_dump_json().encode(), 0))
+        sink.add(batch, SinkRecord(sink.events_topic, 0, offset, event.model_dump_json().encode(), 0))
     for r in ratings:
         final = requests[r.request][-1]
         value = Feedback(request_id=final.request_id, tenant=final.tenant, rating=r.rating, label=r.label)  # type: ignore[arg-type]
         at = int((NOW - timedelta(minutes=r.minutes_ago)).timestamp() * 1000)
-        sink.add(batch, Record(sink.feedback_topic, 0, r.offset, value.model_dump_json().encode(), at))
+        sink.add(batch, SinkRecord(sink.feedback_topic, 0, r.offset, value.model_dump_json().encode(), at))
     assert not batch.to_deadletter
     write_batch(warehouse, batch, SinkStats())
 

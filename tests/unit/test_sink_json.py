@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 import pytest
@@ -17,18 +17,19 @@ from schemas import Event
 from sluice.settings import Settings
 from sluice.warehouse.connection import Warehouse, connect
 from sluice.warehouse.migrate import default_migrations_dir, migrate
-from sluice.warehouse.sink import Batch, Sink, SinkStats, event_row, insert_rows, request_row, write_batch
+from sluice.warehouse.sink import (
+    Batch,
+    Sink,
+    SinkRecord,
+    SinkStats,
+    event_row,
+    insert_rows,
+    request_row,
+    write_batch,
+)
 from sluice.warehouse.synthetic import synthetic_requests
 
 EVENT_COLUMNS = "* EXCEPT inserted_at"
-
-
-class Record(NamedTuple):
-    topic: str
-    partition: int
-    offset: int
-    value: bytes | None
-    timestamp: int
 
 
 @pytest.fixture()
@@ -60,7 +61,7 @@ def through_sink(warehouse: Warehouse, values: list[bytes | None]) -> tuple[Batc
     sink, stats = sink_for(warehouse)
     batch = Batch()
     for offset, value in enumerate(values):
-        sink.add(batch, Record(sink.events_topic, 0, offset, value, 0))
+        sink.add(batch, SinkRecord(sink.events_topic, 0, offset, value, 0))
     write_batch(warehouse, batch, stats)
     return batch, stats
 
