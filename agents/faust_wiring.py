@@ -288,7 +288,7 @@ def concurrent_agent(pipeline: Pipeline, topic: Any, name: str, begin: Begin) ->
                         await finish()
                     except PublishFailed as exc:
                         log.critical("%s: outcome not published, record left unacked: %s", name, exc)
-                        await pipeline.app.crash(exc)
+                        await pipeline.crash(exc)
                         return
                     await manual.ack(event)
 
