@@ -26,7 +26,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from schemas import ErrorCode, Feedback, Request, Response, Status, StreamChunk
-from sluice.edge.client import SluiceClient, SluiceTimeout
+from sluice.edge.client import SluiceClient, SluiceTimeout, SluiceUnsent
 from sluice.edge.http import ReadinessProbe, build_http_app
 from sluice.edge.identity import TenantResolver, Unauthorized, tenant_resolver
 from sluice.providers.catalog import Catalog, load_catalog
@@ -90,6 +90,11 @@ def error_reply(error: GatewayError) -> tuple[int, dict[str, Any], dict[str, str
     if retry_after is not None and error.retry_after_s is not None:  # whole seconds, rounded up
         retry_after = max(1, math.ceil(error.retry_after_s))
     return status, body, {} if retry_after is None else {"Retry-After": str(retry_after)}
+
+
+def unsent_error(exc: SluiceUnsent) -> GatewayError:
+    """Kafka refused the request, so the pipeline never saw it: a 503 the client may retry."""
+    return GatewayError(ErrorCode.MODEL_UNAVAILABLE, f"{exc}; it was not processed, send it again")
 
 
 def _invalid(message: str, param: str | None = None) -> GatewayError:
@@ -480,6 +485,8 @@ class Gateway:
             response = await self._connected().request(**call.request, timeout_s=timeout_s)
         except SluiceTimeout as exc:
             return error_response(GatewayError(ErrorCode.TIMEOUT, str(exc)), echo)
+        except SluiceUnsent as exc:
+            return error_response(unsent_error(exc), echo)
         finally:
             self._in_flight.discard((tenant, correlation_id))
         if (error := response_error(response)) is not None:
@@ -522,6 +529,8 @@ class Gateway:
                 return error_response(GatewayError(ErrorCode.TIMEOUT, str(exc)), echo)
             await sse.write(sse_event(error_reply(GatewayError(ErrorCode.TIMEOUT, str(exc)))[1]))
             return await _done(sse)
+        except SluiceUnsent as exc:  # before any chunk: nothing was processed
+            return error_response(unsent_error(exc), echo)
         raise GatewayError(ErrorCode.INTERNAL, "the stream ended without a response")
 
     async def _stream_end(
