@@ -21,6 +21,7 @@ from faust.types import TopicT
 from schemas import Admission, DeadLetter, Envelope, Event
 from sluice.codec import CODEC_NAME, Poison, WireSchema, encode
 from sluice.kafka_transport import broker_credentials, broker_url
+from sluice.offsets import UnfinishedRecords
 from sluice.outcome import Outcome, settlement_of, utcnow
 from sluice.settings import Settings
 from topics import (
@@ -148,6 +149,9 @@ class Pipeline:
     def __init__(self, settings: Settings, app: faust.App) -> None:
         self.settings = settings
         self.app = app
+        # Records the agents took and have not acked: the consumer commits below them only.
+        self.unfinished = UnfinishedRecords()
+        app.unfinished_records = self.unfinished
         prefix = settings.topic_prefix
         partitions = settings.topic_layout.partitions_of
         self.requests: TopicT = app.topic(
