@@ -276,6 +276,18 @@ def _injection_loo(data: dict[str, Any]) -> str:
     )
 
 
+def _grounding_pairs(data: dict[str, Any]) -> str:
+    fib, qa = data["public_corpora"]["grounding_fib"], data["public_corpora"]["grounding_cpkc"]["qa"]
+    signal = "pairs (present words)"
+    return (
+        f"experiment, not shipped: does a claim's pair of words share a context sentence; AUC xsum "
+        f"{fib['xsum'][signal]['auc']:.2f}, cnn_dm {fib['cnn_dm'][signal]['auc']:.2f}, QA "
+        f"{qa[signal]['auc']:.2f} (counting absent words too: {fib['xsum']['pairs (all words)']['auc']:.2f}"
+        f" / {fib['cnn_dm']['pairs (all words)']['auc']:.2f} / {qa['pairs (all words)']['auc']:.2f}); "
+        f"nothing fitted ({data['date'][:10]})"
+    )
+
+
 def _analytics(data: dict[str, Any]) -> str:
     size = max(data["runs"], key=int)
     run = data["runs"][size]
@@ -302,6 +314,10 @@ SUMMARIES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "injection_loo": (
         "prompt-injection n-gram model, leave one public corpus out (fit and threshold without it)",
         _injection_loo,
+    ),
+    "grounding_pairs": (
+        "claim-level alignment signals for groundedness on the held-out corpora",
+        _grounding_pairs,
     ),
     "embed_detectors": (
         "a sentence-embedding model (all-MiniLM-L6-v2) + light classifier on the held-out corpora",
