@@ -343,6 +343,7 @@ def injection_training(packages: Path) -> list[dict[str, Any]]:
         text = item.get("query") or item.get("prompt") or item.get("input") or ""
         if isinstance(text, str) and text:
             rows.append({"text": text[:3000], "label": 0, "source": "inspect_evals/persistbench"})
+    rows += tool_output_benign(ie, random.Random(SEED + 6))
     own = [json.loads(x) for x in (DATA / "injection_eval.jsonl").read_text().splitlines()]
     for item in own:
         if item["split"] == "dev":
@@ -353,6 +354,57 @@ def injection_training(packages: Path) -> list[dict[str, Any]]:
                     "context": ctx,
                     "label": int(item["label"] == "attack"),
                     "source": "injection_eval/dev",
+                }
+            )
+    return rows
+
+
+TAU2 = "inspect_evals/tau2/data/domains/"
+TOOL_TASKS = (
+    "Look up this record and tell me what changed.",
+    "Check the booking and summarise it.",
+    "What does the tool output say about the order?",
+    "Use the result to answer the customer.",
+)
+
+
+def tool_output_benign(ie: zipfile.ZipFile, rng: random.Random, per_table: int = 60) -> list[dict[str, Any]]:
+    """Benign tool results (tau2's airline and retail database records, printed as JSON, YAML or
+    key: value lines) and passages of its agent policies and support manuals. Structured output and
+    imperative policy text reach the indirect channel every day; without them in the benign class
+    the model learns that braces or "you must" mean an attack."""
+    rows: list[dict[str, Any]] = []
+    for domain in ("airline", "retail"):
+        db = json.loads(_gunzip(ie.read(f"{TAU2}{domain}/db.json.gz")))
+        for table, records in sorted(db.items()):
+            keys = sorted(records)
+            for key in rng.sample(keys, min(per_table, len(keys))):
+                record = records[key]
+                style = rng.randrange(3)
+                if style == 0:
+                    body = json.dumps(record, indent=rng.choice((None, 2)), ensure_ascii=False)
+                elif style == 1:
+                    body = yaml.safe_dump(record, sort_keys=False, allow_unicode=True)
+                else:
+                    body = "\n".join(f"{k}: {v}" for k, v in record.items())
+                rows.append(
+                    {
+                        "text": rng.choice(TOOL_TASKS),
+                        "context": body[: rng.randrange(400, 2000)],
+                        "label": 0,
+                        "source": f"inspect_evals/tau2 {domain} {table} (tool output)",
+                    }
+                )
+    for name in ("airline/policy.txt", "retail/policy.txt", "telecom/main_policy.txt",
+                 "telecom/tech_support_manual.txt", "telecom/tech_support_workflow.txt"):  # fmt: skip
+        text = ie.read(TAU2 + name).decode("utf-8")
+        for start in range(0, len(text), 700):
+            rows.append(
+                {
+                    "text": "Answer using the document.",
+                    "context": text[start : start + 1000],
+                    "label": 0,
+                    "source": f"inspect_evals/tau2 {name} (policy / manual passage)",
                 }
             )
     return rows

@@ -102,18 +102,46 @@ def injection_tables() -> dict[str, Any]:
             key = "recall" if label == "attack" else "false_positive_rate"
             table.setdefault(detector, {}).setdefault(channel, {})[key] = _rate(hits, n)
             table[detector][channel]["n_" + label] = n
-        title = name.removesuffix(".jsonl") + (
-            " (own regression set, test split)" if name == OWN_INJECTION else ""
+        stem = name.removesuffix(".jsonl")
+        title = stem + (" (own regression set, test split)" if name == OWN_INJECTION else "")
+        seen = stem in model.trained_on or (
+            name == OWN_INJECTION and "injection_eval/dev" in model.trained_on
         )
-        out[title] = table
         print(f"\n{title}: injection detected (flag or block) at the default policy")
-        print(f"  {'detector':16s} {'channel':9s} {'attacks':>7s} {'recall':>7s} {'benign':>7s} {'FPR':>7s}")
+        if stem in model.trained_on:
+            print("  (the shipped n-gram model was trained on this corpus: its rows are training figures;")
+            print("   the held-out figures are the leave-one-corpus-out rows below)")
+        print(f"  {'detector':32s} {'channel':10s} {'attacks':>7s} {'recall':>7s} {'benign':>7s} {'FPR':>7s}")
         for detector, channels in table.items():
             for channel, m in channels.items():
                 print(
-                    f"  {detector:16s} {channel:9s} {m.get('n_attack', 0):7d} {_fmt(m.get('recall'))} "
+                    f"  {detector:32s} {channel:10s} {m.get('n_attack', 0):7d} {_fmt(m.get('recall'))} "
                     f"{m.get('n_benign', 0):7d} {_fmt(m.get('false_positive_rate'))}"
                 )
+        for detector, channels in _leave_one_out(stem).items():
+            for channel, m in channels.items():
+                print(
+                    f"  {detector:32s} {channel:10s} {m.get('n_attack', 0):7d} {_fmt(m.get('recall'))} "
+                    f"{m.get('n_benign', 0):7d} {_fmt(m.get('false_positive_rate'))}"
+                )
+        out[title] = table | {"trained_on_this_corpus": seen and name != OWN_INJECTION}
+    return out
+
+
+def _leave_one_out(corpus: str) -> dict[str, dict[str, Any]]:
+    """This corpus's rows of the last bench/injection_loo.py run (a model that never saw it), by
+    detector and channel; empty when that bench has not run."""
+    path = ROOT / "bench" / "results" / "injection_loo.json"
+    if not path.exists():
+        return {}
+    run = json.loads(path.read_text(encoding="utf-8"))["corpora"].get(corpus)
+    if not run:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for channel, detectors in run["channels"].items():
+        for detector, m in detectors.items():
+            if "leave-one-out" in detector:
+                out.setdefault(detector + " *", {})[channel] = m
     return out
 
 
@@ -211,51 +239,6 @@ def grounding_model_latency(iterations: int = 1000) -> dict[str, float]:
     return {"answer_chars": 1024, "context_chars": 4096, **_p99(cpu)}
 
 
-def readme_tables() -> str:
-    """The README's "Detectors on public data" tables, generated from the last bench results."""
-    results = ROOT / "bench" / "results"
-    sanitize = json.loads((results / "sanitize.json").read_text(encoding="utf-8"))
-    halluc = json.loads((results / "hallucination.json").read_text(encoding="utf-8"))
-    lines = [
-        "| corpus | channel | attacks / benign | rules (shipped): recall / FPR "
-        "| n-gram model: recall / FPR | either |",
-        "|---|---|---|---|---|---|",
-    ]
-    for corpus, table in sanitize["public_corpora"].items():
-        for channel in ("direct", "obfuscated", "indirect", "benign_hard"):
-            cells = [table[d].get(channel) for d in ("rules (shipped)", "n-gram model", "either")]
-            if not cells[0]:
-                continue
-            counts = f"{cells[0].get('n_attack', 0)} / {cells[0].get('n_benign', 0)}"
-            pairs = [f"{_cell(c.get('recall'))} / {_cell(c.get('false_positive_rate'))}" for c in cells if c]
-            lines.append(f"| {corpus} | {channel} | {counts} | " + " | ".join(pairs) + " |")
-    lines += [
-        "",
-        f"| held-out corpus | subset | n | lexical (shipped): AUC / accuracy at {halluc['threshold']} "
-        "| learned model: AUC / accuracy |",
-        "|---|---|---|---|---|",
-    ]
-    for corpus, table in halluc["public_corpora"].items():
-        for subset, m in table.items():
-            lex, learned = m["lexical (shipped)"], m["learned model"]
-            lines.append(
-                f"| {corpus} | {subset} | {m['n']} | {_cell(lex['auc'])} / {_cell(lex['accuracy'])} | "
-                f"{_cell(learned['auc'])} / {_cell(learned['accuracy'])} |"
-            )
-    lat = sanitize["latency"]
-    lines += [
-        "",
-        f"Latency (CPU time, p99): sanitize a 2 KB prompt {lat['p99_us'] / 1000:.2f} ms with the rules; "
-        f"the n-gram model adds {sanitize['learned_model_latency']['p99_ms']:.2f} ms. Groundedness of a "
-        f"~1 KB answer: lexical {halluc['latency']['cpu_p99_ms']:.2f} ms against 5.5 KB; learned model "
-        f"(lexical score included) {halluc['learned_model_latency']['p99_ms']:.2f} ms against 4 KB.",
-    ]
-    return "\n".join(lines)
-
-
-def _cell(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
 if __name__ == "__main__":
-    print(readme_tables())
+    injection_tables()
+    grounding_tables()

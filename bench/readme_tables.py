@@ -260,6 +260,34 @@ def _embed_detectors(data: dict[str, Any]) -> str:
     )
 
 
+def _injection_loo(data: dict[str, Any]) -> str:
+    cells = []
+    for corpus, run in data["corpora"].items():
+        for channel, detectors in run["channels"].items():
+            both = detectors["rules + n-gram, leave-one-out"]
+            if channel != "all" and both.get("recall") is not None:
+                cells.append(
+                    f"{corpus.removeprefix('injection_')} {channel} {both['recall']:.2f} / "
+                    f"{both['false_positive_rate']:.2f}"
+                )
+    return (
+        "rules + n-gram model, each corpus scored by a model fitted and thresholded without it, "
+        f'recall / FPR: {", ".join(cells)} ({data["date"][:10]}); see "Detectors on public data"'
+    )
+
+
+def _grounding_pairs(data: dict[str, Any]) -> str:
+    fib, qa = data["public_corpora"]["grounding_fib"], data["public_corpora"]["grounding_cpkc"]["qa"]
+    signal = "pairs (present words)"
+    return (
+        f"experiment, not shipped: does a claim's pair of words share a context sentence; AUC xsum "
+        f"{fib['xsum'][signal]['auc']:.2f}, cnn_dm {fib['cnn_dm'][signal]['auc']:.2f}, QA "
+        f"{qa[signal]['auc']:.2f} (counting absent words too: {fib['xsum']['pairs (all words)']['auc']:.2f}"
+        f" / {fib['cnn_dm']['pairs (all words)']['auc']:.2f} / {qa['pairs (all words)']['auc']:.2f}); "
+        f"nothing fitted ({data['date'][:10]})"
+    )
+
+
 def _analytics(data: dict[str, Any]) -> str:
     size = max(data["runs"], key=int)
     run = data["runs"][size]
@@ -283,6 +311,14 @@ SUMMARIES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "analytics": ("dashboard queries and inserts at production volume", _analytics),
     "sanitize": ("prompt-injection and PII detection on labelled prompts; latency", _sanitize),
     "hallucination": ("groundedness scoring on labelled answers; latency", _hallucination),
+    "injection_loo": (
+        "prompt-injection n-gram model, leave one public corpus out (fit and threshold without it)",
+        _injection_loo,
+    ),
+    "grounding_pairs": (
+        "claim-level alignment signals for groundedness on the held-out corpora",
+        _grounding_pairs,
+    ),
     "embed_detectors": (
         "a sentence-embedding model (all-MiniLM-L6-v2) + light classifier on the held-out corpora",
         _embed_detectors,
@@ -334,7 +370,107 @@ def benchmarks() -> str:
     return "\n".join(lines)
 
 
-TABLES: dict[str, Callable[[], str]] = {"side_by_side": side_by_side, "benchmarks": benchmarks}
+# --- detectors on public data -------------------------------------------------------------------
+
+
+def _cell(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, int | float) else "-"
+
+
+def heldout() -> str:
+    """Per-corpus detector figures from the last bench/sanitize.py and bench/hallucination.py runs."""
+    sanitize, halluc = _load("sanitize"), _load("hallucination")
+    if sanitize is None or halluc is None:
+        return "No result yet: run `bench/sanitize.py` and `bench/hallucination.py`."
+    present = next(iter(sanitize["public_corpora"].values()))
+    detectors = [d for d in ("rules (shipped)", "n-gram model", "either") if d in present]
+    lines = [
+        "| corpus | channel | attacks / benign | "
+        + " | ".join(f"{d}: recall / FPR" for d in detectors)
+        + " | shipped n-gram model trained on this corpus? |",
+        "|---|---|---|" + "---|" * len(detectors) + "---|",
+    ]
+    for corpus, table in sanitize["public_corpora"].items():
+        seen = "yes (training figure)" if table.get("trained_on_this_corpus") else "no"
+        for channel in ("direct", "obfuscated", "indirect", "benign_hard"):
+            cells = [table[d].get(channel) for d in detectors]
+            if not cells[0]:
+                continue
+            counts = f"{cells[0].get('n_attack', 0)} / {cells[0].get('n_benign', 0)}"
+            pairs = [f"{_cell(c.get('recall'))} / {_cell(c.get('false_positive_rate'))}" for c in cells if c]
+            lines.append(f"| {corpus} | {channel} | {counts} | " + " | ".join(pairs) + f" | {seen} |")
+    lines += [
+        "",
+        f"| held-out corpus | subset | n | lexical (shipped): AUC / accuracy at {halluc['threshold']} "
+        "| learned model: AUC / accuracy |",
+        "|---|---|---|---|---|",
+    ]
+    for corpus, table in halluc["public_corpora"].items():
+        for subset, m in table.items():
+            lex, learned = m["lexical (shipped)"], m["learned model"]
+            lines.append(
+                f"| {corpus} | {subset} | {m['n']} | {_cell(lex['auc'])} / {_cell(lex['accuracy'])} | "
+                f"{_cell(learned['auc'])} / {_cell(learned['accuracy'])} |"
+            )
+    lat = sanitize["latency"]
+    lines += [
+        "",
+        f"Latency (CPU time, p99): sanitize a 2 KB prompt {lat['p99_us'] / 1000:.2f} ms with the rules; "
+        f"the n-gram model adds {sanitize['learned_model_latency']['p99_ms']:.2f} ms. Groundedness of a "
+        f"~1 KB answer: lexical {halluc['latency']['cpu_p99_ms']:.2f} ms against 5.5 KB; learned model "
+        f"(lexical score included) {halluc['learned_model_latency']['p99_ms']:.2f} ms against 4 KB.",
+    ]
+    return "\n".join(lines)
+
+
+def injection_loo() -> str:
+    """Leave-one-corpus-out figures of the n-gram recipe and its variants (bench/injection_loo.py)."""
+    data = _load("injection_loo")
+    if data is None:
+        return "No result yet: run `bench/injection_loo.py`."
+    names = ("rules (shipped default)", "n-gram, leave-one-out", "rules + n-gram, leave-one-out")
+    lines = [
+        "| recipe | held-out corpus | channel | attacks / benign | rules alone: recall / FPR "
+        "| n-gram alone: recall / FPR (AUC) | rules + n-gram: recall / FPR "
+        "| model fitted and threshold set on |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    variants = data.get("variants", {}).items()
+    runs = [("1,024-character windows", data)]
+    runs += [(f"{name.removeprefix('window ')}-character windows", run) for name, run in variants]
+    for recipe, run_data in runs:
+        for corpus, run in run_data["corpora"].items():
+            public = [s.removeprefix("injection_") for s in run["trained_on"] if s.startswith("injection_")]
+            sources = ["training corpora", *(s for s in public if "/" not in s)]
+            for channel, cells in run["channels"].items():
+                if channel == "all" and len(run["channels"]) == 2:
+                    continue  # one channel only: "all" repeats it
+                rules, model, both = (cells.get(n, {}) for n in names)
+                counts = f"{rules.get('n_attack', 0)} / {rules.get('n_benign', 0)}"
+                lines.append(
+                    f"| {recipe} | "
+                    f"{corpus} | {channel} | {counts} | {_cell(rules.get('recall'))} / "
+                    f"{_cell(rules.get('false_positive_rate'))} | {_cell(model.get('recall'))} / "
+                    f"{_cell(model.get('false_positive_rate'))} ({_cell(model.get('auc'))}) | "
+                    f"{_cell(both.get('recall'))} / {_cell(both.get('false_positive_rate'))} | "
+                    f"{' + '.join(sources)} ({run['training_rows']} rows) |"
+                )
+    lines.append("")
+    for recipe, run_data in runs:
+        lines.append(
+            f"- {recipe}: {run_data['settings']['features']}; {run_data['settings']['fit']}; threshold at "
+            f"{run_data['settings']['threshold']}. Run {run_data['date'][:10]}, load average "
+            f"{run_data['load_average_before'][0]:.2f} at the start."
+        )
+    return "\n".join(lines)
+
+
+TABLES: dict[str, Callable[[], str]] = {
+    "side_by_side": side_by_side,
+    "benchmarks": benchmarks,
+    "heldout": heldout,
+    "injection_loo": injection_loo,
+}
 
 
 def render(readme: str) -> str:

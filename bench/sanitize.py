@@ -31,6 +31,7 @@ from faker import Faker
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from agents.checks import injection_model  # noqa: E402
 from agents.checks.normalize import plain_ascii, token_stats, tokens  # noqa: E402
 from agents.checks.pii import PiiType, find_pii, redact  # noqa: E402
 from agents.checks.sanitizer import Action, sanitize_request  # noqa: E402
@@ -343,6 +344,12 @@ def main() -> None:
         "false_redactions": false_redactions,
         "latency": latency_before,
         "public_corpora": public,
+        "settings": {
+            "policy": "SanitizePolicy() defaults (rules only; the n-gram model is measured beside them)",
+            "injection_model_sha256": injection_model.MODEL_SHA256,
+            "injection_model_trained_on": list(injection_model.default_model().trained_on),
+            "leave_one_out_rows_from": "bench/results/injection_loo.json (bench/injection_loo.py), marked *",
+        },
         "learned_model_latency": model_latency,
         "load_average": list(os.getloadavg()),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -6,8 +6,9 @@ misspellings, cost one vectorised pass over the text, and need no tokenizer or m
 weights are fitted offline by bench/train_detectors.py and shipped in agents/checks/models/ with a
 SHA-256 that is checked at load: a different file refuses to load (fail closed).
 
-A text is scored window by window (1,024 characters, stride 512) and the highest window counts, so one
-injected paragraph inside a long retrieved document is not diluted by the rest of it.
+A text is scored window by window (1,024 characters, stride 512, unless the model file names another
+window) and the highest window counts, so one injected paragraph inside a long retrieved document is
+not diluted by the rest of it.
 """
 
 from __future__ import annotations
@@ -73,12 +74,15 @@ def hashed_ngrams(text: str, bits: int) -> tuple[U64, npt.NDArray[np.int64]]:
     return np.concatenate(buckets), np.concatenate(starts)
 
 
-def windows_of(starts: npt.NDArray[np.int64], length: int) -> list[npt.NDArray[np.bool_]]:
-    """Masks of the n-grams in each scoring window; a short text is one window."""
-    if length <= WINDOW:
+def windows_of(
+    starts: npt.NDArray[np.int64], length: int, window: int = WINDOW
+) -> list[npt.NDArray[np.bool_]]:
+    """Masks of the n-grams in each scoring window (stride half a window); a short text is one window."""
+    if length <= window:
         return [np.ones(len(starts), dtype=np.bool_)]
+    stride = window // 2
     return [
-        (starts >= lo) & (starts < lo + WINDOW) for lo in range(0, max(1, length - WINDOW + STRIDE), STRIDE)
+        (starts >= lo) & (starts < lo + window) for lo in range(0, max(1, length - window + stride), stride)
     ]
 
 
@@ -91,13 +95,23 @@ class NgramModel:
     bits: int
     cut: float
     scale: float
+    trained_on: tuple[str, ...] = ()  # the corpora it was fitted on: a figure on one of them is no test
+    window: int = WINDOW  # characters per scoring window, as trained
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> NgramModel:
         with np.load(io.BytesIO(raw), allow_pickle=False) as data:
             meta = json.loads(bytes(data["meta"]).decode("utf-8"))
             weights = data["weights"].astype(np.float32)
-        return cls(weights, float(meta["bias"]), int(meta["bits"]), float(meta["cut"]), float(meta["scale"]))
+        return cls(
+            weights,
+            float(meta["bias"]),
+            int(meta["bits"]),
+            float(meta["cut"]),
+            float(meta["scale"]),
+            tuple(meta.get("trained_on", ())),
+            int(meta.get("window", WINDOW)),
+        )
 
     def logits(self, text: str) -> list[float]:
         """Raw logit of each window of the text."""
@@ -107,7 +121,7 @@ class NgramModel:
             return [self.bias]
         contribution = self.weights[buckets.astype(np.intp)]
         out = []
-        for mask in windows_of(starts, len(prepared)):
+        for mask in windows_of(starts, len(prepared), self.window):
             count = int(mask.sum())
             if count:
                 out.append(float(contribution[mask].sum()) / float(np.sqrt(count)) + self.bias)

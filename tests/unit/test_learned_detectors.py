@@ -177,3 +177,21 @@ def test_a_bad_model_file_makes_the_opted_in_sanitizer_fail_closed(monkeypatch: 
     finally:
         injection_model.default_model.cache_clear()
         sanitizer._learned_scanner.cache_clear()
+
+
+# --------------------------------------------------------------------------------- what the model has seen
+def test_the_shipped_injection_model_never_saw_the_public_corpora() -> None:
+    """Its figures on spikee, agentdojo and raginject are held-out figures only while this holds; a
+    model fitted with bench/train_detectors.py --with-public-corpora would fail here on purpose."""
+    model = injection_model.default_model()
+    assert model.trained_on and "injection_eval/dev" in model.trained_on
+    assert not [s for s in model.trained_on if s.startswith("injection_") and s != "injection_eval/dev"]
+    assert model.window == injection_model.WINDOW
+
+
+def test_scoring_windows_follow_the_model_setting() -> None:
+    starts = np.arange(2000, dtype=np.int64)
+    assert len(injection_model.windows_of(starts, 2000)) == 3  # 1,024 characters, stride 512
+    small = injection_model.windows_of(starts, 2000, 256)
+    assert len(small) == 15 and all(int(mask.sum()) <= 256 for mask in small)
+    assert len(injection_model.windows_of(starts[:200], 200, 256)) == 1

@@ -21,5 +21,5 @@ def test_readme_benchmark_tables_match_the_result_files() -> None:
 
 def test_every_generated_table_has_its_markers_in_the_readme() -> None:
     readme = (ROOT / "README.md").read_text()
-    for name in ("benchmarks", "side_by_side"):
+    for name in ("benchmarks", "side_by_side", "heldout", "injection_loo"):
         assert f"<!-- table: {name} -->" in readme and f"<!-- end: {name} -->" in readme
