@@ -276,11 +276,18 @@ def concurrent_agent(pipeline: Pipeline, topic: Any, name: str, begin: Begin) ->
         semaphore = asyncio.Semaphore(max_in_flight)
         in_flight: set[asyncio.Task[None]] = set()
         manual = stream.noack()
+        unfinished = pipeline.unfinished
+
+        async def ack(event: Any) -> None:
+            await manual.ack(event)
+            unfinished.finished(event.message.tp, event.message.offset)
+
         try:
             async for event in manual.events():
+                unfinished.taken(event.message.tp, event.message.offset)
                 finish = begin(event)
                 if finish is None:
-                    await manual.ack(event)
+                    await ack(event)
                     continue
 
                 async def work(event: Any = event, finish: Finish = finish) -> None:
@@ -288,9 +295,9 @@ def concurrent_agent(pipeline: Pipeline, topic: Any, name: str, begin: Begin) ->
                         await finish()
                     except PublishFailed as exc:
                         log.critical("%s: outcome not published, record left unacked: %s", name, exc)
-                        await pipeline.app.crash(exc)
+                        await pipeline.crash(exc)
                         return
-                    await manual.ack(event)
+                    await ack(event)
 
                 await run_bounded(semaphore, in_flight, work)
         finally:

@@ -19,7 +19,7 @@ from schemas import DeadLetter, Envelope, ErrorCode, ErrorInfo, Request, Stage, 
 from sluice.edge.identity import refusal
 from sluice.outcome import Identity, Outcome, finish, forward, make_event, request_id_for
 from sluice.settings import Settings
-from sluice.tenants import DEFAULT_TENANT, TenantConfig
+from sluice.tenants import DEFAULT_TENANT, TenantConfig, own_reply_topic
 
 STAGE = Stage.VALIDATE
 MAX_CORRELATION_ID = 128
@@ -55,6 +55,7 @@ class Limits:
     max_metadata_keys: int = 32
     max_metadata_key_chars: int = 64
     max_metadata_value_chars: int = 512
+    request_id_key: bytes = b""  # keys the tenant tag in request_ids (sluice/request_ids.py)
 
     @classmethod
     def from_settings(cls, settings: Settings, default_reply_to: str) -> Limits:
@@ -72,6 +73,7 @@ class Limits:
             max_metadata_keys=settings.max_metadata_keys,
             max_metadata_key_chars=settings.max_metadata_key_chars,
             max_metadata_value_chars=settings.max_metadata_value_chars,
+            request_id_key=settings.request_id_tag_key,
         )
 
 
@@ -121,7 +123,17 @@ def validate_record(
 
     raw_tenant = data.get("tenant")
     tenant = raw_tenant[:64] if isinstance(raw_tenant, str) else ""
-    request_id = request_id_for(record.topic, record.partition, record.offset, record.timestamp_ms)
+    tenant_config = tenants(tenant)
+    raw_key = data.get("api_key")
+    key_problem = refusal(tenant_config, tenant, raw_key if isinstance(raw_key, str) else None, now)
+    request_id = request_id_for(
+        record.topic,
+        record.partition,
+        record.offset,
+        record.timestamp_ms,
+        tenant=tenant,
+        key=limits.request_id_key,
+    )
     who = Identity(request_id, correlation_id, tenant)
     key = dedupe_key(tenant, correlation_id)
     received_at = _received_at(record, now)
@@ -142,7 +154,9 @@ def validate_record(
         )
         return Decided(Outcome(event=event), key, request_id, duplicate=True)
 
-    reply_to = _safe_reply_to(data.get("reply_to"), limits)
+    # Answers go to a named topic only for a sender proven to be its tenant: nobody can make
+    # Sluice write into another tenant's reply topic, not even a rejection.
+    reply_to = _safe_reply_to(data.get("reply_to"), tenant, tenant_config, limits, key_problem is None)
 
     def reject(code: ErrorCode, message: str) -> Decided:
         outcome = finish(
@@ -166,9 +180,11 @@ def validate_record(
         request = Request.model_validate(data)
     except ValidationError as exc:
         return reject(ErrorCode.INVALID_REQUEST, describe_validation_error(exc))
-    tenant_config = tenants(request.tenant)
-    problem = check_access(request, request.tenant, tenant_config, now) or check_request(
-        request, limits, tenant_config
+    # request.tenant is `tenant`: the schema takes 1-64 characters, so nothing was cut off
+    problem = (
+        (ErrorCode.UNAUTHORIZED, key_problem)
+        if key_problem
+        else check_request(request, limits, tenant_config)
     )
     if problem is not None:
         return reject(*problem)
@@ -192,24 +208,13 @@ def validate_record(
     return Decided(outcome, key, request_id)
 
 
-def check_access(
-    request: Request, tenant_id: str, tenant: TenantConfig, now: datetime | None = None
-) -> tuple[ErrorCode, str] | None:
-    """The tenant's API key check (`sluice.edge.identity.refusal`, shared with the HTTP path);
-    the messages never contain the key."""
-    api_key = request.api_key.get_secret_value() if request.api_key is not None else None
-    problem = refusal(tenant, tenant_id, api_key, now or datetime.now(UTC))
-    return None if problem is None else (ErrorCode.UNAUTHORIZED, problem)
-
-
 def check_request(request: Request, limits: Limits, tenant: TenantConfig) -> tuple[ErrorCode, str] | None:
     """Limits beyond the schema's types: the first one broken, naming its field."""
     invalid = ErrorCode.INVALID_REQUEST
     if request.reply_to is not None:
-        if not request.reply_to.startswith(limits.reply_prefix):
-            return invalid, f"reply_to: must start with {limits.reply_prefix!r}"
-        if not TOPIC_NAME.fullmatch(request.reply_to):
-            return invalid, "reply_to: a topic name may only contain a-z, A-Z, 0-9, '.', '_' and '-'"
+        problem = reply_to_problem(request.reply_to, request.tenant, tenant, limits)
+        if problem is not None:
+            return invalid, problem
     if not limits.min_deadline_ms <= request.deadline_ms <= limits.max_deadline_ms:
         return invalid, f"deadline_ms: must be between {limits.min_deadline_ms} and {limits.max_deadline_ms}"
     if len(request.messages) > limits.max_messages:
@@ -257,13 +262,32 @@ def describe_validation_error(exc: ValidationError, limit: int = 3) -> str:
     return "; ".join(parts)
 
 
-def _safe_reply_to(value: object, limits: Limits) -> str:
-    """Only ever answer on an allowed topic, even when rejecting the request for its reply_to."""
+def reply_to_problem(topic: str, tenant_id: str, tenant: TenantConfig, limits: Limits) -> str | None:
+    """None when the tenant may be answered on `topic`: the default reply topic, its own
+    `<reply prefix>.<tenant>` and the topics under it, or one listed in its
+    `access.reply_topics`. Otherwise why not (an `invalid_request` message naming reply_to)."""
+    if topic == limits.default_reply_to:
+        return None
+    if len(topic) > MAX_TOPIC_NAME or not TOPIC_NAME.fullmatch(topic):
+        return "reply_to: a topic name may only contain a-z, A-Z, 0-9, '.', '_' and '-'"
+    own = own_reply_topic(limits.reply_prefix, tenant_id)
+    if topic == own or topic.startswith(f"{own}.") or topic in tenant.access.reply_topics:
+        return None
+    listed = " or its access.reply_topics" if tenant.access.reply_topics else ""
+    return (
+        f"reply_to: tenant {tenant_id!r} may be answered only on {own!r}, topics under {own + '.'!r}{listed}"
+    )
+
+
+def _safe_reply_to(
+    value: object, tenant_id: str, tenant: TenantConfig, limits: Limits, authenticated: bool
+) -> str:
+    """Only ever answer on a topic the (proven) tenant may use, even when rejecting the request
+    for its reply_to; anything else is answered on the default reply topic."""
     if (
-        isinstance(value, str)
-        and value.startswith(limits.reply_prefix)
-        and len(value) <= MAX_TOPIC_NAME
-        and TOPIC_NAME.fullmatch(value)
+        authenticated
+        and isinstance(value, str)
+        and reply_to_problem(value, tenant_id, tenant, limits) is None
     ):
         return value
     return limits.default_reply_to

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from faust.types import TopicT
 from schemas import Admission, DeadLetter, Envelope, Event
 from sluice.codec import CODEC_NAME, Poison, WireSchema, encode
 from sluice.kafka_transport import broker_credentials, broker_url
+from sluice.offsets import UnfinishedRecords
 from sluice.outcome import Outcome, settlement_of, utcnow
 from sluice.settings import Settings
 from topics import (
@@ -146,6 +149,9 @@ class Pipeline:
     def __init__(self, settings: Settings, app: faust.App) -> None:
         self.settings = settings
         self.app = app
+        # Records the agents took and have not acked: the consumer commits below them only.
+        self.unfinished = UnfinishedRecords()
+        app.unfinished_records = self.unfinished
         prefix = settings.topic_prefix
         partitions = settings.topic_layout.partitions_of
         self.requests: TopicT = app.topic(
@@ -209,6 +215,24 @@ class Pipeline:
         # Monitoring hook: called with every event after it is published (Prometheus counters).
         self.event_observers: list[Callable[[Event], None]] = []
         self.publish_failures = 0
+        self._exit_timer: threading.Timer | None = None
+
+    async def crash(self, reason: PublishFailed) -> None:
+        """Stop the worker: `reason` left a record unacked, and only a restart delivers it again."""
+        self.exit_if_stop_hangs(reason)
+        await self.app.crash(reason)
+
+    def exit_if_stop_hangs(self, reason: BaseException) -> None:
+        """After a crash (any: a publish, a timer), bound the clean stop. It talks to the broker
+        (commit, flush, leave the group), so a broker that does not answer would hold the process
+        - and the supervisor waiting to restart it - for as long as it is gone. After
+        `crash_stop_timeout_s` the process exits anyway: nothing is lost, since what was not
+        published was not acked, so not committed."""
+        if self._exit_timer is None:
+            timer = threading.Timer(self.settings.crash_stop_timeout_s, _exit_after_crash, args=(reason,))
+            timer.daemon = True  # a clean stop that finishes first ends the process as usual
+            timer.start()
+            self._exit_timer = timer
 
     def envelope_topic(self, spec: TopicSpec) -> TopicT:
         return self.envelopes[spec]
@@ -230,13 +254,15 @@ class Pipeline:
         its outcome is safely on Kafka. Records go straight to the producer, encoded with the
         one codec (Faust's Topic.send wraps each in channel futures and callbacks: twice the
         cost). A record the broker refused is sent again with backoff; after
-        `publish_retry_s` this raises `PublishFailed`, and the caller must not ack."""
+        `publish_retry_s` this raises `PublishFailed`, and the caller must not ack. A broker
+        that does not answer at all (frozen, cut off) is bounded by the same window: the
+        producer's own request timeout (Faust: 20 minutes) would hold the record, and the
+        worker, silently for that long."""
         pending = list(records)
         delay = PUBLISH_BACKOFF_FIRST_S
         give_up_at = time.monotonic() + self.settings.publish_retry_s
         while True:
-            deliveries = [await self._enqueue(record) for record in pending]
-            results = await asyncio.gather(*deliveries, return_exceptions=True)
+            results = await self._attempt(pending, give_up_at)
             failed = [
                 (record, result)
                 for record, result in zip(pending, results, strict=True)
@@ -254,6 +280,29 @@ class Pipeline:
             await asyncio.sleep(delay)
             delay = min(delay * 2, PUBLISH_BACKOFF_MAX_S)
             pending = [record for record, _ in failed]
+
+    async def _attempt(self, pending: Sequence[Record], give_up_at: float) -> list[Any]:
+        """Send each record once; its result or its error, whichever comes before `give_up_at`.
+        An unanswered record fails with `PublishFailed` at once (no time is left to retry it).
+        Delivery futures are waited on, never cancelled: they belong to the producer."""
+        loop = asyncio.get_running_loop()
+        left_at = loop.time() + max(0.0, give_up_at - time.monotonic())
+        try:
+            async with asyncio.timeout_at(left_at):
+                deliveries = [await self._enqueue(record) for record in pending]
+        except TimeoutError as exc:
+            raise PublishFailed(
+                f"the producer did not take {len(pending)} record(s) within the publish window"
+            ) from exc
+        if not deliveries:
+            return []
+        _, unanswered = await asyncio.wait(deliveries, timeout=max(0.0, left_at - loop.time()))
+        if unanswered:
+            self.publish_failures += len(unanswered)
+            raise PublishFailed(
+                f"{len(unanswered)} record(s) not acknowledged by the broker within the publish window"
+            )
+        return [_outcome_of(delivery) for delivery in deliveries]
 
     async def _enqueue(self, record: Record) -> asyncio.Future[Any]:
         """The producer's delivery future for one record; a refusal at enqueue time is a failed
@@ -371,6 +420,24 @@ class Pipeline:
             if tombstones:
                 table.send_changelog(int(value.get("p", 0)), key, None)
         return len(expired)
+
+
+CRASH_EXIT_CODE = 1  # what mode's worker exits with after a crash that did stop cleanly
+
+
+def _exit_after_crash(reason: BaseException) -> None:
+    """The clean stop after a crash took too long (the broker does not answer): exit now."""
+    log.critical("worker did not stop cleanly after %r; exiting now", reason)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(CRASH_EXIT_CODE)
+
+
+def _outcome_of(delivery: asyncio.Future[Any]) -> Any:
+    """A finished delivery's metadata, or its error (a cancelled one is an error too)."""
+    if delivery.cancelled():
+        return PublishFailed("the producer cancelled the delivery")
+    return delivery.exception() or delivery.result()
 
 
 def current_partition() -> int:

@@ -13,8 +13,10 @@ from typing import Any, ClassVar
 import faust.auth
 from faust.transport import drivers
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types.tuples import ack_lock
 
 from sluice.kafka_clients import security_options
+from sluice.offsets import UnfinishedRecords, split_at_floor
 from sluice.settings import Settings
 
 SCHEME = "sluice-kafka"
@@ -30,8 +32,27 @@ class ShortPollConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: i
 
 
 class ShortPollConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
+    """Faust's consumer with a short fetch wait, and commits that never pass an unfinished
+    record (sluice/offsets.py): the app's `unfinished_records`, kept by the agents."""
+
     def _new_consumer_thread(self) -> ShortPollConsumerThread:
         return ShortPollConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    def _new_offset(self, tp: Any) -> int | None:
+        unfinished: UnfinishedRecords | None = getattr(self.app, "unfinished_records", None)
+        floor = unfinished.lowest(tp) if unfinished is not None else None
+        if floor is None:
+            return super()._new_offset(tp)  # type: ignore[no-any-return]
+        with ack_lock:  # acks add to the same list from other tasks and threads
+            acked: list[int] = self._acked[tp]
+            below, held = split_at_floor(acked, floor)
+            if not below:
+                return None
+            acked[:] = below  # Faust commits the first consecutive run of what it sees
+            try:
+                return super()._new_offset(tp)  # type: ignore[no-any-return]
+            finally:
+                acked.extend(held)
 
 
 class Transport(faust_aiokafka.Transport):  # type: ignore[misc]

@@ -23,18 +23,29 @@ from schemas import (
     ToolCall,
     Usage,
 )
+from sluice.request_ids import bind_to_tenant
 
 _EVENT_NAMESPACE = uuid.UUID("5b1d7c1e-0f4a-4c39-9a57-2f6f3b0d5e11")
 _REQUEST_NAMESPACE = uuid.UUID("0d6f5f0e-7c1b-4b8e-8f7e-1c2d3e4f5a6b")
 
 
-def request_id_for(topic: str, partition: int, offset: int, timestamp_ms: int | None = None) -> str:
+def request_id_for(
+    topic: str,
+    partition: int,
+    offset: int,
+    timestamp_ms: int | None = None,
+    *,
+    tenant: str,
+    key: bytes = b"",
+) -> str:
     """Deterministic per Kafka record: a redelivered record gets the same request_id again,
     so every downstream dedupe keyed by request_id holds even across a worker crash. The
     record's timestamp is part of it because offsets restart when a topic is recreated (the
-    embedded broker keeps its log in memory), and ids must stay unique in ClickHouse."""
+    embedded broker keeps its log in memory), and ids must stay unique in ClickHouse. The id
+    carries a tag of its tenant (sluice/request_ids.py), so its owner is known everywhere."""
     stamp = "" if timestamp_ms is None else f"/{timestamp_ms}"
-    return str(uuid.uuid5(_REQUEST_NAMESPACE, f"{topic}/{partition}/{offset}{stamp}"))
+    base = uuid.uuid5(_REQUEST_NAMESPACE, f"{topic}/{partition}/{offset}{stamp}")
+    return bind_to_tenant(base, tenant, key)
 
 
 def event_id_for(request_id: str, stage: Stage, variant: str = "") -> str:

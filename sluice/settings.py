@@ -104,6 +104,12 @@ class Settings(BaseSettings):
     publish_retry_s: float = Field(
         default=30.0, gt=0, description="How long a refused publish is retried before the worker stops"
     )
+    crash_stop_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="After a publish the broker kept refusing: longest clean stop before the worker "
+        "exits anyway (its unpublished records stay unacked, so they are delivered again)",
+    )
     worker_datadir: Path | None = None
     worker_host: str = Field(default="127.0.0.1", description="Worker /healthz, /readyz, /metrics address")
     worker_port: int = Field(default=0, ge=0, description="Worker health and metrics port; 0: any free port")
@@ -229,6 +235,11 @@ class Settings(BaseSettings):
     rollup_ttl_days: int = Field(default=400, ge=1, description="Per-minute rollup retention")
     alert_interval_s: float = Field(default=15.0, gt=0, description="Alert evaluation period")
     alert_rules: list[AlertRule] = Field(default_factory=default_alert_rules)
+    request_id_key: SecretStr | None = Field(
+        default=None,
+        description="Keys the tenant tag in every request_id (HMAC); the same on every worker and "
+        "gateway. Unset: an unkeyed tag (foreign ids still refused). Changing it orphans older ids",
+    )
     alert_webhook_url: SecretStr | None = Field(default=None, description="POST each alert transition here")
     alert_webhook_timeout_s: float = 5.0
     lag_interval_s: float = Field(default=10.0, gt=0, description="Lag measurement period")
@@ -290,6 +301,11 @@ class Settings(BaseSettings):
         return self.reply_prefix or f"{self.topic_prefix}responses"
 
     @property
+    def request_id_tag_key(self) -> bytes:
+        """The key of request_ids' tenant tags (sluice/request_ids.py); empty: unkeyed."""
+        return self.request_id_key.get_secret_value().encode() if self.request_id_key else b""
+
+    @property
     def run_dir(self) -> Path:
         """Pid and port files of the processes `sluice up` started."""
         return self.home / "run"
@@ -312,6 +328,7 @@ class Settings(BaseSettings):
             "SLUICE_ALERT_WEBHOOK_URL": self.alert_webhook_url,
             "SLUICE_KAFKA_SASL_PASSWORD": self.kafka_sasl_password,
             "SLUICE_KAFKA_SSL_KEY_PASSWORD": self.kafka_ssl_key_password,
+            "SLUICE_REQUEST_ID_KEY": self.request_id_key,
         }
         env.update({name: value.get_secret_value() for name, value in secrets.items() if value is not None})
         env.update(extra)

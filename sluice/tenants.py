@@ -81,6 +81,17 @@ log = logging.getLogger("sluice.tenants")
 API_KEY_PREFIX = "sk-sluice-"
 DEFAULT_TENANT_ID = "demo"
 KEY_ID_CHARS = 12  # the public id of a key: the first hex digits of its hash
+KAFKA_TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")  # what Kafka accepts as a topic name
+
+
+def own_reply_topic(reply_prefix: str, tenant_id: str) -> str:
+    """The reply topic a tenant's Kafka requests may always name: `<reply prefix>.<tenant>`
+    (topics under it, `<...>.<tenant>.<anything>`, too). Tenant ids contain no '.', so no
+    tenant's topics are another's prefix: a PREFIXED ACL on `sluice.responses.acme.` plus the
+    literal `sluice.responses.acme` gives acme exactly its own."""
+    return f"{reply_prefix.rstrip('.')}.{tenant_id}"
+
+
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -153,6 +164,11 @@ class AccessRules(BaseModel):
         description="The router only picks models whose worst-case cost (estimated prompt tokens, "
         "max_tokens of completion) stays within this; None: no limit",
     )
+    reply_topics: tuple[str, ...] = Field(
+        default=(),
+        description="Topics besides <reply prefix>.<tenant> (and those under it) that this tenant's "
+        "Kafka requests may name as reply_to",
+    )
 
     @field_validator("api_key_sha256")
     @classmethod
@@ -161,6 +177,14 @@ class AccessRules(BaseModel):
             return tuple(_hex_digest(item) for item in value)
         except ValueError:
             raise ValueError("each entry must be a hex SHA-256 digest (64 hex characters)") from None
+
+    @field_validator("reply_topics")
+    @classmethod
+    def _topic_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for topic in value:
+            if not KAFKA_TOPIC_NAME.fullmatch(topic):
+                raise ValueError(f"{topic!r} is not a Kafka topic name (1-249 of a-z A-Z 0-9 . _ -)")
+        return value
 
     @property
     def all_keys(self) -> tuple[ApiKey, ...]:

@@ -80,7 +80,7 @@ class SluiceWorker(faust.Worker):  # type: ignore[misc]
     async def readiness(self) -> dict[str, bool]:
         app = self.pipeline.app
         return {
-            "worker": self.serving,
+            "worker": self.serving and not app.crashed,  # crashed: stopping, to be restarted
             "assigned": self.serving and not app.rebalancing,
             "tables_recovered": self.serving and app.tables.recovery.completed.is_set(),
             **all_readiness(),  # supervised background tasks (the route-advice follower)
@@ -169,6 +169,9 @@ class SluiceWorker(faust.Worker):  # type: ignore[misc]
             self.write_ready_file()
 
     async def on_stop(self) -> None:
+        app = self.pipeline.app
+        if app.crashed:  # whatever crashed it (a publish, a timer): the stop must not hang
+            self.pipeline.exit_if_stop_hangs(app.crash_reason or RuntimeError("worker crashed"))
         ready_file(self.sluice_settings).unlink(missing_ok=True)
         if self.metrics is not None:
             await self.metrics.stop()

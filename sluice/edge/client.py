@@ -38,6 +38,15 @@ class SluiceTimeout(TimeoutError):
         self.timeout_s = timeout_s
 
 
+class SluiceUnsent(ConnectionError):
+    """The broker did not take the request, so Sluice never saw it: safe to send again."""
+
+    def __init__(self, correlation_id: str, reason: BaseException) -> None:
+        super().__init__(f"request {correlation_id!r} was not accepted by Kafka: {reason!r}")
+        self.correlation_id = correlation_id
+        self.reason = reason
+
+
 class SluiceClient:
     """Async client. Use as `async with SluiceClient(bootstrap=...) as client:`."""
 
@@ -180,7 +189,8 @@ class SluiceClient:
         timeout_s: float | None = None,
         **options: Any,
     ) -> Response:
-        """Send one request and wait for its response; raises `SluiceTimeout` on timeout."""
+        """Send one request and wait for its response; raises `SluiceTimeout` on timeout and
+        `SluiceUnsent` when Kafka refused the request (it was never seen: send it again)."""
         correlation_id = correlation_id or uuid.uuid4().hex
         future: asyncio.Future[Response] | None = None
         try:
@@ -271,7 +281,10 @@ class SluiceClient:
         if self.reply_to != RESPONSES.name(self.settings.topic_prefix):
             body.setdefault("reply_to", self.reply_to)
         future = self.expect(correlation_id, tenant)
-        await self._producer.send(self.requests_topic, encode(body), key=correlation_id.encode())
+        delivery = await self._producer.send(self.requests_topic, encode(body), key=correlation_id.encode())
+        # Not awaited (the answer is what the caller waits for), but never ignored: a request
+        # the broker refused fails its caller at once instead of waiting out the timeout.
+        delivery.add_done_callback(lambda sent: _fail_if_unsent(future, correlation_id, sent))
         return future
 
     def expect(self, correlation_id: str, tenant: str = "demo") -> asyncio.Future[Response]:
@@ -295,3 +308,15 @@ class SluiceClient:
         await self._producer.send_and_wait(
             self.feedback_topic, encode(feedback), key=feedback.request_id.encode()
         )
+
+
+def _fail_if_unsent(
+    future: asyncio.Future[Response], correlation_id: str, delivery: asyncio.Future[Any]
+) -> None:
+    """The request's delivery ended: if the broker refused it, nobody will answer it."""
+    if future.done():
+        return
+    if delivery.cancelled():
+        future.set_exception(SluiceUnsent(correlation_id, asyncio.CancelledError()))
+    elif (error := delivery.exception()) is not None:
+        future.set_exception(SluiceUnsent(correlation_id, error))

@@ -16,7 +16,6 @@ import logging
 import math
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -27,10 +26,11 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from schemas import ErrorCode, Feedback, Request, Response, Status, StreamChunk
-from sluice.edge.client import SluiceClient, SluiceTimeout
+from sluice.edge.client import SluiceClient, SluiceTimeout, SluiceUnsent
 from sluice.edge.http import ReadinessProbe, build_http_app
 from sluice.edge.identity import TenantResolver, Unauthorized, tenant_resolver
 from sluice.providers.catalog import Catalog, load_catalog
+from sluice.request_ids import owned_by
 from sluice.settings import Settings
 
 log = logging.getLogger("sluice.gateway")
@@ -90,6 +90,11 @@ def error_reply(error: GatewayError) -> tuple[int, dict[str, Any], dict[str, str
     if retry_after is not None and error.retry_after_s is not None:  # whole seconds, rounded up
         retry_after = max(1, math.ceil(error.retry_after_s))
     return status, body, {} if retry_after is None else {"Retry-After": str(retry_after)}
+
+
+def unsent_error(exc: SluiceUnsent) -> GatewayError:
+    """Kafka refused the request, so the pipeline never saw it: a 503 the client may retry."""
+    return GatewayError(ErrorCode.MODEL_UNAVAILABLE, f"{exc}; it was not processed, send it again")
 
 
 def _invalid(message: str, param: str | None = None) -> GatewayError:
@@ -400,24 +405,6 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     raise GatewayError(ErrorCode.PAYLOAD_TOO_LARGE, f"body is larger than {limit} bytes")
 
 
-class RequestOwners:
-    """request_id -> tenant of the answers this gateway relayed (the newest `capacity`), so a
-    rating of another tenant's request is refused with 404 (existence is not revealed)."""
-
-    def __init__(self, capacity: int = 100_000) -> None:
-        self.capacity = capacity
-        self._owners: OrderedDict[str, str] = OrderedDict()
-
-    def add(self, request_id: str, tenant: str) -> None:
-        self._owners[request_id] = tenant
-        self._owners.move_to_end(request_id)
-        while len(self._owners) > self.capacity:
-            self._owners.popitem(last=False)
-
-    def owner(self, request_id: str) -> str | None:
-        return self._owners.get(request_id)
-
-
 class Gateway:
     """The front door's routes and the one SluiceClient they share (`start` connects it).
     `resolve_tenant(api_key)` maps a key (None without a header) to its tenant or raises
@@ -436,7 +423,6 @@ class Gateway:
         self.resolve_tenant: TenantResolver = resolve_tenant or tenant_resolver(
             settings.tenant_policy, default_tenant
         )
-        self.owners = RequestOwners()
         self.grace_s = grace_s  # waited beyond the request's deadline for the pipeline's own answer
         self.catalog = load_catalog(settings)
         self.created = int(time.time())
@@ -499,9 +485,10 @@ class Gateway:
             response = await self._connected().request(**call.request, timeout_s=timeout_s)
         except SluiceTimeout as exc:
             return error_response(GatewayError(ErrorCode.TIMEOUT, str(exc)), echo)
+        except SluiceUnsent as exc:
+            return error_response(unsent_error(exc), echo)
         finally:
             self._in_flight.discard((tenant, correlation_id))
-        self.owners.add(response.request_id, tenant)
         if (error := response_error(response)) is not None:
             return error_response(error, echo)
         model, created = call.request.get("model", "auto"), int(time.time())
@@ -542,6 +529,8 @@ class Gateway:
                 return error_response(GatewayError(ErrorCode.TIMEOUT, str(exc)), echo)
             await sse.write(sse_event(error_reply(GatewayError(ErrorCode.TIMEOUT, str(exc)))[1]))
             return await _done(sse)
+        except SluiceUnsent as exc:  # before any chunk: nothing was processed
+            return error_response(unsent_error(exc), echo)
         raise GatewayError(ErrorCode.INTERNAL, "the stream ended without a response")
 
     async def _stream_end(
@@ -555,7 +544,6 @@ class Gateway:
         created: int,
     ) -> web.StreamResponse:
         """The Response ends the stream: tool calls, finish and `sluice`, usage; or the error."""
-        self.owners.add(response.request_id, response.tenant)
         cut = response.finish_reason == "content_filter"
         error = None if cut else response_error(response)
         if error is not None and sse is None:
@@ -584,7 +572,8 @@ class Gateway:
         feedback = parse_feedback(await read_body(request, MAX_FEEDBACK_BYTES), tenant=tenant)
         if isinstance(feedback, GatewayError):
             return error_response(feedback)
-        if self.owners.owner(feedback.request_id) not in (None, tenant):
+        # The id names its tenant (sluice/request_ids.py): any gateway decides, after any restart.
+        if not owned_by(feedback.request_id, tenant, self.settings.request_id_tag_key):
             return json_response(_not_found(feedback.request_id), 404)
         await self._connected().feedback(feedback)
         return json_response({"accepted": True}, 202)

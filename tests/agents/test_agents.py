@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
@@ -27,6 +28,7 @@ from aiokafka.errors import KafkaError
 from faust.types.tuples import Message
 
 import agents.faust_wiring as wiring
+import sluice.app
 from schemas import (
     Admission,
     DeadLetter,
@@ -700,6 +702,60 @@ async def test_a_publish_refused_for_too_long_raises_so_the_input_is_not_acked(
     monkeypatch.setattr(type(pipeline.app), "producer", FlakyProducer(failures=10_000))
     with pytest.raises(PublishFailed):
         await pipeline.send("sluice.events", b"k", {"v": 1})
+
+
+class SilentProducer:
+    """A broker that takes records and never answers (frozen, cut off): deliveries never end."""
+
+    def __init__(self) -> None:
+        self.deliveries: list[asyncio.Future[Any]] = []
+
+    async def send(self, topic: str, key: bytes, value: bytes, *rest: Any) -> asyncio.Future[Any]:
+        self.deliveries.append(asyncio.get_running_loop().create_future())
+        return self.deliveries[-1]
+
+
+async def test_a_publish_the_broker_never_answers_fails_within_the_publish_window(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only refusals: a silent broker must not hold the record (and the worker) for the
+    producer's own 20-minute request timeout."""
+    configured = settings.with_overrides(publish_retry_s=0.2)
+    pipeline = Pipeline(configured, create_app(configured))
+    producer = SilentProducer()
+    monkeypatch.setattr(type(pipeline.app), "producer", producer)
+    with pytest.raises(PublishFailed, match="not acknowledged"):
+        await pipeline.send("sluice.events", b"k", {"v": 1})
+    assert pipeline.publish_failures == 1
+    assert not any(delivery.cancelled() for delivery in producer.deliveries), "the producer's, not ours"
+
+
+async def test_a_crash_exits_the_process_if_the_clean_stop_hangs(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The clean stop after a crash talks to the broker; if it does not answer, the worker must
+    still exit so its supervisor restarts it (and the unacked records are delivered again)."""
+    configured = settings.with_overrides(crash_stop_timeout_s=0.05)
+    pipeline = Pipeline(configured, create_app(configured))
+    crashed: list[BaseException] = []
+    exited: list[BaseException] = []
+    exit_called = threading.Event()
+
+    async def crash(reason: BaseException) -> None:
+        crashed.append(reason)
+
+    def exit_now(reason: BaseException) -> None:  # stands in for os._exit
+        exited.append(reason)
+        exit_called.set()
+
+    monkeypatch.setattr(pipeline.app, "crash", crash)
+    monkeypatch.setattr(sluice.app, "_exit_after_crash", exit_now)
+    reason = PublishFailed("refused")
+    await pipeline.crash(reason)
+    await pipeline.crash(reason)  # several records fail together: one exit timer
+    assert await asyncio.to_thread(exit_called.wait, 30)
+    assert crashed == [reason, reason]
+    assert exited == [reason]
 
 
 async def test_the_agent_acks_a_record_only_after_its_outcome_is_published(

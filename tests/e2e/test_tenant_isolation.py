@@ -10,13 +10,16 @@ import asyncio
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import orjson
 import pytest
+from aiokafka.admin import NewTopic
 
+from sluice import kafka_clients
 from sluice.cli import add_key_to_config, revoke_key_in_config
 from sluice.edge.client import SluiceClient
 from sluice.edge.gateway import Gateway, serve_gateway
@@ -135,6 +138,94 @@ async def test_models_and_ratings_are_per_tenant(gateway: tuple[str, Gateway], k
     assert {m["id"] for m in globex_models["data"]} > {"auto", "sim-small", "sim-medium"}
     assert anonymous.status_code == 401
     assert foreign.status_code == 404 and own.status_code == 202
+
+
+async def test_a_rating_is_owned_by_its_request_id_whichever_gateway_is_asked(
+    stack: Stack, keys: dict[str, str]
+) -> None:
+    """Ownership comes from the request_id itself: a gateway that relayed nothing (a second
+    replica, or one restarted since) still refuses another tenant's request and ids no request
+    ever had, for requests sent over Kafka as well as through another gateway."""
+    async with SluiceClient(settings=stack.settings, timeout_s=30) as client:
+        over_kafka = await client.request(HELLO, tenant="acme", api_key=keys["acme"], max_tokens=16)
+    first = free_port()
+    async with (
+        serve_gateway(stack.settings, "127.0.0.1", first),
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{first}", timeout=30) as http,
+    ):
+        relayed = (await chat(http, keys["globex"], max_tokens=16)).json()["sluice"]["request_id"]
+    second = free_port()
+    async with (
+        serve_gateway(stack.settings, "127.0.0.1", second),
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{second}", timeout=30) as http,
+    ):
+
+        async def rate(request_id: str, tenant: str) -> int:
+            rating = {"request_id": request_id, "rating": 1, "label": "good"}
+            reply = await http.post("/v1/feedback", json=rating, headers=bearer(keys[tenant]))
+            return reply.status_code
+
+        outcomes = {
+            "acme rates its Kafka request": await rate(over_kafka.request_id, "acme"),
+            "globex rates acme's Kafka request": await rate(over_kafka.request_id, "globex"),
+            "globex rates its relayed request": await rate(relayed, "globex"),
+            "acme rates globex's relayed request": await rate(relayed, "acme"),
+            "acme rates an id no request had": await rate(str(uuid.uuid4()), "acme"),
+        }
+    assert outcomes == {
+        "acme rates its Kafka request": 202,
+        "globex rates acme's Kafka request": 404,
+        "globex rates its relayed request": 202,
+        "acme rates globex's relayed request": 404,
+        "acme rates an id no request had": 404,
+    }
+    ratings = [
+        orjson.loads(value or b"{}")
+        for _, value, _, _ in await read_topic(
+            stack.settings.bootstrap, f"{stack.settings.topic_prefix}feedback"
+        )
+    ]
+    sent = sorted(
+        (r["tenant"], r["request_id"]) for r in ratings if r["request_id"] in (over_kafka.request_id, relayed)
+    )
+    assert sent == sorted([("acme", over_kafka.request_id), ("globex", relayed)]), (
+        "refused ones never reach Kafka"
+    )
+
+
+async def test_reply_to_names_only_the_tenants_own_topics(stack: Stack, keys: dict[str, str]) -> None:
+    """acme reads its answers from its own reply topic; globex naming acme's topic, and a sender
+    without acme's key naming it, are refused (typed errors, on the default reply topic), and
+    nothing but acme's own answers is ever written to acme's topic."""
+    settings = stack.settings
+    acme_topic = f"{settings.allowed_reply_prefix}.acme"
+    admin = kafka_clients.admin(settings)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(acme_topic, num_partitions=2, replication_factor=1)])
+    finally:
+        await admin.close()
+    async with (
+        SluiceClient(settings=settings, reply_to=acme_topic, timeout_s=30) as acme_client,
+        SluiceClient(settings=settings, timeout_s=30) as default_client,
+    ):
+        own = await acme_client.request(HELLO, tenant="acme", api_key=keys["acme"], max_tokens=16)
+        foreign, unproven = await asyncio.gather(
+            default_client.request(HELLO, tenant="globex", api_key=keys["globex"], reply_to=acme_topic),
+            default_client.request(HELLO, tenant="acme", api_key="sk-sluice-not-a-key", reply_to=acme_topic),
+        )
+    assert own.status.value == "ok" and own.tenant == "acme"
+    assert foreign.status.value == "rejected" and foreign.error is not None
+    assert foreign.error.code.value == "invalid_request"
+    assert foreign.error.message.startswith(
+        f"reply_to: tenant 'globex' may be answered only on '{settings.allowed_reply_prefix}.globex'"
+    )
+    assert unproven.status.value == "rejected" and unproven.error is not None
+    assert unproven.error.code.value == "unauthorized"
+    on_acme_topic = [
+        orjson.loads(value or b"{}") for _, value, _, _ in await read_topic(settings.bootstrap, acme_topic)
+    ]
+    assert [(body["tenant"], body["request_id"]) for body in on_acme_topic] == [("acme", own.request_id)]
 
 
 async def test_a_retry_never_leaves_the_allow_list(stack: Stack, keys: dict[str, str]) -> None:

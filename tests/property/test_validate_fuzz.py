@@ -150,7 +150,7 @@ def check(result: DeadLettered | Decided, record: RawRecord, *, expect_duplicate
         return
     outcome = result.outcome
     assert result.request_id == request_id_for(
-        record.topic, record.partition, record.offset, record.timestamp_ms
+        record.topic, record.partition, record.offset, record.timestamp_ms, tenant=outcome.event.tenant
     )
     assert outcome.event.request_id == result.request_id
     assert outcome.event.stage is Stage.VALIDATE
@@ -248,9 +248,14 @@ def test_with_a_remembered_request(
     record = RawRecord(value=dumps(document), topic=TOPIC, partition=1, offset=offset)
     earlier_offset = offset if same_record else offset + 1
     tenant = document.get("tenant")
-    key = dedupe_key(tenant[:64] if isinstance(tenant, str) else "", document["correlation_id"])
+    readable = tenant[:64] if isinstance(tenant, str) else ""
+    key = dedupe_key(readable, document["correlation_id"])
     seen = {
-        key: {"request_id": request_id_for(TOPIC, 1, earlier_offset), "at": NOW.timestamp() - age_s, "p": 1}
+        key: {
+            "request_id": request_id_for(TOPIC, 1, earlier_offset, tenant=readable),
+            "at": NOW.timestamp() - age_s,
+            "p": 1,
+        }
     }
     result = validate_record(record, LIMITS, seen, NOW)
     expect_duplicate = not same_record and age_s < LIMITS.dedupe_window_s

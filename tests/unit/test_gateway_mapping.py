@@ -48,6 +48,7 @@ from sluice.edge.gateway import (
     stream_chunks,
 )
 from sluice.edge.http import build_http_app
+from sluice.outcome import request_id_for
 from sluice.providers.catalog import BUILTIN_CATALOG
 from sluice.settings import Settings
 
@@ -604,11 +605,17 @@ async def test_handler_models_and_feedback(served: tuple[httpx.AsyncClient, Fake
     http, fake = served
     models = await http.get("/models")
     assert [m["id"] for m in models.json()["data"]][:2] == ["auto", "sim-small"]
+    mine = request_id_for("sluice.requests", 0, 1, tenant="demo")
     accepted = await http.post(
-        "/feedback", json={"request_id": "chatcmpl-req-1", "rating": 1, "label": "good"}
+        "/feedback", json={"request_id": f"chatcmpl-{mine}", "rating": 1, "label": "good"}
     )
     assert accepted.status_code == 202 and accepted.json() == {"accepted": True}
-    assert fake.feedbacks == [Feedback(request_id="req-1", tenant="demo", rating=1, label="good")]
+    assert fake.feedbacks == [Feedback(request_id=mine, tenant="demo", rating=1, label="good")]
+    # another tenant's request, and ids no request ever had: 404, whichever gateway is asked
+    for other in (request_id_for("sluice.requests", 0, 2, tenant="acme"), "req-1", mine.upper()):
+        refused = await http.post("/feedback", json={"request_id": other, "rating": -1})
+        assert refused.status_code == 404 and refused.json()["error"]["code"] == "not_found", other
+    assert len(fake.feedbacks) == 1
     refused_reply = await http.post("/feedback", json={"request_id": "r", "rating": 3})
     assert refused_reply.status_code == 400 and refused_reply.json()["error"]["param"] == "rating"
 

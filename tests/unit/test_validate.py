@@ -108,7 +108,7 @@ def test_valid_request_is_forwarded_as_an_envelope(limits: Limits) -> None:
     assert outcome.response is None
     assert isinstance(outcome.forward, Envelope)
     envelope = outcome.forward
-    assert envelope.request_id == decision.request_id == request_id_for(TOPIC, 2, 7)
+    assert envelope.request_id == decision.request_id == request_id_for(TOPIC, 2, 7, tenant="acme")
     assert envelope.correlation_id == "corr-1"
     assert envelope.tenant == "acme"
     assert envelope.reply_to == DEFAULT_REPLY
@@ -136,7 +136,7 @@ def test_request_id_is_deterministic_per_topic_partition_offset(limits: Limits) 
     again = decided(run(body(), limits, offset=7, partition=2))
     other_offset = decided(run(body(), limits, offset=8, partition=2))
     other_partition = decided(run(body(), limits, offset=7, partition=3))
-    assert first.request_id == again.request_id == request_id_for(TOPIC, 2, 7)
+    assert first.request_id == again.request_id == request_id_for(TOPIC, 2, 7, tenant="acme")
     assert first.outcome.event.event_id == again.outcome.event.event_id
     assert len({first.request_id, other_offset.request_id, other_partition.request_id}) == 3
 
@@ -161,7 +161,7 @@ def test_absurd_record_timestamp_does_not_crash_validate(limits: Limits) -> None
 
 def test_full_featured_request_is_accepted(limits: Limits) -> None:
     document = body(
-        reply_to="sluice.responses.team-a",
+        reply_to="sluice.responses.acme.team-a",
         model="sim-large",
         max_tokens=12,
         temperature=0.1,
@@ -174,7 +174,7 @@ def test_full_featured_request_is_accepted(limits: Limits) -> None:
     decision = decided(run(document, limits))
     assert decision.outcome.forward is not None
     envelope = decision.outcome.forward
-    assert envelope.reply_to == "sluice.responses.team-a"
+    assert envelope.reply_to == "sluice.responses.acme.team-a"
     assert envelope.request.model == "sim-large"
     assert envelope.request.context[0].id == "doc-1"
     assert envelope.deadline_at - envelope.received_at == timedelta(seconds=5)
@@ -258,7 +258,8 @@ def test_invalid_requests_are_rejected_naming_the_field(
     response = decision.outcome.response
     assert response is not None
     assert response.correlation_id == "corr-1"
-    assert response.request_id == decision.request_id == request_id_for(TOPIC, 2, 7)
+    expected = request_id_for(TOPIC, 2, 7, tenant=response.tenant)  # the tenant it could read
+    assert response.request_id == decision.request_id == expected
 
 
 def test_rejection_never_echoes_the_api_key_even_when_it_is_the_bad_value(limits: Limits) -> None:
@@ -316,18 +317,83 @@ def test_reply_to_outside_the_allowed_prefix_is_rejected_on_the_default_topic(
 
 def test_reply_to_prefix_comes_from_settings(settings: Settings) -> None:
     limits = Limits.from_settings(settings.with_overrides(reply_prefix="team-a."), DEFAULT_REPLY)
-    accepted = decided(run(body(reply_to="team-a.answers"), limits))
+    accepted = decided(run(body(reply_to="team-a.acme"), limits))
     assert accepted.outcome.forward is not None
-    assert accepted.outcome.forward.reply_to == "team-a.answers"
-    refused = rejected(run(body(reply_to="sluice.responses"), limits), ErrorCode.INVALID_REQUEST)
+    assert accepted.outcome.forward.reply_to == "team-a.acme"
+    refused = rejected(run(body(reply_to="sluice.responses.acme"), limits), ErrorCode.INVALID_REQUEST)
     assert refused.outcome.reply_to == DEFAULT_REPLY
 
 
 def test_rejection_for_another_reason_goes_to_an_allowed_reply_to(limits: Limits) -> None:
     decision = rejected(
-        run(body(reply_to="sluice.responses.mine", max_tokens=0), limits), ErrorCode.INVALID_REQUEST
+        run(body(reply_to="sluice.responses.acme.mine", max_tokens=0), limits), ErrorCode.INVALID_REQUEST
     )
-    assert decision.outcome.reply_to == "sluice.responses.mine"
+    assert decision.outcome.reply_to == "sluice.responses.acme.mine"
+
+
+@pytest.mark.parametrize(
+    "reply_to",
+    ["sluice.responses", "sluice.responses.acme", "sluice.responses.acme.worker-7", "acme-legacy.answers"],
+)
+def test_a_tenant_may_name_its_own_reply_topics(reply_to: str, limits: Limits) -> None:
+    """The default topic, `<reply prefix>.<tenant>`, topics under it, and its listed ones."""
+    listed = {"acme": TenantConfig(access=AccessRules(reply_topics=("acme-legacy.answers",)))}
+    decision = decided(
+        validate_record(
+            record(orjson.dumps(body(reply_to=reply_to))),
+            limits,
+            {},
+            NOW,
+            lambda t: listed.get(t, DEFAULT_TENANT),
+        )
+    )
+    assert decision.outcome.forward is not None and decision.outcome.forward.reply_to == reply_to
+
+
+@pytest.mark.parametrize(
+    "reply_to",
+    [
+        "sluice.responses.globex",  # another tenant's
+        "sluice.responses.globex.acme",
+        "sluice.responses.acme-eu",  # a tenant whose id starts with this one's
+        "sluice.responses.acmex",
+        "sluice.responsesacme",
+        "acme-legacy.answers",  # listed for another tenant only
+    ],
+)
+def test_another_tenants_reply_topic_is_refused_and_never_written(reply_to: str, limits: Limits) -> None:
+    listed = {"globex": TenantConfig(access=AccessRules(reply_topics=("acme-legacy.answers",)))}
+    result = validate_record(
+        record(orjson.dumps(body(reply_to=reply_to))),
+        limits,
+        {},
+        NOW,
+        lambda t: listed.get(t, DEFAULT_TENANT),
+    )
+    decision = rejected(result, ErrorCode.INVALID_REQUEST)
+    message = error_message(decision)
+    assert message.startswith("reply_to: tenant 'acme' may be answered only on 'sluice.responses.acme'")
+    assert decision.outcome.reply_to == DEFAULT_REPLY
+
+
+def test_an_unauthenticated_sender_is_never_answered_on_a_tenants_topic(limits: Limits) -> None:
+    """Whoever fails acme's key check cannot make Sluice write, even a rejection, to acme's topic."""
+    for document in (
+        body(api_key="sk-wrong", reply_to="sluice.responses.acme"),
+        body(api_key="sk-wrong", reply_to="sluice.responses.acme", max_tokens=0),
+        body(api_key="sk-wrong", reply_to="sluice.responses.acme", messages="not a list"),
+    ):
+        decision = decided(run_as(document, limits))
+        assert decision.outcome.response is not None
+        assert decision.outcome.reply_to == DEFAULT_REPLY
+    # with the right key, a rejection for another reason does go to the tenant's own topic
+    own = decided(run_as(body(reply_to="sluice.responses.acme", max_tokens=0), limits))
+    assert own.outcome.reply_to == "sluice.responses.acme"
+
+
+def test_listed_reply_topics_must_be_topic_names() -> None:
+    with pytest.raises(ValueError, match="not a Kafka topic name"):
+        AccessRules(reply_topics=("answers for acme",))
 
 
 # --- deadline ------------------------------------------------------------------------------------
@@ -360,7 +426,7 @@ def test_retry_with_the_same_tenant_and_correlation_id_is_a_duplicate(limits: Li
     seen = {first.dedupe_key: _seen_entry(first.request_id, age_s=30)}
     retry = decided(run(body(), limits, seen, offset=19))
     assert retry.duplicate is True
-    assert retry.request_id == request_id_for(TOPIC, 2, 19) != first.request_id
+    assert retry.request_id == request_id_for(TOPIC, 2, 19, tenant="acme") != first.request_id
     assert retry.outcome.forward is None
     assert retry.outcome.response is None
     assert retry.outcome.event.status == "duplicate"
@@ -441,10 +507,10 @@ def roomy(limits: Limits) -> Limits:
         ({"metadata": {f"k{i}": "v" for i in range(33)}}, "metadata", ErrorCode.INVALID_REQUEST),
         ({"metadata": {"k" * 65: "v"}}, "metadata", ErrorCode.INVALID_REQUEST),
         ({"metadata": {"k": "v" * 513}}, "metadata", ErrorCode.INVALID_REQUEST),
-        ({"reply_to": "sluice.responses/../x"}, "reply_to", ErrorCode.INVALID_REQUEST),
-        ({"reply_to": "sluice.responses me"}, "reply_to", ErrorCode.INVALID_REQUEST),
-        ({"reply_to": "sluice.responses.é"}, "reply_to", ErrorCode.INVALID_REQUEST),
-        ({"reply_to": "sluice.responses\n"}, "reply_to", ErrorCode.INVALID_REQUEST),
+        ({"reply_to": "sluice.responses.acme/../x"}, "reply_to", ErrorCode.INVALID_REQUEST),
+        ({"reply_to": "sluice.responses.acme me"}, "reply_to", ErrorCode.INVALID_REQUEST),
+        ({"reply_to": "sluice.responses.acme.é"}, "reply_to", ErrorCode.INVALID_REQUEST),
+        ({"reply_to": "sluice.responses.acme\n"}, "reply_to", ErrorCode.INVALID_REQUEST),
     ],
 )
 def test_limits_beyond_the_types_are_rejected_naming_the_field(
@@ -469,7 +535,7 @@ def test_limits_beyond_the_types_are_rejected_naming_the_field(
         {"context": _context(2, 24 * 1024)},
         {"metadata": {f"k{i}": "v" * 512 for i in range(32)}},
         {"metadata": {"k" * 64: "v"}},
-        {"reply_to": "sluice.responses.Team_A-1.x"},
+        {"reply_to": "sluice.responses.acme.Team_A-1.x"},
     ],
 )
 def test_limits_are_inclusive(changes: dict[str, Any], roomy: Limits) -> None:

@@ -1,0 +1,52 @@
+"""Which offsets a worker may commit: never past a record it took and has not finished.
+
+Agents finish records concurrently (model calls take seconds) and ack each one when its outcome
+is on Kafka, so acks come out of order. Faust's gap-aware commit then commits the first run of
+consecutive acked offsets, but its guard against a hole at the head of that run is off by one
+(a single unfinished record just above the committed offset is skipped), and it is skipped
+altogether while a partition has no committed offset yet. A record skipped like that is never
+delivered again if the worker then stops before finishing it: a request without an answer.
+
+`UnfinishedRecords` counts the records each agent has taken but not acked, per partition (a
+record read twice, after a rebalance's seek, counts twice), and `committable` keeps every
+acked offset at or above the lowest of them out of the commit."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Hashable
+
+
+class UnfinishedRecords:
+    """Records taken by an agent and not yet acked, per topic-partition."""
+
+    def __init__(self) -> None:
+        self._by_partition: dict[Hashable, Counter[int]] = {}
+
+    def taken(self, partition: Hashable, offset: int) -> None:
+        self._by_partition.setdefault(partition, Counter())[offset] += 1
+
+    def finished(self, partition: Hashable, offset: int) -> None:
+        """The record was acked (its outcome is on Kafka, or it needed none)."""
+        counts = self._by_partition.get(partition)
+        if counts is None or counts[offset] <= 0:
+            return
+        counts[offset] -= 1
+        if counts[offset] == 0:
+            del counts[offset]
+
+    def lowest(self, partition: Hashable) -> int | None:
+        """The lowest offset still unfinished in this partition, None when all are finished."""
+        counts = self._by_partition.get(partition)
+        return min(counts) if counts else None
+
+    def count(self) -> int:
+        return sum(sum(counts.values()) for counts in self._by_partition.values())
+
+
+def split_at_floor(acked: list[int], floor: int | None) -> tuple[list[int], list[int]]:
+    """(offsets that may be committed, offsets held back): everything at or above `floor`, the
+    lowest unfinished offset, waits, even if acked (a second copy of that record was)."""
+    if floor is None:
+        return acked, []
+    return [offset for offset in acked if offset < floor], [offset for offset in acked if offset >= floor]
