@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Callable
 from typing import Any
@@ -114,6 +115,9 @@ def run_sink_process(settings: Settings) -> int:
     """Blocking: `sluice sink` with its health server until SIGINT/SIGTERM; then drain: stop
     fetching, insert the last batch, commit its offsets, exit 0."""
     from sluice.warehouse.sink import run_sink
+
+    if settings.sink_niceness:  # background work: on a shared machine, answers come first
+        os.nice(settings.sink_niceness)
 
     async def main() -> int:
         stop, ready = asyncio.Event(), asyncio.Event()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -99,6 +100,15 @@ def test_health_readiness_and_metrics_on_the_configured_port(stack: Stack, name:
     if name in ("gateway", "worker", "sink"):
         parts = ready.json()["parts"]
         assert parts["accepting"] is True and all(parts.values())
+
+
+def test_the_sink_gives_way_to_the_request_path(stack: Stack) -> None:
+    """Analytics is background work: on a shared machine the sink runs at a lower CPU priority
+    (SLUICE_SINK_NICENESS) than the processes that answer requests."""
+    sink, worker = stack.processes["sink"], stack.processes["worker"]
+    sink_niceness = os.getpriority(os.PRIO_PROCESS, sink.pid)
+    assert sink_niceness == os.getpriority(os.PRIO_PROCESS, worker.pid) + stack.settings.sink_niceness
+    assert stack.settings.sink_niceness > 0
 
 
 async def test_gateway_drains_on_sigterm(stack: Stack) -> None:
