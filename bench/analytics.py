@@ -8,9 +8,10 @@ The load uses the project's migrations and the sink's own path: each batch's Kaf
 records as JSON, ratings) go through `Sink.add` (the schema check per record) and `write_batch`
 (the event records handed to the engine as JSONEachRow, the deduplicating entry tables with
 every view on); only that is timed. Records come in time order over `--days` days: `--tenants`
-tenants, `--models` models, `--error-rate` failed requests (4 events; answered ones have 5), one
-rating per 20 requests, and `--redeliver` of the requests sent again (every event and its
-rating) a few batches later, as a sink restart would. It checks that the copies changed no figure.
+tenants, `--models` models with two replicas each (infer records the replica and its latency),
+`--error-rate` failed requests (4 events; answered ones have 5), one rating per 20 requests,
+and `--redeliver` of the requests sent again (every event and its rating) a few batches later,
+as a sink restart would. It checks that the copies changed no figure.
 
 Each query runs `--repeats` times per window (median reported). `read_rows` is what the engine
 reports it read running the query (`rows_read` of its JSON output), `rows_to_read` its estimate
@@ -56,6 +57,22 @@ LABELS = ("good", "hallucination", "slow", "wrong", "")
 FEEDBACK_EVERY = 20
 REDELIVER_AFTER = 3  # copies go out this many batches later
 QUESTIONS = 500
+DEPLOYMENTS = ("gpu-a", "gpu-b")  # each model's replicas
+
+
+def _infer_attributes(
+    stage: int, replica: int, failed: bool, retried: bool, duration_ms: float
+) -> dict[str, str]:
+    """What infer records (agents/infer.py): the replica called last, the model's latency, and the
+    replicas of failed calls (the other one first, then the last one too when the request failed);
+    other stages record nothing here."""
+    if STAGES[stage] != "infer":
+        return {}
+    found = {"deployment": DEPLOYMENTS[replica], "model_latency_ms": f"{duration_ms:.3f}"}
+    errors = [DEPLOYMENTS[1 - replica]] * (failed or retried) + [DEPLOYMENTS[replica]] * failed
+    if errors:
+        found["deployment_errors"] = ",".join(errors)
+    return found
 
 
 def _iso(ms: np.ndarray) -> list[str]:
@@ -109,6 +126,8 @@ def generate(args: argparse.Namespace, start_ms: int, span_ms: int) -> Iterator[
         grounded = np.round(rng.random(n), 3)
         question = rng.integers(0, QUESTIONS, n)
         answer = np.where(rng.random(n) > 0.03, question, rng.integers(0, 10**6, n))
+        replica = rng.integers(0, len(DEPLOYMENTS), n)
+        retried = rng.random(n) < 0.05  # a failed call to a replica before the one that answered
         ids = [f"b{first + i}" for i in range(n)]
         tenant_names = [tenants[t] for t in tenant]
         offsets = np.cumsum(durations, axis=0)  # ms after received at which each stage ends
@@ -145,7 +164,9 @@ def generate(args: argparse.Namespace, start_ms: int, span_ms: int) -> Iterator[
                         "answer_hash": f"a{answer[i]}",
                     }
                     if ok_last
-                    else {},
+                    else _infer_attributes(
+                        s, int(replica[i]), bool(failed[i]), bool(retried[i]), durations[s, i]
+                    ),
                 }
                 if last:
                     event["summary"] = {
