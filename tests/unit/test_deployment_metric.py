@@ -141,7 +141,12 @@ def test_migration_0009_fills_the_rollups_from_stored_events(tmp_path: Path, chd
         migrate(warehouse, old)
         events = [e for request in synthetic_requests(50, spread_minutes=90, ago_minutes=1) for e in request]
         insert_events(warehouse, [event.model_dump_json().encode() for event in events])
-        assert [m.version for m in migrate(warehouse, default_migrations_dir())] == [9]
+        to9 = tmp_path / "to9"
+        to9.mkdir()
+        for migration in load_migrations(default_migrations_dir()):
+            if migration.version <= 9:
+                (to9 / migration.path.name).write_text(migration.sql)
+        assert [m.version for m in migrate(warehouse, to9)] == [9]
         raw = warehouse.query(RAW_DEPLOYMENTS)
         assert raw
         assert warehouse.query(rolled("minute")) == raw
