@@ -8,9 +8,10 @@ The load uses the project's migrations and the sink's own path: each batch's Kaf
 records as JSON, ratings) go through `Sink.add` (the schema check per record) and `write_batch`
 (the event records handed to the engine as JSONEachRow, the deduplicating entry tables with
 every view on); only that is timed. Records come in time order over `--days` days: `--tenants`
-tenants, `--models` models, `--error-rate` failed requests (4 events; answered ones have 5), one
-rating per 20 requests, and `--redeliver` of the requests sent again (every event and its
-rating) a few batches later, as a sink restart would. It checks that the copies changed no figure.
+tenants, `--models` models with two replicas each (infer records the replica and its latency),
+`--error-rate` failed requests (4 events; answered ones have 5), one rating per 20 requests,
+and `--redeliver` of the requests sent again (every event and its rating) a few batches later,
+as a sink restart would. It checks that the copies changed no figure.
 
 Each query runs `--repeats` times per window (median reported). `read_rows` is what the engine
 reports it read running the query (`rows_read` of its JSON output), `rows_to_read` its estimate
@@ -30,8 +31,10 @@ import statistics
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +59,22 @@ LABELS = ("good", "hallucination", "slow", "wrong", "")
 FEEDBACK_EVERY = 20
 REDELIVER_AFTER = 3  # copies go out this many batches later
 QUESTIONS = 500
+DEPLOYMENTS = ("gpu-a", "gpu-b")  # each model's replicas
+
+
+def _infer_attributes(
+    stage: int, replica: int, failed: bool, retried: bool, duration_ms: float
+) -> dict[str, str]:
+    """What infer records (agents/infer.py): the replica called last, the model's latency, and the
+    replicas of failed calls (the other one first, then the last one too when the request failed);
+    other stages record nothing here."""
+    if STAGES[stage] != "infer":
+        return {}
+    found = {"deployment": DEPLOYMENTS[replica], "model_latency_ms": f"{duration_ms:.3f}"}
+    errors = [DEPLOYMENTS[1 - replica]] * (failed or retried) + [DEPLOYMENTS[replica]] * failed
+    if errors:
+        found["deployment_errors"] = ",".join(errors)
+    return found
 
 
 def _iso(ms: np.ndarray) -> list[str]:
@@ -109,6 +128,8 @@ def generate(args: argparse.Namespace, start_ms: int, span_ms: int) -> Iterator[
         grounded = np.round(rng.random(n), 3)
         question = rng.integers(0, QUESTIONS, n)
         answer = np.where(rng.random(n) > 0.03, question, rng.integers(0, 10**6, n))
+        replica = rng.integers(0, len(DEPLOYMENTS), n)
+        retried = rng.random(n) < 0.05  # a failed call to a replica before the one that answered
         ids = [f"b{first + i}" for i in range(n)]
         tenant_names = [tenants[t] for t in tenant]
         offsets = np.cumsum(durations, axis=0)  # ms after received at which each stage ends
@@ -145,7 +166,9 @@ def generate(args: argparse.Namespace, start_ms: int, span_ms: int) -> Iterator[
                         "answer_hash": f"a{answer[i]}",
                     }
                     if ok_last
-                    else {},
+                    else _infer_attributes(
+                        s, int(replica[i]), bool(failed[i]), bool(retried[i]), durations[s, i]
+                    ),
                 }
                 if last:
                     event["summary"] = {
@@ -199,6 +222,15 @@ def _schedule_copies(batch: Batch, rng: np.random.Generator, share: float, into:
     into.ratings += [item for item in batch.ratings if item[0] in chosen]
 
 
+def _counted(batches: Iterator[tuple[Batch, Batch]], copies: dict[str, int]) -> Iterator[tuple[Batch, Batch]]:
+    """The batches as they are, adding up the redelivered copies each carries."""
+    for generated, copied in batches:
+        copies["events"] += len(copied.events)
+        copies["requests"] += sum(1 for _, value in copied.events if b'"summary":{' in value)
+        copies["feedback"] += len(copied.ratings)
+        yield generated, copied
+
+
 def records(batch: Batch, sink: Sink) -> list[SinkRecord]:
     """The batch as Kafka records of the sink's topics (a rating's position is its feedback_id)."""
     found = [SinkRecord(sink.events_topic, 0, n, value, 0) for n, (_, value) in enumerate(batch.events)]
@@ -207,29 +239,50 @@ def records(batch: Batch, sink: Sink) -> list[SinkRecord]:
 
 
 def load(warehouse: Warehouse, settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
-    """Generate, then feed each batch's records through the sink's own path (`Sink.add`: schema
-    check per record, then `write_batch`: JSON into the engine); only the sink's work is timed."""
+    """Generate, then feed each batch's records through the sink's own path as `Sink.run` does:
+    `Sink.add` (schema check per record) on this thread while the previous batch's `write_batch`
+    (JSON into the engine) runs in a worker thread, one insert in flight (`--sequential`: check,
+    then insert, nothing overlapped). Batches are generated `--chunk` at a time while the sink
+    is idle, so generating never competes with the sink for the cores; each chunk then goes
+    through the sink and its last insert is awaited (the pipeline drains once per chunk, which
+    costs a little). Timed: those sink phases, wall clock. CPU: the process's CPU time (engine
+    threads and background merges included) less the generator's."""
     now_ms = int(time.time() * 1000)
     span_ms = int(args.days * 86_400_000)
     stats = SinkStats()
     sink = Sink(settings, warehouse, stats, asyncio.Event())
     copies = {"events": 0, "requests": 0, "feedback": 0}
     consumed = 0
-    insert_s = insert_cpu_s = 0.0
-    started = time.monotonic()
-    for generated, copied in generate(args, now_ms - span_ms, span_ms):
-        copies["events"] += len(copied.events)
-        copies["requests"] += sum(1 for _, value in copied.events if b'"summary":{' in value)
-        copies["feedback"] += len(copied.ratings)
-        found = records(generated, sink)
-        consumed += len(found)
-        t0, cpu0 = time.perf_counter(), time.process_time()
-        batch = SinkBatch()
-        for record in found:
-            sink.add(batch, record)
-        write_batch(warehouse, batch, stats)
-        insert_s += time.perf_counter() - t0
-        insert_cpu_s += time.process_time() - cpu0
+    insert_s = generator_cpu_s = 0.0
+    started, cpu_started = time.monotonic(), time.process_time()
+    batches = generate(args, now_ms - span_ms, span_ms)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="insert") as worker:
+        while True:
+            cpu0 = time.thread_time()
+            chunk = [
+                records(generated, sink) for generated, _ in _counted(islice(batches, args.chunk), copies)
+            ]
+            generator_cpu_s += time.thread_time() - cpu0
+            if not chunk:
+                break
+            t0 = time.perf_counter()
+            inflight: Future[None] | None = None
+            while chunk:
+                found = chunk.pop(0)
+                consumed += len(found)
+                batch = SinkBatch()
+                for record in found:
+                    sink.add(batch, record)
+                del found
+                if inflight is not None:
+                    inflight.result()
+                inflight = worker.submit(write_batch, warehouse, batch, stats)
+                if args.sequential:
+                    inflight.result()
+            if inflight is not None:
+                inflight.result()
+            insert_s += time.perf_counter() - t0
+    insert_cpu_s = time.process_time() - cpu_started - generator_cpu_s
     sent = {table: stats.rows_inserted[table] for table in copies}
     rows = sum(sent.values())
     stored = {
@@ -249,7 +302,8 @@ def load(warehouse: Warehouse, settings: Settings, args: argparse.Namespace) -> 
         "insert_cpu_s": round(insert_cpu_s, 2),
         "insert_rows_per_cpu_s": round(rows / insert_cpu_s),
         "load_wall_s": round(time.monotonic() - started, 2),
-        "path": "Sink.add + write_batch (schema check in Python, JSONEachRow parsed by the engine)",
+        "path": "Sink.add + write_batch (schema check in Python, JSONEachRow parsed by the engine)"
+        + (", sequential" if args.sequential else ", the next batch's check overlapping the insert"),
     }
 
 
@@ -425,6 +479,15 @@ def main() -> None:
         type=int,
         default=Settings().sink_batch_size // len(STAGES),
         help="requests per batch (~5 event records each); default: the sink's batch size in records / 5",
+    )
+    parser.add_argument(
+        "--sequential", action="store_true", help="check, then insert each batch (no overlap; the old loop)"
+    )
+    parser.add_argument(
+        "--chunk",
+        type=int,
+        default=6,
+        help="batches generated at a time, then timed through the sink (default 6)",
     )
     parser.add_argument("--repeats", type=int, default=3, help="runs per query and window (median)")
     parser.add_argument("--seed", type=int, default=7)

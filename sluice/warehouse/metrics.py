@@ -2,11 +2,12 @@
 evaluator and the documentation (docs/metrics.md, generated from this module) all read these.
 
 They read rollups, never the raw events: windows under 24 hours read the per-minute rollups
-(`stage_minute`, `request_minute`, `feedback_minute`, `feedback_route_minute`), longer ones the
-hourly rollups of migration 0007 (`stage_hour`, `request_hour`, `feedback_hour`), so a query's
-cost follows the window's length, not the table's size. Counts and sums are exact; percentiles merge t-digest
-states. The window is the bound parameter `{minutes:UInt32}` and starts at the minute (hour)
-boundary `minutes` ago, so it spans up to one bucket more than asked.
+(`stage_minute`, `request_minute`, `feedback_minute`, `feedback_route_minute`,
+`deployment_minute`), longer ones the hourly rollups of migrations 0007 and 0009 (`stage_hour`,
+`request_hour`, `feedback_hour`, `deployment_hour`), so a query's cost follows the window's
+length, not the table's size. Counts and sums are exact; percentiles merge t-digest states.
+The window is the bound parameter `{minutes:UInt32}` and starts at the minute (hour) boundary
+`minutes` ago, so it spans up to one bucket more than asked.
 """
 
 from __future__ import annotations
@@ -405,44 +406,24 @@ ORDER BY model
 """,
 )
 
-DEPLOYMENTS = NamedQuery(
+DEPLOYMENTS = rollup_query(
     "deployments",
     "Per replica (deployment) of a model: calls answered, failed calls and error rate, and model "
-    "latency p50/p95/p99 (ms) of the answered ones. Read from the infer events' attributes "
+    "latency p50/p95/p99 (ms) of the answered ones. From the infer events' attributes "
     "`deployment` (the replica that answered or was called last) and `deployment_errors` (the "
-    "replicas whose calls failed on the way), so it uses the raw events table.",
-    """
+    "replicas whose calls failed on the way), rolled up per minute and hour (migration 0009).",
+    f"""
 SELECT
-    model,
-    deployment,
-    sum(ok_call) AS answered,
-    sum(failed_call) AS failed_calls,
+    t.model AS model,
+    t.deployment AS deployment,
+    sum(t.answered) AS answered,
+    sum(t.failed_calls) AS failed_calls,
     round(failed_calls / nullIf(answered + failed_calls, 0), 4) AS error_rate,
-    round(quantileIf(0.5)(latency_ms, ok_call = 1), 1) AS p50_ms,
-    round(quantileIf(0.95)(latency_ms, ok_call = 1), 1) AS p95_ms,
-    round(quantileIf(0.99)(latency_ms, ok_call = 1), 1) AS p99_ms
-FROM
-(
-    SELECT
-        model,
-        attributes['deployment'] AS deployment,
-        toUInt8(status = 'ok') AS ok_call,
-        toUInt8(0) AS failed_call,
-        toFloat64OrZero(attributes['model_latency_ms']) AS latency_ms
-    FROM {db}.events
-    WHERE ts >= now64(3) - toIntervalMinute({minutes:UInt32}) AND stage = 'infer'
-        AND status NOT LIKE 'breaker_%' AND attributes['deployment'] != ''
-    UNION ALL
-    SELECT
-        model,
-        arrayJoin(splitByChar(',', attributes['deployment_errors'])) AS deployment,
-        toUInt8(0) AS ok_call,
-        toUInt8(1) AS failed_call,
-        toFloat64(0) AS latency_ms
-    FROM {db}.events
-    WHERE ts >= now64(3) - toIntervalMinute({minutes:UInt32}) AND stage = 'infer'
-        AND attributes['deployment_errors'] != ''
-)
+    if(answered = 0, NULL, round({QUANTILES}(t.latency_ms)[1], 1)) AS p50_ms,
+    if(answered = 0, NULL, round({QUANTILES}(t.latency_ms)[2], 1)) AS p95_ms,
+    if(answered = 0, NULL, round({QUANTILES}(t.latency_ms)[3], 1)) AS p99_ms
+FROM {{db}}.deployment_@G@ AS t
+WHERE {ROLLUP_WINDOW}
 GROUP BY model, deployment
 ORDER BY model, deployment
 """,

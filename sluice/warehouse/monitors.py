@@ -382,6 +382,8 @@ ROLLUPS = {
     "request_hour": "hour",
     "feedback_hour": "hour",
     "answers_hour": "hour",
+    "deployment_minute": "minute",
+    "deployment_hour": "hour",
     # The latest rating per request corrects the rollups when a request is rated again: it lives
     # as long as they do (migration 0008).
     "feedback_latest": "toDateTime(ts)",

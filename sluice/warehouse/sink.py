@@ -82,6 +82,10 @@ INSERT_TARGETS = {
 
 # How the engine reads the event records (JSONEachRow into events_json): values of the wrong
 # JSON type are refused rather than converted, objects (the summary) are kept as JSON text.
+# Parsing runs on the inserting thread (parallel parsing splits a 50k-record block into chunks
+# and costs twice the CPU for it; the sink's other core is busy checking the next batch), and
+# inserted blocks are not pre-merged (the views already group each block; a deduplicated raw
+# table has no key twice in a block): measured in bench/analytics.py, each halves a cost.
 EVENTS_JSON_TABLE = "events_json"
 EVENTS_JSON_SETTINGS = {
     "input_format_skip_unknown_fields": 0,
@@ -90,6 +94,8 @@ EVENTS_JSON_SETTINGS = {
     "input_format_json_read_bools_as_numbers": 0,
     "input_format_json_read_bools_as_strings": 0,
     "input_format_json_read_arrays_as_strings": 0,
+    "input_format_parallel_parsing": 0,
+    "optimize_on_insert": 0,
 }
 
 Row = tuple[Any, ...]
@@ -446,31 +452,50 @@ class Sink:
 
     # --- the loop ------------------------------------------------------------------------
     async def run(self) -> None:
+        """Consume, check and insert. One batch's insert (a worker thread; the engine releases the
+        GIL) overlaps the schema check of the next batch's records, so the two use both cores.
+        At most one insert is in flight and batches are committed in order: a batch starts its
+        insert only after the previous one was inserted and committed."""
         batch_size = max(1, self.settings.sink_batch_size)
         batch_seconds = max(0.01, self.settings.sink_batch_seconds)
         batch = Batch()
-        while not self.stop.is_set():
-            wait = batch_seconds - (time.monotonic() - batch.started) if batch.records else batch_seconds
-            try:
-                fetched = await self.consumer.getmany(
-                    timeout_ms=int(max(0.0, min(wait, POLL_MAX_S)) * 1000),
-                    max_records=batch_size - batch.records,
-                )
-            except KafkaError as exc:
-                log.warning("fetch failed: %s", exc)
-                await asyncio.sleep(BACKOFF_START_S)
-                continue
-            for records in fetched.values():
-                for record in records:
-                    self.add(batch, record)
-                self.stats.records_consumed += len(records)
-            due = batch.records >= batch_size or time.monotonic() - batch.started >= batch_seconds
-            if batch.records and due:
-                if not await self.flush(batch):
-                    return
-                batch = Batch()
-        if batch.records:
-            await self.flush(batch)  # one attempt: stop is already set
+        inflight: asyncio.Task[bool] | None = None
+        try:
+            while not self.stop.is_set():
+                due = await self._consume(batch, batch_size, batch_seconds)
+                if due:
+                    if inflight is not None and not await inflight:
+                        return
+                    inflight = asyncio.create_task(self.flush(batch))
+                    batch = Batch()
+            if inflight is not None and not await inflight:
+                return
+            inflight = None
+            if batch.records:
+                await self.flush(batch)  # one attempt: stop is already set
+        finally:
+            if inflight is not None and not inflight.done():
+                inflight.cancel()
+
+    async def _consume(self, batch: Batch, batch_size: int, batch_seconds: float) -> bool:
+        """Fetch what is there (waiting at most until the batch is due) into `batch`; True when
+        the batch is due for insert."""
+        wait = batch_seconds - (time.monotonic() - batch.started) if batch.records else batch_seconds
+        try:
+            fetched = await self.consumer.getmany(
+                timeout_ms=int(max(0.0, min(wait, POLL_MAX_S)) * 1000),
+                max_records=batch_size - batch.records,
+            )
+        except KafkaError as exc:
+            log.warning("fetch failed: %s", exc)
+            await asyncio.sleep(BACKOFF_START_S)
+            return False
+        for records in fetched.values():
+            for record in records:
+                self.add(batch, record)
+            self.stats.records_consumed += len(records)
+        due = batch.records >= batch_size or time.monotonic() - batch.started >= batch_seconds
+        return bool(batch.records) and due
 
 
 class _Assigned(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -217,7 +217,7 @@ def test_0008_counts_only_the_latest_rating_of_existing_data(warehouse: Warehous
     before = warehouse.query("SELECT sum(messages) AS n FROM {db}.feedback_hour")[0]["n"]
     assert before == 3  # 0007 counted every rating
 
-    assert [m.version for m in migrate(warehouse, default_migrations_dir())] == [8]
+    assert [m.version for m in migrate(warehouse, _copy_migrations(tmp_path / "to8", 8))] == [8]
     for table in ("feedback_minute", "feedback_hour"):
         figures = warehouse.query(f"SELECT sum(messages) AS n, sum(rating_sum) AS total FROM {{db}}.{table}")
         assert figures == [{"n": 2, "total": 0}], table
@@ -244,3 +244,31 @@ def test_a_failed_migration_resumes_where_it_failed(warehouse: Warehouse, tmp_pa
     warehouse.command("INSERT INTO {db}.missing VALUES (2)")
     assert [m.version for m in migrate(warehouse, folder)] == [1]
     assert sorted(row["x"] for row in warehouse.query("SELECT x FROM {db}.t")) == [1, 2, 3]
+
+
+def test_0010_keys_stage_minute_by_what_reads_it(warehouse: Warehouse, tmp_path: Path) -> None:
+    """A warehouse at 0009 with stage events of several tenants: after 0010 the minute rollup has
+    no tenant or error code, holds the same counts (fewer rows), and the views still feed it and
+    the hourly rollup."""
+    migrate(warehouse, _copy_migrations(tmp_path / "to9", 9))
+    events = [e for request in synthetic_requests(60, spread_minutes=20, ago_minutes=5) for e in request]
+    insert_rows(warehouse, "events", [event_row(e) for e in events])
+    count = "SELECT sum(t.events) AS n, count() AS stored FROM {db}.stage_minute AS t"
+    before = warehouse.query(count)[0]
+    assert [m.version for m in migrate(warehouse, _copy_migrations(tmp_path / "to10", 10))] == [10]
+    after = warehouse.query(count)[0]
+    assert after["n"] == before["n"] == len(events)
+    assert after["stored"] < before["stored"]
+    columns = {
+        row["name"]
+        for row in warehouse.query(
+            "SELECT name FROM system.columns WHERE database = {name:String} AND table = 'stage_minute'",
+            {"name": warehouse.database},
+        )
+    }
+    assert "tenant" not in columns and "error_code" not in columns
+    more = [e for request in synthetic_requests(5, spread_minutes=5, prefix="new") for e in request]
+    insert_rows(warehouse, "events", [event_row(e) for e in more])
+    for table in ("stage_minute", "stage_hour"):
+        total = warehouse.query(f"SELECT sum(t.events) AS n FROM {{db}}.{table} AS t")[0]["n"]
+        assert total == len(events) + len(more), table
