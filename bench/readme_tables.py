@@ -195,6 +195,16 @@ def _fuzz(data: dict[str, Any]) -> str:
     )
 
 
+def _sink_priority(data: dict[str, Any]) -> str:
+    rate, pairs = data["settings"]["rate_rps"], data["settings"]["pairs"]
+    parts = [
+        f"{name}: p50 {summary['p50_ms_median']} / p99 {summary['p99_ms_median']} ms "
+        f"({summary['ok']}/{summary['sent']} answered)"
+        for name, summary in data["summary"].items()
+    ]
+    return f"{rate:g} req/s over HTTP, medians of {pairs} alternating runs each: " + "; ".join(parts)
+
+
 def _stream_mode(run: dict[str, Any]) -> str:
     if run.get("stream_checks", "windowed") == "asynchronous":
         return "asynchronous (nothing held back)"
@@ -340,6 +350,10 @@ SUMMARIES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
         _streaming,
     ),
     "fuzz": ("random and mutated inputs through the HTTP front door and onto sluice.requests", _fuzz),
+    "sink_priority": (
+        "the answers' latency with the ClickHouse sink's batch interval and CPU priority, A/B",
+        _sink_priority,
+    ),
 }
 
 
