@@ -11,10 +11,13 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 
+from sluice.local.broker import free_port
 from sluice.settings import Settings
+from sluice.warehouse.queries import running_sink_url
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -66,6 +69,41 @@ def wait_pipeline_ready(settings: Settings, worker: subprocess.Popen[bytes]) -> 
     wait_until(lambda: (settings.run_dir / f"worker-{worker.pid}.ready").exists(), "worker")
     health = settings.simulator_url.removesuffix("/v1") + "/healthz"
     wait_until(lambda: httpx.get(health).status_code == 200, "simulator")
+
+
+def zero_latency_settings(home: Path, bootstrap: str, **overrides: Any) -> Settings:
+    """Embedded defaults against a model simulator that answers at once, with short consumer
+    group timeouts (workers join fast) and free ports: the benches that time Sluice itself."""
+    values: dict[str, Any] = {
+        "home": home,
+        "kafka_bootstrap": bootstrap,
+        "simulator_port": free_port(),
+        "simulator_seed": 1,
+        "simulator_latency_ms": 0,
+        "simulator_latency_jitter_ms": 0,
+        "broker_session_timeout_s": 3,
+        "broker_rebalance_timeout_s": 3,
+        "broker_heartbeat_interval_s": 0.5,
+        "http_port": free_port(),
+    }
+    return Settings(**{**values, **overrides})
+
+
+def start_http_stack(settings: Settings, logs: Path) -> dict[str, subprocess.Popen[bytes]]:
+    """Simulator, sink, worker and gateway (`sluice gateway`, as deployed), each ready to
+    serve; all stopped again if one is not."""
+    processes = {
+        name: start_process(settings, logs, name) for name in ("simulator", "sink", "worker", "gateway")
+    }
+    try:
+        wait_pipeline_ready(settings, processes["worker"])
+        wait_until(lambda: running_sink_url(settings) is not None, "sink")
+        health = f"http://127.0.0.1:{settings.http_port}/healthz"
+        wait_until(lambda: httpx.get(health).status_code == 200, "gateway")
+    except BaseException:
+        stop_processes(list(processes.values()))
+        raise
+    return processes
 
 
 async def open_loop(rate: float, duration: float, one: Callable[[int], Awaitable[object]]) -> None:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from harness import cpu_seconds, start_process, stop_processes, wait_pipeline_ready, wait_until
+from harness import cpu_seconds, start_http_stack, stop_processes, wait_until, zero_latency_settings
 from openloop import Pool, Step, chat_request, run_step
 
 from sluice.edge.client import SluiceClient, SluiceTimeout
@@ -270,32 +270,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     logs = home / "logs"
     logs.mkdir(parents=True)
     broker = start_broker(log_path=logs / "tansu.log")
-    settings = Settings(
-        home=home,
-        kafka_bootstrap=broker.bootstrap,
-        simulator_port=free_port(),
-        simulator_seed=1,
-        simulator_latency_ms=0,
-        simulator_latency_jitter_ms=0,
-        broker_session_timeout_s=3,
-        broker_rebalance_timeout_s=3,
-        broker_heartbeat_interval_s=0.5,
-        chain_breaks=args.chain_breaks,
-        http_port=free_port(),
-    )
+    settings = zero_latency_settings(home, broker.bootstrap, chain_breaks=args.chain_breaks)
     gateway_port = settings.http_port
-    mock = start_process(settings, logs, "simulator")
-    sink = start_process(settings, logs, "sink")
-    worker = start_process(settings, logs, "worker")
-    gateway = start_process(settings, logs, "gateway")  # `sluice gateway`, as deployed
-    sluice_pids = {"broker": broker.process.pid, "worker": worker.pid, "gateway": gateway.pid}
-    sluice_pids |= {"sink": sink.pid, "mock": mock.pid}
     try:
-        wait_pipeline_ready(settings, worker)
-        wait_until(lambda: running_sink_url(settings) is not None, "sink")
-        wait_until(
-            lambda: httpx.get(f"http://127.0.0.1:{gateway_port}/healthz").status_code == 200, "gateway"
-        )
+        processes = start_http_stack(settings, logs)
+    except BaseException:
+        broker.stop()
+        raise
+    sluice_pids = {"broker": broker.process.pid, "mock": processes["simulator"].pid}
+    sluice_pids |= {name: processes[name].pid for name in ("worker", "gateway", "sink")}
+    try:
         with ExitStack() as exits:
             litellm_pids: dict[str, int] = {}
             litellm_port = 0
@@ -303,7 +287,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 litellm_port, litellm = exits.enter_context(
                     litellm_proxy(settings.simulator_url, logs, args.litellm_workers)
                 )
-                litellm_pids = {"litellm": litellm.pid, "mock": mock.pid}
+                litellm_pids = {"litellm": litellm.pid, "mock": processes["simulator"].pid}
             wait_idle(litellm_pids | sluice_pids)
             # warm-up, discarded: connections, imports, caches on every path
             if litellm_pids:
@@ -365,7 +349,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             },
         }
     finally:
-        stop_processes([gateway, worker, sink, mock])
+        stop_processes([processes[name] for name in ("gateway", "worker", "sink", "simulator")])
         broker.stop()
 
 

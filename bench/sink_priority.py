@@ -22,14 +22,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-from harness import start_process, stop_processes, wait_pipeline_ready, wait_until
+from harness import start_http_stack, stop_processes, zero_latency_settings
 from openloop import Pool, chat_request, run_step
 
 from sluice.edge.load import percentile
-from sluice.local.broker import free_port, start_broker
-from sluice.settings import Settings
-from sluice.warehouse.queries import running_sink_url
+from sluice.local.broker import start_broker
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -56,24 +53,13 @@ def one_run(overrides: dict[str, Any], rate: float, duration: float) -> dict[str
     home = Path(f"/tmp/sluice-sink-priority-{uuid.uuid4().hex[:6]}")
     logs = home / "logs"
     broker = start_broker(log_path=logs / "tansu.log")
-    settings = Settings(
-        home=home,
-        kafka_bootstrap=broker.bootstrap,
-        simulator_port=free_port(),
-        simulator_seed=1,
-        simulator_latency_ms=0,
-        simulator_latency_jitter_ms=0,
-        http_port=free_port(),
-        **overrides,
-    )
-    processes = [start_process(settings, logs, "simulator"), start_process(settings, logs, "sink")]
-    worker = start_process(settings, logs, "worker")
-    processes += [worker, start_process(settings, logs, "gateway")]
+    settings = zero_latency_settings(home, broker.bootstrap, **overrides)
     try:
-        wait_pipeline_ready(settings, worker)
-        wait_until(lambda: running_sink_url(settings) is not None, "sink")
-        health = f"http://127.0.0.1:{settings.http_port}/healthz"
-        wait_until(lambda: httpx.get(health).status_code == 200, "gateway")
+        processes = list(start_http_stack(settings, logs).values())
+    except BaseException:
+        broker.stop()
+        raise
+    try:
 
         async def drive() -> Any:
             pool = Pool("127.0.0.1", settings.http_port)
