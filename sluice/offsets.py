@@ -8,7 +8,7 @@ altogether while a partition has no committed offset yet. A record skipped like 
 delivered again if the worker then stops before finishing it: a request without an answer.
 
 `UnfinishedRecords` counts the records each agent has taken but not acked, per partition (a
-record read twice, after a rebalance's seek, counts twice), and `committable` keeps every
+record read twice, after a rebalance's seek, counts twice), and `split_at_floor` keeps every
 acked offset at or above the lowest of them out of the commit."""
 
 from __future__ import annotations
@@ -40,13 +40,8 @@ class UnfinishedRecords:
         counts = self._by_partition.get(partition)
         return min(counts) if counts else None
 
-    def count(self) -> int:
-        return sum(sum(counts.values()) for counts in self._by_partition.values())
 
-
-def split_at_floor(acked: list[int], floor: int | None) -> tuple[list[int], list[int]]:
+def split_at_floor(acked: list[int], floor: int) -> tuple[list[int], list[int]]:
     """(offsets that may be committed, offsets held back): everything at or above `floor`, the
     lowest unfinished offset, waits, even if acked (a second copy of that record was)."""
-    if floor is None:
-        return acked, []
     return [offset for offset in acked if offset < floor], [offset for offset in acked if offset >= floor]
