@@ -89,12 +89,13 @@ def zero_latency_settings(home: Path, bootstrap: str, **overrides: Any) -> Setti
     return Settings(**{**values, **overrides})
 
 
-def start_http_stack(settings: Settings, logs: Path) -> dict[str, subprocess.Popen[bytes]]:
-    """Simulator, sink, worker and gateway (`sluice gateway`, as deployed), each ready to
-    serve; all stopped again if one is not."""
-    processes = {
-        name: start_process(settings, logs, name) for name in ("simulator", "sink", "worker", "gateway")
-    }
+def start_http_stack(
+    settings: Settings, logs: Path, *, with_simulator: bool = True
+) -> dict[str, subprocess.Popen[bytes]]:
+    """Simulator (unless one already serves `settings.simulator_port`), sink, worker and gateway
+    (`sluice gateway`, as deployed), each ready to serve; all stopped again if one is not."""
+    names = ("simulator", "sink", "worker", "gateway") if with_simulator else ("sink", "worker", "gateway")
+    processes = {name: start_process(settings, logs, name) for name in names}
     try:
         wait_pipeline_ready(settings, processes["worker"])
         wait_until(lambda: running_sink_url(settings) is not None, "sink")

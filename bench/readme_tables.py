@@ -167,6 +167,18 @@ def _broker_fetch(data: dict[str, Any]) -> str:
     return "; ".join(rows[:4])
 
 
+def _broker_growth(data: dict[str, Any]) -> str:
+    parts = []
+    for partitions, phases in data["by_partitions"].items():
+        first, last = phases[0], phases[-1]
+        parts.append(
+            f"{partitions} partitions: {first['broker_cpu_ms_per_record']:g} ms per record at "
+            f"{first['stored_batches_per_partition_at_end']:,} stored batches per partition, "
+            f"{last['broker_cpu_ms_per_record']:g} ms at {last['stored_batches_per_partition_at_end']:,}"
+        )
+    return "; ".join(parts)
+
+
 def _resilience(data: dict[str, Any]) -> str:
     failover = data["failover"]
     return (
@@ -343,6 +355,10 @@ SUMMARIES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
         _faust_chain,
     ),
     "broker_fetch": ("one hop's latency and the embedded broker's CPU against the fetch wait", _broker_fetch),
+    "broker_growth": (
+        "the embedded broker's CPU per record as its stored batches grow (it never deletes any)",
+        _broker_growth,
+    ),
     "resilience": ("failover with the primary model down mid-load; cache hit rate", _resilience),
     "routing": ("`model: auto` cost and quality on labelled prompts", _routing),
     "streaming": (

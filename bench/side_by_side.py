@@ -2,9 +2,11 @@
 
     .venv/bin/python bench/side_by_side.py [--rates 20 40 80 ...] [--duration 15] [--quick]
 
-Starts one zero-latency OpenAI-compatible mock upstream (Sluice's simulator, latency 0), then the
-LiteLLM proxy with 2 workers, then Sluice on embedded defaults (Tansu broker, one worker, the
-ClickHouse sink, the HTTP front door), all against that same mock. One open-loop generator
+Starts one zero-latency OpenAI-compatible mock upstream (Sluice's simulator, latency 0) and the
+LiteLLM proxy with 2 workers against it. Each Sluice step then starts Sluice on embedded defaults
+(the embedded broker, one worker, the ClickHouse sink, the HTTP front door) against that same
+mock, afresh: the embedded broker's CPU per answer grows with every record earlier steps stored
+(see `sluice_stack` and bench/broker_growth.py), which Apache Kafka's does not. One open-loop generator
 (bench/openloop.py: latency from each request's scheduled send time) drives each system in turn
 at each offered rate; the Kafka client path (SluiceClient) is driven at the same rates.
 
@@ -35,7 +37,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from harness import cpu_seconds, start_http_stack, stop_processes, wait_until, zero_latency_settings
+from harness import (
+    cpu_seconds,
+    start_http_stack,
+    start_process,
+    stop_processes,
+    wait_until,
+    zero_latency_settings,
+)
 from openloop import Pool, Step, chat_request, run_step
 
 from sluice.edge.client import SluiceClient, SluiceTimeout
@@ -265,82 +274,118 @@ def requests_in_clickhouse(settings: Settings) -> int | None:
 # --- the run ------------------------------------------------------------------------------------
 
 
+@contextmanager
+def sluice_stack(base: Settings, tag: str) -> Iterator[tuple[Settings, dict[str, int]]]:
+    """A fresh embedded broker with Sluice's sink, worker and gateway, on the shared mock.
+
+    Fresh for every step: the embedded broker keeps every record in memory and, to serve a fetch,
+    reads through the list of every batch stored in the partition, so its CPU per answer grows
+    with all that earlier steps left (bench/broker_growth.py measures it). Apache Kafka finds an
+    offset through its index, so a production broker carries no such cost; restarting keeps one
+    step's leftovers out of the next step's figures."""
+    home = base.home / tag
+    logs = home / "logs"
+    broker = start_broker(log_path=logs / "tansu.log")
+    settings = zero_latency_settings(
+        home,
+        broker.bootstrap,
+        chain_breaks=base.chain_breaks,
+        simulator_port=base.simulator_port,
+    )
+    try:
+        processes = start_http_stack(settings, logs, with_simulator=False)
+    except BaseException:
+        broker.stop()
+        raise
+    try:
+        pids = {"broker": broker.process.pid} | {name: process.pid for name, process in processes.items()}
+        yield settings, pids
+    finally:
+        stop_processes(list(processes.values()))
+        broker.stop()
+
+
+def sluice_step(
+    base: Settings, mock_pid: int, system: str, rate: float, duration: float
+) -> tuple[dict[str, Any], int, int | None]:
+    """One step through a fresh stack: warm-up (discarded), the measured step, then the count of
+    request rows ClickHouse holds against the requests sent (warm-up included)."""
+    tag = f"{system}-{rate:g}"
+    with sluice_stack(base, tag) as (settings, pids):
+        pids = pids | {"mock": mock_pid}
+
+        def one(rate: float, seconds: float, label: str) -> Step:
+            if system == "sluice_http":
+                return http_step(settings.http_port, None, "auto", rate, seconds, label)
+            return kafka_step(settings, rate, seconds, label)
+
+        warm = one(10, 2, f"warm-{tag}")  # connections, imports, caches on every path
+        wait_idle(pids, limit_s=30)
+        step = measured(pids, lambda: one(rate, duration, tag))
+        sent = warm.sent + step["sent"]
+        time.sleep(settings.sink_batch_seconds + settings.sink_fetch_wait_ms / 1000 + 2)
+        return step, sent, requests_in_clickhouse(settings)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     home = Path(f"/tmp/sluice-side-by-side-{uuid.uuid4().hex[:6]}")
     logs = home / "logs"
     logs.mkdir(parents=True)
-    broker = start_broker(log_path=logs / "tansu.log")
-    settings = zero_latency_settings(home, broker.bootstrap, chain_breaks=args.chain_breaks)
-    gateway_port = settings.http_port
+    base = zero_latency_settings(home, "127.0.0.1:9", chain_breaks=args.chain_breaks)
+    mock = start_process(base, logs, "simulator")
+    health = base.simulator_url.removesuffix("/v1") + "/healthz"
     try:
-        processes = start_http_stack(settings, logs)
-    except BaseException:
-        broker.stop()
-        raise
-    sluice_pids = {"broker": broker.process.pid, "mock": processes["simulator"].pid}
-    sluice_pids |= {name: processes[name].pid for name in ("worker", "gateway", "sink")}
-    try:
+        wait_until(lambda: httpx.get(health).status_code == 200, "mock")
         with ExitStack() as exits:
             litellm_pids: dict[str, int] = {}
             litellm_port = 0
             if not args.without_litellm:
                 litellm_port, litellm = exits.enter_context(
-                    litellm_proxy(settings.simulator_url, logs, args.litellm_workers)
+                    litellm_proxy(base.simulator_url, logs, args.litellm_workers)
                 )
-                litellm_pids = {"litellm": litellm.pid, "mock": processes["simulator"].pid}
-            wait_idle(litellm_pids | sluice_pids)
-            # warm-up, discarded: connections, imports, caches on every path
-            if litellm_pids:
-                http_step(litellm_port, MASTER_KEY, MODEL, 10, 2, "warm")
-            warm_sluice = http_step(gateway_port, None, "auto", 10, 2, "warm").sent
-            warm_sluice += kafka_step(settings, 10, 2, "warm").sent
-
-            def litellm_step(rate: float, tag: str) -> Step:
-                return http_step(litellm_port, MASTER_KEY, MODEL, rate, args.duration, tag)
-
-            def sluice_step(rate: float, tag: str) -> Step:
-                return http_step(gateway_port, None, "auto", rate, args.duration, tag)
+                litellm_pids = {"litellm": litellm.pid, "mock": mock.pid}
+                wait_idle(litellm_pids)
+                http_step(litellm_port, MASTER_KEY, MODEL, 10, 2, "warm")  # discarded
 
             by_rate: list[dict[str, Any]] = []
+            sent_total, stored_total = 0, 0
             stopped: set[str] = set() if litellm_pids else {"litellm"}
             for rate in args.rates:
                 row: dict[str, Any] = {"offered_rps": rate}
-                tag = f"r{rate:g}"
-                steps: list[tuple[str, dict[str, int], Callable[[], Step]]] = [
-                    ("litellm", litellm_pids, lambda r=rate, t=tag: litellm_step(r, t)),
-                    ("sluice_http", sluice_pids, lambda r=rate, t=tag: sluice_step(r, t)),
-                    (
-                        "sluice_kafka",
-                        sluice_pids,
-                        lambda r=rate, t=tag: kafka_step(settings, r, args.duration, t),
-                    ),
-                ]
-                for system, pids, one in steps:
+                for system in ("litellm", "sluice_http", "sluice_kafka"):
                     if system in stopped:
                         continue
-                    wait_idle(pids, limit_s=30)
-                    row[system] = measured(pids, one)
+                    if system == "litellm":
+                        wait_idle(litellm_pids, limit_s=30)
+                        row[system] = measured(
+                            litellm_pids,
+                            lambda r=rate: http_step(
+                                litellm_port, MASTER_KEY, MODEL, r, args.duration, f"r{r:g}"
+                            ),
+                        )
+                    else:
+                        step, sent, stored = sluice_step(base, mock.pid, system, rate, args.duration)
+                        row[system] = step | {"clickhouse_requests": stored, "requests_sent": sent}
+                        sent_total += sent
+                        stored_total += stored or 0
                     print(f"{rate:>6g} req/s {system:13s} {row[system]}", flush=True)
                     if not row[system]["sustained"] and rate >= args.stop_after_miss_from:
                         stopped.add(system)  # one more rate would only measure a backlog
                 by_rate.append(row)
                 if stopped >= {"litellm", "sluice_http", "sluice_kafka"}:
                     break
-        time.sleep(3)  # the sink's last batch
-        answered = warm_sluice + sum(
-            row[s]["ok"] + sum(row[s]["errors"].values())
-            for row in by_rate
-            for s in row
-            if s.startswith("sluice")
-        )
         return {
             "by_rate": by_rate,
-            "clickhouse_requests": requests_in_clickhouse(settings),
-            "sluice_requests_sent": answered,
+            "clickhouse_requests": stored_total,
+            "sluice_requests_sent": sent_total,
             "settings": {
-                "chain_breaks": settings.chain_breaks,
-                "consumer_fetch_wait_ms": settings.consumer_fetch_wait_ms,
-                "producer_linger_ms": settings.producer_linger_ms,
+                "chain_breaks": base.chain_breaks,
+                "consumer_fetch_wait_ms": base.consumer_fetch_wait_ms,
+                "client_fetch_wait_ms": base.client_fetch_wait_ms,
+                "producer_linger_ms": base.producer_linger_ms,
+                "sink_batch_seconds": base.sink_batch_seconds,
+                "sink_fetch_wait_ms": base.sink_fetch_wait_ms,
+                "sluice_stack": "fresh embedded broker and processes for every step, one shared mock",
                 "litellm_workers": args.litellm_workers,
                 "duration_s_per_step": args.duration,
                 "timeout_s": TIMEOUT_S,
@@ -349,8 +394,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             },
         }
     finally:
-        stop_processes([processes[name] for name in ("gateway", "worker", "sink", "simulator")])
-        broker.stop()
+        stop_processes([mock])
 
 
 def best_sustained(by_rate: list[dict[str, Any]], system: str) -> float:

@@ -27,7 +27,7 @@ from functools import partial
 from typing import Any, NamedTuple, TypeVar
 
 import httpx
-from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from clickhouse_connect.driver.exceptions import DatabaseError
 from pydantic import ValidationError
@@ -551,6 +551,22 @@ class Monitors:
         await self.http.aclose()
 
 
+def events_consumer(settings: Settings) -> AIOKafkaConsumer:
+    """The sink's consumer: offsets committed by hand after each insert, and a long fetch wait,
+    since each fetch costs the embedded broker work that grows with the topic."""
+    return kafka_clients.consumer(
+        settings,
+        group_id=settings.sink_group,
+        client_id="sluice-sink",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=settings.sink_fetch_wait_ms,
+        session_timeout_ms=int(settings.broker_session_timeout_s * 1000),
+        heartbeat_interval_ms=int(settings.broker_heartbeat_interval_s * 1000),
+        rebalance_timeout_ms=int(settings.broker_rebalance_timeout_s * 1000),
+    )
+
+
 async def run_sink(
     settings: Settings,
     *,
@@ -577,16 +593,7 @@ async def run_sink(
         sink = Sink(settings, warehouse, stats, stop)
         producer = kafka_clients.producer(settings, client_id="sluice-sink", acks="all")
         await producer.start()
-        consumer = kafka_clients.consumer(
-            settings,
-            group_id=settings.sink_group,
-            client_id="sluice-sink",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=int(settings.broker_session_timeout_s * 1000),
-            heartbeat_interval_ms=int(settings.broker_heartbeat_interval_s * 1000),
-            rebalance_timeout_ms=int(settings.broker_rebalance_timeout_s * 1000),
-        )
+        consumer = events_consumer(settings)
         consumer.subscribe(
             [sink.events_topic, sink.feedback_topic, sink.deadletter_topic], listener=_Assigned(ready)
         )

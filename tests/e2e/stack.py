@@ -146,6 +146,7 @@ def stack_settings(bootstrap: str, root: Path, tag: str, **overrides: Any) -> Se
         "broker_rebalance_timeout_s": 3.0,
         "broker_heartbeat_interval_s": 0.5,
         "sink_batch_seconds": 0.2,
+        "sink_fetch_wait_ms": 200,  # within the short batches above
     }
     return Settings(**{**values, **overrides})
 

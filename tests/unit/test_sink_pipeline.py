@@ -14,7 +14,7 @@ from aiokafka import TopicPartition
 
 from schemas import Event, Stage
 from sluice.settings import Settings
-from sluice.warehouse.sink import Sink, SinkRecord, SinkStats
+from sluice.warehouse.sink import Sink, SinkRecord, SinkStats, events_consumer
 
 BATCH = 3
 BATCHES = 3
@@ -91,3 +91,12 @@ async def test_the_next_batch_is_checked_while_the_previous_one_is_inserted() ->
     # In order, each only after its own batch (and every earlier one) was stored.
     assert consumer.commits == [(BATCH * (n + 1), [BATCH] * (n + 1)) for n in range(BATCHES)]
     assert sink.stats.records_consumed == BATCH * BATCHES
+
+
+async def test_the_sink_fetch_waits_as_configured() -> None:
+    """The sink's fetch wait comes from settings (each fetch costs the embedded broker work that
+    grows with the topic), and the offsets stay committed by hand, after each insert."""
+    consumer = events_consumer(Settings(sink_fetch_wait_ms=1234, kafka_bootstrap="127.0.0.1:9"))
+    assert consumer._fetch_max_wait_ms == 1234
+    assert consumer._enable_auto_commit is False
+    assert Settings().sink_fetch_wait_ms == 1000
