@@ -408,7 +408,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rates", type=float, nargs="+", default=[20, 40, 60, 80, 100, 120, 160, 200, 240, 280, 320, 360, 400])
+    parser.add_argument(
+        "--rates",
+        type=float,
+        nargs="+",
+        default=[20, 40, 60, 80, 100, 120, 160, 200, 240, 280, 320, 360, 400],
+    )
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per step")
     parser.add_argument("--litellm-workers", type=int, default=2)
     parser.add_argument("--chain-breaks", default="", help="Sluice's layout (SLUICE_CHAIN_BREAKS)")
