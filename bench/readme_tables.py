@@ -286,6 +286,23 @@ def _injection_loo(data: dict[str, Any]) -> str:
     )
 
 
+def _injection_mil(data: dict[str, Any]) -> str:
+    cells = []
+    for corpus, run in data["protocols"]["training corpora only"]["window 256, mil, random folds"].items():
+        for channel, detectors in run["channels"].items():
+            either = detectors["either: rules or model"]
+            if channel != "all" and either.get("recall") is not None:
+                cells.append(
+                    f"{corpus.removeprefix('injection_')} {channel} {either['recall']:.2f} / "
+                    f"{either['false_positive_rate']:.2f}"
+                )
+    return (
+        "shipped recipe (256-character windows, the attack's best window as the positive), rules or "
+        f"model, recall / FPR on corpora it never saw: {', '.join(cells)} ({data['date'][:10]}); see "
+        '"Detectors on public data"'
+    )
+
+
 def _grounding_pairs(data: dict[str, Any]) -> str:
     fib, qa = data["public_corpora"]["grounding_fib"], data["public_corpora"]["grounding_cpkc"]["qa"]
     signal = "pairs (present words)"
@@ -324,6 +341,10 @@ SUMMARIES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "injection_loo": (
         "prompt-injection n-gram model, leave one public corpus out (fit and threshold without it)",
         _injection_loo,
+    ),
+    "injection_mil": (
+        "prompt-injection model training recipes (window size, which window is the attack), held out",
+        _injection_mil,
     ),
     "grounding_pairs": (
         "claim-level alignment signals for groundedness on the held-out corpora",
@@ -479,11 +500,52 @@ def injection_loo() -> str:
     return "\n".join(lines)
 
 
+def injection_mil() -> str:
+    """The injection model's training recipes on public corpora they never saw (bench/injection_mil.py)."""
+    data = _load("injection_mil")
+    if data is None:
+        return "No result yet: run `bench/injection_mil.py`."
+    lines = [
+        "| protocol | recipe | held-out corpus | channel | attacks / benign | model alone: recall / FPR "
+        "(AUC) | rules alone | rules + model in the stage | rules or model |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for protocol, variants in data["protocols"].items():
+        for recipe, corpora in variants.items():
+            for corpus, run in corpora.items():
+                for channel, cells in run["channels"].items():
+                    if channel == "all" and len(run["channels"]) == 2:
+                        continue  # one channel only: "all" repeats it
+                    model, rules = cells["model"], cells["rules (shipped default)"]
+                    stage = cells.get("stage: rules + model") or cells["stage: rules + model (noisy-OR)"]
+                    combined = "" if "stage: rules + model" in cells else " (noisy-OR)"
+                    either = cells["either: rules or model"]
+                    lines.append(
+                        f"| {protocol} | {recipe} | {corpus.removeprefix('injection_')} | {channel} | "
+                        f"{model.get('n_attack', 0)} / {model.get('n_benign', 0)} | "
+                        f"{_cell(model.get('recall'))} / {_cell(model.get('false_positive_rate'))} "
+                        f"({_cell(model.get('auc'))}) | {_cell(rules.get('recall'))} / "
+                        f"{_cell(rules.get('false_positive_rate'))} | {_cell(stage.get('recall'))} / "
+                        f"{_cell(stage.get('false_positive_rate'))}{combined} | "
+                        f"{_cell(either.get('recall'))} / {_cell(either.get('false_positive_rate'))} |"
+                    )
+    settings = data["settings"]
+    lines += [
+        "",
+        f"Protocols: {'; '.join(f'*{k}*: {v}' for k, v in settings['protocols'].items())}. Features: "
+        f"{settings['features']}; fit: {settings['fit']}; threshold at {settings['threshold']} on the "
+        f"training rows. Last run {data['date'][:10]}, load average {data['load_average_before'][0]:.2f} "
+        "at the start.",
+    ]
+    return "\n".join(lines)
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "side_by_side": side_by_side,
     "benchmarks": benchmarks,
     "heldout": heldout,
     "injection_loo": injection_loo,
+    "injection_mil": injection_mil,
 }
 
 
