@@ -410,6 +410,42 @@ def tool_output_benign(ie: zipfile.ZipFile, rng: random.Random, per_table: int =
     return rows
 
 
+def agent_benign(packages: Path) -> list[dict[str, Any]]:
+    """Benign traffic of agents, kept apart from the main training file so each recipe says whether it
+    uses it: e-mails and support tickets as a tool returns them (inspect-evals gdm_stealth), and task
+    instructions users give web and shell agents (mind2web_sc, agent_bench). An instruction addressed
+    to the assistant in the user's own message, or a request inside a ticket, is not an attack."""
+    ie = _wheel(packages, "inspect-evals")
+    rows: list[dict[str, Any]] = []
+    stealth = "inspect_evals/gdm_stealth/solver/"
+    for mail in csv.DictReader(io.StringIO(ie.read(stealth + "cover_your_tracks/email.csv").decode())):
+        body = f"From: {mail['from']}\nTo: {mail['to']}\nSubject: {mail['subject']}\n\n{mail['content']}"
+        rows.append(
+            {
+                "text": "Check my inbox.",
+                "context": body[:3000],
+                "label": 0,
+                "source": "inspect_evals/gdm_stealth emails",
+            }
+        )
+    for ticket in json.loads(ie.read(stealth + "strategic_rule_breaking/tickets.json")):
+        body = f"Ticket from {ticket['user']}\nSubject: {ticket['subject']}\n\n{ticket['description']}"
+        rows.append(
+            {
+                "text": "Handle the next ticket.",
+                "context": body[:3000],
+                "label": 0,
+                "source": "inspect_evals/gdm_stealth tickets",
+            }
+        )
+    tasks = json.loads(ie.read("inspect_evals/mind2web_sc/data/seeact/sample_labeled_all.json"))
+    for task in sorted({t["confirmed_task"] for t in tasks}):
+        rows.append({"text": task, "label": 0, "source": "inspect_evals/mind2web_sc tasks"})
+    for task in json.loads(ie.read("inspect_evals/agent_bench/data/agent_bench_os.json")):
+        rows.append({"text": task["description"], "label": 0, "source": "inspect_evals/agent_bench tasks"})
+    return rows
+
+
 def _pyrit(packages: Path, rng: random.Random) -> list[dict[str, Any]]:
     """PyRIT's jailbreak templates, each filled with an ordinary task (so the model learns the framing,
     not the task), its system-prompt extraction seeds, and its benign carrier instructions."""
@@ -515,6 +551,7 @@ def main(argv: list[str] | None = None) -> None:
     _write(DATA / "injection_agentdojo.jsonl", agentdojo(args.packages))
     _write(DATA / "injection_raginject.jsonl", raginject(args.packages))
     _write(TRAIN / "injection_train.jsonl", injection_training(args.packages))
+    _write(TRAIN / "injection_agent_benign.jsonl", agent_benign(args.packages))
     tar = _bigbench(args.packages)
     _write(DATA / "grounding_cpkc.jsonl", knowledge_conflicts(tar))
     _write(TRAIN / "grounding_vitaminc.jsonl", vitaminc(tar, 8000))

@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agents.checks.injection import InjectionScanner  # noqa: E402
-from agents.checks.injection_model import NgramDetector, NgramModel  # noqa: E402
+from agents.checks.injection_model import NgramDetector, NgramModel, default_model  # noqa: E402
 from agents.checks.sanitizer import Action, sanitize_request  # noqa: E402
 from bench import heldout  # noqa: E402
 from bench import injection_loo as loo  # noqa: E402
@@ -62,6 +62,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "mil": True,
         "grouped": False,
         "augment": 800,
+    },
+    "window 256, mil, augmented, agent benign, random folds": {
+        "window": 256,
+        "mil": True,
+        "grouped": False,
+        "augment": 800,
+        "agent_benign": True,
     },
     "window 1024, augmented, random folds": {"window": 1024, "mil": False, "grouped": False, "augment": 800},
 }
@@ -197,6 +204,8 @@ def loo_tasks() -> tuple[str, ...]:
 
 def fit_variant(rows: list[dict[str, Any]], spec: dict[str, Any]) -> tuple[NgramModel, dict[str, Any]]:
     """Fit with `spec`'s recipe on `rows`; the threshold is put at td.TARGET_FPR out of fold."""
+    if spec.get("agent_benign"):
+        rows = list(rows) + td._rows(td.TRAIN / "injection_agent_benign.jsonl")
     rows = list(rows) + augment(rows, spec.get("augment", 0))
     random.Random(td.SEED).shuffle(rows)
     data = Featurised(rows, spec["window"])
@@ -240,10 +249,17 @@ def fit_variant(rows: list[dict[str, Any]], spec: dict[str, Any]) -> tuple[Ngram
     return model, meta | {"weights": weights}
 
 
+def rows_of(name: str) -> list[dict[str, Any]]:
+    """A corpus's rows; the own regression set gives its test split, its category as the channel."""
+    if name == heldout.OWN_INJECTION:
+        return [{**r, "channel": r["category"]} for r in heldout.load(name) if r["split"] == "test"]
+    return heldout.load(name)
+
+
 def rules_decisions(name: str) -> list[bool]:
     """The stage's default decision (rules only) on every row of a held-out corpus."""
     out = []
-    for row in heldout.load(name):
+    for row in rows_of(name):
         context = [(p["id"], p["text"]) for p in row.get("context", [])]
         out.append(sanitize_request([("user", row["text"])], context).decision.action is not Action.ALLOW)
     return out
@@ -254,7 +270,7 @@ def score_corpus(name: str, model: NgramModel, rules: list[bool]) -> dict[str, A
     scanner = InjectionScanner(extra=(NgramDetector(model),))
     tally: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
     scores: dict[str, list[tuple[float, bool]]] = defaultdict(list)
-    for row, rule_hit in zip(heldout.load(name), rules, strict=True):
+    for row, rule_hit in zip(rows_of(name), rules, strict=True):
         context = [(p["id"], p["text"]) for p in row.get("context", [])]
         stage = sanitize_request([("user", row["text"])], context, scanner=scanner).decision.action
         score = max(model.score(t) for t in [row["text"], *(t for _i, t in context)])
@@ -341,10 +357,13 @@ def _record(
     RESULTS.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+SHIPPED = "shipped file (agents/checks/models/injection_ngram.npz)"
 PROTOCOLS = {
     "leave one corpus out": "fit and threshold on the training corpora plus the other two public corpora",
     "training corpora only": "fit and threshold on the training corpora alone (as the shipped file); "
     "every public corpus is held out",
+    SHIPPED: "the file the stage loads, fitted on the training corpora before tau2's tool output was added; "
+    "no refit",
 }
 
 
@@ -356,6 +375,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--corpora", nargs="*", default=list(td.INJECTION_CORPORA))
     parser.add_argument("--protocol", default="leave one corpus out", choices=list(PROTOCOLS))
     parser.add_argument("--dump", type=Path, help="write each row's scores here, one file per run")
+    parser.add_argument("--model", type=Path, help="with 'training corpora only': score this file, no fit")
     parser.add_argument("--out", type=Path, default=None, help="result file (cells are merged into it)")
     args = parser.parse_args(argv)
     global DUMP, RESULTS
@@ -367,7 +387,14 @@ def main(argv: list[str] | None = None) -> None:
         fitted = None
         for held in args.corpora:
             t0 = time.time()
-            if args.protocol == "training corpora only":  # one fit, every corpus held out
+            if args.protocol == SHIPPED:
+                model = default_model()
+                meta = {"trained_on": list(model.trained_on), "rows": None, "out_of_fold": None}
+            elif args.protocol == "training corpora only":  # one fit, every corpus held out
+                if fitted is None and args.model:  # a candidate written by an earlier run
+                    loaded = NgramModel.from_bytes(args.model.read_bytes())
+                    meta = {"trained_on": list(loaded.trained_on), "rows": None, "out_of_fold": None}
+                    fitted = (loaded, meta)
                 if fitted is None:
                     fitted = fit_variant(own, VARIANTS[variant])
                     if args.dump:  # the candidate file, as bench/train_detectors.py would write it

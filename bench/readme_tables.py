@@ -287,18 +287,24 @@ def _injection_loo(data: dict[str, Any]) -> str:
 
 
 def _injection_mil(data: dict[str, Any]) -> str:
-    cells = []
-    for corpus, run in data["protocols"]["training corpora only"]["window 256, mil, random folds"].items():
-        for channel, detectors in run["channels"].items():
-            either = detectors["either: rules or model"]
-            if channel != "all" and either.get("recall") is not None:
-                cells.append(
-                    f"{corpus.removeprefix('injection_')} {channel} {either['recall']:.2f} / "
-                    f"{either['false_positive_rate']:.2f}"
-                )
+    def cells(protocol: str, recipe: str) -> str:
+        out = []
+        for corpus, run in data["protocols"][protocol][recipe].items():
+            for channel, detectors in run["channels"].items():
+                stage = detectors.get("stage: rules + model") or {}
+                if corpus != "injection_eval" and channel != "all" and stage.get("recall") is not None:
+                    out.append(
+                        f"{corpus.removeprefix('injection_')} {channel} {stage['recall']:.2f} / "
+                        f"{stage['false_positive_rate']:.2f}"
+                    )
+        return ", ".join(out)
+
+    shipped = next(p for p in data["protocols"] if p.startswith("shipped file") and "noisy-OR" not in p)
+    best = "window 256, mil, augmented, random folds"
     return (
-        "shipped recipe (256-character windows, the attack's best window as the positive), rules or "
-        f"model, recall / FPR on corpora it never saw: {', '.join(cells)} ({data['date'][:10]}); see "
+        "rules + n-gram model in the stage, recall / FPR on public corpora the model never saw: shipped "
+        f"file {cells(shipped, 'window 1024, random folds (shipped recipe)')}; candidate recipe ({best}) "
+        f"{cells('training corpora only', best)}, not shipped ({data['date'][:10]}); see "
         '"Detectors on public data"'
     )
 
@@ -500,6 +506,12 @@ def injection_loo() -> str:
     return "\n".join(lines)
 
 
+def _corpus_name(corpus: str) -> str:
+    return (
+        "own regression set, test split" if corpus == "injection_eval" else corpus.removeprefix("injection_")
+    )
+
+
 def injection_mil() -> str:
     """The injection model's training recipes on public corpora they never saw (bench/injection_mil.py)."""
     data = _load("injection_mil")
@@ -521,7 +533,7 @@ def injection_mil() -> str:
                     combined = "" if "stage: rules + model" in cells else " (noisy-OR)"
                     either = cells["either: rules or model"]
                     lines.append(
-                        f"| {protocol} | {recipe} | {corpus.removeprefix('injection_')} | {channel} | "
+                        f"| {protocol} | {recipe} | {_corpus_name(corpus)} | {channel} | "
                         f"{model.get('n_attack', 0)} / {model.get('n_benign', 0)} | "
                         f"{_cell(model.get('recall'))} / {_cell(model.get('false_positive_rate'))} "
                         f"({_cell(model.get('auc'))}) | {_cell(rules.get('recall'))} / "

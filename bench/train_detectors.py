@@ -206,16 +206,18 @@ def heldout_rows(name: str) -> list[dict[str, Any]]:
     ]
 
 
-RECIPES = ("window 256, mil, random folds", "window 1024")  # the first is the shipped file's
+# the first is the shipped file's; the others are bench/injection_mil.py's candidates (README, "Detectors
+# on public data": better ranking on every public corpus, one more false positive on two, not shipped)
+RECIPES = ("window 1024", "window 256, mil, random folds", "window 256, mil, augmented, random folds")
 
 
 def train_injection(with_public: bool = False, recipe: str = RECIPES[0]) -> None:
     """Fit on the training corpora, and with `with_public` on the public corpora too (then its only
     held-out figures are bench/injection_loo.py's, one corpus left out at a time, same recipe).
 
-    The shipped recipe (bench/injection_mil.py) scores 256-character windows and keeps only the
-    highest-scoring window of each attack text as its positive example; "window 1024" is the earlier
-    one, every window of an attack positive."""
+    "window 1024" (the shipped file) labels every window of an attack text positive; the candidates
+    of bench/injection_mil.py score 256-character windows and keep only the highest-scoring window of
+    each attack text as its positive example, one of them with augmented indirect attacks."""
     rows = _rows(TRAIN / "injection_train.jsonl")
     for name in INJECTION_CORPORA if with_public else ():
         rows += heldout_rows(name)
