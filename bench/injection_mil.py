@@ -367,6 +367,29 @@ PROTOCOLS = {
 }
 
 
+def candidate_latency(path: Path, iterations: int = 2000) -> dict[str, Any]:
+    """CPU time of a candidate file's score on bench/sanitize.py's 2 KB prompt, beside the shipped
+    file's, measured alternately in the same process (the box is shared, so only the pair compares)."""
+    from bench.sanitize import PROMPT_2KB
+
+    models = {"shipped file": default_model(), path.name: NgramModel.from_bytes(path.read_bytes())}
+    cpu: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(iterations):
+        for name, model in models.items():
+            c0 = time.thread_time()
+            model.score(PROMPT_2KB)
+            cpu[name].append((time.thread_time() - c0) * 1000)
+    out: dict[str, Any] = {"prompt_chars": len(PROMPT_2KB), "load_average_1m": round(os.getloadavg()[0], 2)}
+    for name, samples in cpu.items():
+        samples.sort()
+        out[name] = {
+            "window": models[name].window,
+            "p50_ms": round(samples[len(samples) // 2], 3),
+            "p99_ms": round(samples[int(len(samples) * 0.99) - 1], 3),
+        }
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -377,9 +400,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dump", type=Path, help="write each row's scores here, one file per run")
     parser.add_argument("--model", type=Path, help="with 'training corpora only': score this file, no fit")
     parser.add_argument("--out", type=Path, default=None, help="result file (cells are merged into it)")
+    parser.add_argument("--latency", type=Path, help="only time this candidate file against the shipped one")
     args = parser.parse_args(argv)
     global DUMP, RESULTS
     RESULTS = args.out or RESULTS
+    if args.latency:
+        data = json.loads(RESULTS.read_text(encoding="utf-8"))
+        data["candidate_latency"] = candidate_latency(args.latency)
+        RESULTS.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(json.dumps(data["candidate_latency"], indent=2))
+        return
     load_before = list(os.getloadavg())
     own = td._rows(td.TRAIN / "injection_train.jsonl")
     rules = {held: rules_decisions(held) for held in args.corpora}
