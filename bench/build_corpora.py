@@ -418,25 +418,26 @@ def agent_benign(packages: Path) -> list[dict[str, Any]]:
     ie = _wheel(packages, "inspect-evals")
     rows: list[dict[str, Any]] = []
     stealth = "inspect_evals/gdm_stealth/solver/"
-    for mail in csv.DictReader(io.StringIO(ie.read(stealth + "cover_your_tracks/email.csv").decode())):
-        body = f"From: {mail['from']}\nTo: {mail['to']}\nSubject: {mail['subject']}\n\n{mail['content']}"
-        rows.append(
-            {
-                "text": "Check my inbox.",
-                "context": body[:3000],
-                "label": 0,
-                "source": "inspect_evals/gdm_stealth emails",
-            }
+    mails = csv.DictReader(io.StringIO(ie.read(stealth + "cover_your_tracks/email.csv").decode()))
+    tickets = json.loads(ie.read(stealth + "strategic_rule_breaking/tickets.json"))
+    passages = [
+        (
+            "Check my inbox.",
+            "emails",
+            f"From: {m['from']}\nTo: {m['to']}\nSubject: {m['subject']}\n\n{m['content']}",
         )
-    for ticket in json.loads(ie.read(stealth + "strategic_rule_breaking/tickets.json")):
-        body = f"Ticket from {ticket['user']}\nSubject: {ticket['subject']}\n\n{ticket['description']}"
+        for m in mails
+    ] + [
+        (
+            "Handle the next ticket.",
+            "tickets",
+            f"Ticket from {t['user']}\nSubject: {t['subject']}\n\n{t['description']}",
+        )
+        for t in tickets
+    ]
+    for task, kind, body in passages:
         rows.append(
-            {
-                "text": "Handle the next ticket.",
-                "context": body[:3000],
-                "label": 0,
-                "source": "inspect_evals/gdm_stealth tickets",
-            }
+            {"text": task, "context": body[:3000], "label": 0, "source": f"inspect_evals/gdm_stealth {kind}"}
         )
     tasks = json.loads(ie.read("inspect_evals/mind2web_sc/data/seeact/sample_labeled_all.json"))
     for task in sorted({t["confirmed_task"] for t in tasks}):

@@ -296,19 +296,9 @@ def score_corpus(name: str, model: NgramModel, rules: list[bool]) -> dict[str, A
 
 
 def print_table(corpus: str, variant: str, table: dict[str, Any]) -> None:
-    print(f"\n{corpus} (held out) - {variant}")
-    print(
-        f"  {'channel':9s} {'detector':34s} {'attacks':>7s} {'recall':>7s} {'benign':>7s} {'FPR':>7s} "
-        f"{'AUC':>7s} {'oracle':>7s}"
+    loo.print_detectors(
+        f"{corpus} (held out) - {variant}", table, DETECTORS, ("auc", "recall_at_heldout_fpr_0.02")
     )
-    for channel, detectors in table.items():
-        for detector in DETECTORS:
-            m = detectors.get(detector, {})
-            print(
-                f"  {channel:9s} {detector:34s} {m.get('n_attack', 0):7d} {loo._fmt(m.get('recall'))} "
-                f"{m.get('n_benign', 0):7d} {loo._fmt(m.get('false_positive_rate'))} "
-                f"{loo._fmt(m.get('auc'))} {loo._fmt(m.get('recall_at_heldout_fpr_0.02'))}"
-            )
 
 
 def _record(
@@ -341,18 +331,10 @@ def _record(
         "settings": {
             "protocols": PROTOCOLS,
             "features": f"hashed character {td.im.ORDERS}-grams, 2^{td.BITS} buckets",
-            "fit": f"weighted logistic regression, full-batch Adam, {td.STEPS} steps, L2 1e-6, "
-            "benign weight 2",
-            "threshold": f"{td.TARGET_FPR} false positives out of fold ({td.FOLDS} folds)",
-            "seed": td.SEED,
-            "stage_policy": "sanitize defaults (flag at 0.5, indirect passages at 0.5)",
+            **loo.fit_settings(),
             "variants": VARIANTS,
         },
-        "load_average_before": load_before,
-        "load_average_after": list(os.getloadavg()),
-        "cpu_count": os.cpu_count(),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "python": sys.version.split()[0],
+        **loo.machine(load_before),
     }
     RESULTS.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 

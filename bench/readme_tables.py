@@ -545,8 +545,8 @@ def injection_mil() -> str:
     lines += [
         "",
         f"Protocols: {'; '.join(f'*{k}*: {v}' for k, v in settings['protocols'].items())}. Features: "
-        f"{settings['features']}; fit: {settings['fit']}; threshold at {settings['threshold']} on the "
-        f"training rows. Last run {data['date'][:10]}, load average {data['load_average_before'][0]:.2f} "
+        f"{settings['features']}; fit: {settings['fit']}; threshold at {settings['threshold']}. "
+        f"Last run {data['date'][:10]}, load average {data['load_average_before'][0]:.2f} "
         "at the start.",
     ]
     return "\n".join(lines)
