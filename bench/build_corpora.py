@@ -410,6 +410,43 @@ def tool_output_benign(ie: zipfile.ZipFile, rng: random.Random, per_table: int =
     return rows
 
 
+def agent_benign(packages: Path) -> list[dict[str, Any]]:
+    """Benign traffic of agents, kept apart from the main training file so each recipe says whether it
+    uses it: e-mails and support tickets as a tool returns them (inspect-evals gdm_stealth), and task
+    instructions users give web and shell agents (mind2web_sc, agent_bench). An instruction addressed
+    to the assistant in the user's own message, or a request inside a ticket, is not an attack."""
+    ie = _wheel(packages, "inspect-evals")
+    rows: list[dict[str, Any]] = []
+    stealth = "inspect_evals/gdm_stealth/solver/"
+    mails = csv.DictReader(io.StringIO(ie.read(stealth + "cover_your_tracks/email.csv").decode()))
+    tickets = json.loads(ie.read(stealth + "strategic_rule_breaking/tickets.json"))
+    passages = [
+        (
+            "Check my inbox.",
+            "emails",
+            f"From: {m['from']}\nTo: {m['to']}\nSubject: {m['subject']}\n\n{m['content']}",
+        )
+        for m in mails
+    ] + [
+        (
+            "Handle the next ticket.",
+            "tickets",
+            f"Ticket from {t['user']}\nSubject: {t['subject']}\n\n{t['description']}",
+        )
+        for t in tickets
+    ]
+    for task, kind, body in passages:
+        rows.append(
+            {"text": task, "context": body[:3000], "label": 0, "source": f"inspect_evals/gdm_stealth {kind}"}
+        )
+    tasks = json.loads(ie.read("inspect_evals/mind2web_sc/data/seeact/sample_labeled_all.json"))
+    for task in sorted({t["confirmed_task"] for t in tasks}):
+        rows.append({"text": task, "label": 0, "source": "inspect_evals/mind2web_sc tasks"})
+    for task in json.loads(ie.read("inspect_evals/agent_bench/data/agent_bench_os.json")):
+        rows.append({"text": task["description"], "label": 0, "source": "inspect_evals/agent_bench tasks"})
+    return rows
+
+
 def _pyrit(packages: Path, rng: random.Random) -> list[dict[str, Any]]:
     """PyRIT's jailbreak templates, each filled with an ordinary task (so the model learns the framing,
     not the task), its system-prompt extraction seeds, and its benign carrier instructions."""
@@ -515,6 +552,7 @@ def main(argv: list[str] | None = None) -> None:
     _write(DATA / "injection_agentdojo.jsonl", agentdojo(args.packages))
     _write(DATA / "injection_raginject.jsonl", raginject(args.packages))
     _write(TRAIN / "injection_train.jsonl", injection_training(args.packages))
+    _write(TRAIN / "injection_agent_benign.jsonl", agent_benign(args.packages))
     tar = _bigbench(args.packages)
     _write(DATA / "grounding_cpkc.jsonl", knowledge_conflicts(tar))
     _write(TRAIN / "grounding_vitaminc.jsonl", vitaminc(tar, 8000))

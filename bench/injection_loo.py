@@ -100,17 +100,28 @@ def _auc(scored: list[tuple[float, bool]]) -> float | None:
 
 
 def print_table(corpus: str, table: dict[str, Any], trained_on: list[str]) -> None:
-    print(f"\n{corpus} (held out; model trained on: {', '.join(trained_on)})")
+    print_detectors(f"{corpus} (held out; model trained on: {', '.join(trained_on)})", table, DETECTORS)
+
+
+def print_detectors(
+    title: str, table: dict[str, Any], detectors: tuple[str, ...], diagnostic: tuple[str, ...] = ("auc",)
+) -> None:
+    """One row per channel and detector: attacks and recall, benign and FPR, then the diagnostic
+    columns (AUC, and oracle recall where given) where the detector has them."""
+    width = max(len(d) for d in detectors)
+    heads = " ".join(f"{'oracle' if d.startswith('recall_at') else d.upper():>7s}" for d in diagnostic)
+    print(f"\n{title}")
     print(
-        f"  {'channel':9s} {'detector':32s} {'attacks':>7s} {'recall':>7s} {'benign':>7s} {'FPR':>7s} "
-        f"{'AUC':>7s}"
+        f"  {'channel':9s} {'detector':{width}s} {'attacks':>7s} {'recall':>7s} {'benign':>7s} "
+        f"{'FPR':>7s} {heads}"
     )
-    for channel, detectors in table.items():
-        for detector in DETECTORS:
-            m = detectors.get(detector, {})
+    for channel, cells in table.items():
+        for detector in detectors:
+            m = cells.get(detector, {})
+            extra = " ".join(_fmt(m.get(d)) for d in diagnostic)
             print(
-                f"  {channel:9s} {detector:32s} {m.get('n_attack', 0):7d} {_fmt(m.get('recall'))} "
-                f"{m.get('n_benign', 0):7d} {_fmt(m.get('false_positive_rate'))} {_fmt(m.get('auc'))}"
+                f"  {channel:9s} {detector:{width}s} {m.get('n_attack', 0):7d} {_fmt(m.get('recall'))} "
+                f"{m.get('n_benign', 0):7d} {_fmt(m.get('false_positive_rate'))} {extra}"
             )
 
 
@@ -144,19 +155,31 @@ def run(window: int) -> dict[str, Any]:
         "settings": {
             "features": f"hashed character {td.im.ORDERS} -grams, 2^{td.BITS} buckets, windows of "
             f"{window} characters (stride {window // 2})",
-            "fit": f"weighted logistic regression, full-batch Adam, {td.STEPS} steps, L2 1e-6, "
-            "benign weight 2",
-            "threshold": f"{td.TARGET_FPR} false positives out of fold ({td.FOLDS} folds) on the "
-            "training rows",
-            "seed": td.SEED,
-            "stage_policy": "sanitize defaults (flag at 0.5, indirect passages at 0.5)",
+            **fit_settings(),
         },
         "corpora": corpora,
+        **machine(load_before),
+        "seconds": round(time.time() - started, 1),
+    }
+
+
+def fit_settings() -> dict[str, Any]:
+    """How the model is fitted and where its threshold goes (bench/train_detectors.py's recipe)."""
+    return {
+        "fit": f"weighted logistic regression, full-batch Adam, {td.STEPS} steps, L2 1e-6, benign weight 2",
+        "threshold": f"{td.TARGET_FPR} false positives out of fold ({td.FOLDS} folds) on the training rows",
+        "seed": td.SEED,
+        "stage_policy": "sanitize defaults (flag at 0.5, indirect passages at 0.5)",
+    }
+
+
+def machine(load_before: list[float]) -> dict[str, Any]:
+    """Load, CPUs, date and Python of a run, for its result file."""
+    return {
         "load_average_before": load_before,
         "load_average_after": list(os.getloadavg()),
         "cpu_count": os.cpu_count(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "seconds": round(time.time() - started, 1),
         "python": sys.version.split()[0],
     }
 

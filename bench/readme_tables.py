@@ -298,6 +298,29 @@ def _injection_loo(data: dict[str, Any]) -> str:
     )
 
 
+def _injection_mil(data: dict[str, Any]) -> str:
+    def cells(protocol: str, recipe: str) -> str:
+        out = []
+        for corpus, run in data["protocols"][protocol][recipe].items():
+            for channel, detectors in run["channels"].items():
+                stage = detectors.get("stage: rules + model") or {}
+                if corpus != "injection_eval" and channel != "all" and stage.get("recall") is not None:
+                    out.append(
+                        f"{corpus.removeprefix('injection_')} {channel} {stage['recall']:.2f} / "
+                        f"{stage['false_positive_rate']:.2f}"
+                    )
+        return ", ".join(out)
+
+    shipped = next(p for p in data["protocols"] if p.startswith("shipped file") and "noisy-OR" not in p)
+    best = "window 256, mil, augmented, random folds"
+    return (
+        "rules + n-gram model in the stage, recall / FPR on public corpora the model never saw: shipped "
+        f"file {cells(shipped, 'window 1024, random folds (shipped recipe)')}; candidate recipe ({best}) "
+        f"{cells('training corpora only', best)}, not shipped ({data['date'][:10]}); see "
+        '"Detectors on public data"'
+    )
+
+
 def _grounding_pairs(data: dict[str, Any]) -> str:
     fib, qa = data["public_corpora"]["grounding_fib"], data["public_corpora"]["grounding_cpkc"]["qa"]
     signal = "pairs (present words)"
@@ -336,6 +359,10 @@ SUMMARIES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "injection_loo": (
         "prompt-injection n-gram model, leave one public corpus out (fit and threshold without it)",
         _injection_loo,
+    ),
+    "injection_mil": (
+        "prompt-injection model training recipes (window size, which window is the attack), held out",
+        _injection_mil,
     ),
     "grounding_pairs": (
         "claim-level alignment signals for groundedness on the held-out corpora",
@@ -495,11 +522,58 @@ def injection_loo() -> str:
     return "\n".join(lines)
 
 
+def _corpus_name(corpus: str) -> str:
+    return (
+        "own regression set, test split" if corpus == "injection_eval" else corpus.removeprefix("injection_")
+    )
+
+
+def injection_mil() -> str:
+    """The injection model's training recipes on public corpora they never saw (bench/injection_mil.py)."""
+    data = _load("injection_mil")
+    if data is None:
+        return "No result yet: run `bench/injection_mil.py`."
+    lines = [
+        "| protocol | recipe | held-out corpus | channel | attacks / benign | model alone: recall / FPR "
+        "(AUC) | rules alone | rules + model in the stage | rules or model |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for protocol, variants in data["protocols"].items():
+        for recipe, corpora in variants.items():
+            for corpus, run in corpora.items():
+                for channel, cells in run["channels"].items():
+                    if channel == "all" and len(run["channels"]) == 2:
+                        continue  # one channel only: "all" repeats it
+                    model, rules = cells["model"], cells["rules (shipped default)"]
+                    stage = cells.get("stage: rules + model") or cells["stage: rules + model (noisy-OR)"]
+                    combined = "" if "stage: rules + model" in cells else " (noisy-OR)"
+                    either = cells["either: rules or model"]
+                    lines.append(
+                        f"| {protocol} | {recipe} | {_corpus_name(corpus)} | {channel} | "
+                        f"{model.get('n_attack', 0)} / {model.get('n_benign', 0)} | "
+                        f"{_cell(model.get('recall'))} / {_cell(model.get('false_positive_rate'))} "
+                        f"({_cell(model.get('auc'))}) | {_cell(rules.get('recall'))} / "
+                        f"{_cell(rules.get('false_positive_rate'))} | {_cell(stage.get('recall'))} / "
+                        f"{_cell(stage.get('false_positive_rate'))}{combined} | "
+                        f"{_cell(either.get('recall'))} / {_cell(either.get('false_positive_rate'))} |"
+                    )
+    settings = data["settings"]
+    lines += [
+        "",
+        f"Protocols: {'; '.join(f'*{k}*: {v}' for k, v in settings['protocols'].items())}. Features: "
+        f"{settings['features']}; fit: {settings['fit']}; threshold at {settings['threshold']}. "
+        f"Last run {data['date'][:10]}, load average {data['load_average_before'][0]:.2f} "
+        "at the start.",
+    ]
+    return "\n".join(lines)
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "side_by_side": side_by_side,
     "benchmarks": benchmarks,
     "heldout": heldout,
     "injection_loo": injection_loo,
+    "injection_mil": injection_mil,
 }
 
 

@@ -206,13 +206,27 @@ def heldout_rows(name: str) -> list[dict[str, Any]]:
     ]
 
 
-def train_injection(with_public: bool = False) -> None:
+# the first is the shipped file's; the others are bench/injection_mil.py's candidates (README, "Detectors
+# on public data": better ranking on every public corpus, one more false positive on two, not shipped)
+RECIPES = ("window 1024", "window 256, mil, random folds", "window 256, mil, augmented, random folds")
+
+
+def train_injection(with_public: bool = False, recipe: str = RECIPES[0]) -> None:
     """Fit on the training corpora, and with `with_public` on the public corpora too (then its only
-    held-out figures are bench/injection_loo.py's, one corpus left out at a time, same recipe)."""
+    held-out figures are bench/injection_loo.py's, one corpus left out at a time, same recipe).
+
+    "window 1024" (the shipped file) labels every window of an attack text positive; the candidates
+    of bench/injection_mil.py score 256-character windows and keep only the highest-scoring window of
+    each attack text as its positive example, one of them with augmented indirect attacks."""
     rows = _rows(TRAIN / "injection_train.jsonl")
     for name in INJECTION_CORPORA if with_public else ():
         rows += heldout_rows(name)
-    _model, meta = fit_injection(rows)
+    if recipe == "window 1024":
+        _model, meta = fit_injection(rows)
+    else:
+        from bench.injection_mil import VARIANTS, fit_variant
+
+        _model, meta = fit_variant(rows, VARIANTS[recipe])
     weights = meta.pop("weights")
     print(f"injection out-of-fold: {meta['out_of_fold']}")
     _save(im.MODEL_FILE, weights=weights, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
@@ -236,9 +250,10 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="also fit the injection model on the public corpora of tests/data/ (see bench/injection_loo.py)",
     )
+    parser.add_argument("--recipe", default=RECIPES[0], choices=RECIPES, help="injection training recipe")
     args = parser.parse_args(argv)
     if args.which in ("injection", "all"):
-        train_injection(args.with_public_corpora)
+        train_injection(args.with_public_corpora, args.recipe)
     if args.which in ("grounding", "all"):
         from bench.train_grounding import train_grounding
 

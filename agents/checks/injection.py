@@ -823,8 +823,9 @@ def _obfuscation_score(report: NormalizeReport, best: float, techniques: set[str
 
 
 class InjectionScanner:
-    """Runs rule detectors over every view of a text, plus extra detectors on the plain text,
-    and combines the best score per detector with a noisy-OR into one risk value."""
+    """Runs rule detectors over every view of a text, plus extra detectors on the plain text. The
+    best score per rule detector combines by noisy-OR; an extra detector's score stands on its own
+    (the risk is the larger of the two)."""
 
     def __init__(
         self,
@@ -898,15 +899,21 @@ class InjectionScanner:
                     if technique != "plain":
                         techniques.add(technique)
                 evidence.extend(f"{detector.name}/{h.label}@{technique}: {h.snippet!r}" for h in hits[:3])
+        extra_scores: dict[str, float] = {}
         for extra in self.extra:
             result = extra.detect(report.text)
             if result.score > 0:
-                scores[result.name] = max(min(result.score, 1.0), 0.0)
+                extra_scores[result.name] = max(min(result.score, 1.0), 0.0)
                 evidence.extend(f"{result.name}: {item}" for item in result.evidence[:3])
-        obfuscation = _obfuscation_score(report, max(scores.values(), default=0.0), techniques)
+        obfuscation = _obfuscation_score(
+            report, max((*scores.values(), *extra_scores.values()), default=0.0), techniques
+        )
         if obfuscation > 0:
             scores[OBFUSCATION] = obfuscation
-        risk = round(min(_noisy_or(scores.values()), 0.999), 4)
+        # An extra detector (a classifier with its own operating point) counts by itself, not added to
+        # the rules: two sub-threshold scores summed by noisy-OR flagged benign tool output.
+        risk = round(min(max(_noisy_or(scores.values()), *extra_scores.values(), 0.0), 0.999), 4)
+        scores.update(extra_scores)
         return ScanResult(risk, scores, tuple(evidence[:12]), tuple(sorted(techniques)))
 
 
