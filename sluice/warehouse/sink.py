@@ -86,11 +86,11 @@ INSERT_TARGETS = {
 # How the engine reads the event records (JSONEachRow into events_json): values of the wrong
 # JSON type are refused rather than converted; the summary object is read into a typed tuple
 # (migration 0011). The insert and its views run on one thread (`max_threads`: the duplicate
-# lookups' subqueries otherwise start a second one, which costs CPU the check of the next batch
-# needs; measured in bench/analytics.py's profile, 10% less engine CPU a record). Parsing runs on the inserting thread (parallel parsing splits a 50k-record block into chunks
-# and costs twice the CPU for it; the sink's other core is busy checking the next batch), and
-# inserted blocks are not pre-merged (the views already group each block; a deduplicated raw
-# table has no key twice in a block): measured in bench/analytics.py, each halves a cost.
+# lookups' subqueries would otherwise start a second one, on the core the check of the next
+# batch needs). Parsing runs on the inserting thread (parallel parsing splits a large block
+# into chunks and costs twice the CPU for it), and inserted blocks are not pre-merged (the views
+# already group each block; a deduplicated raw table has no key twice in a block): measured in
+# bench/analytics.py, each halves a cost.
 EVENTS_JSON_TABLE = "events_json"
 EVENTS_JSON_SETTINGS = {
     "input_format_skip_unknown_fields": 0,
@@ -468,9 +468,8 @@ class Sink:
         """Commit the batch's positions. A failed commit only means re-delivery (deduplicated),
         so after a few attempts it is logged rather than blocking the sink."""
         owned = self.consumer.assignment()
-        offsets = {
-            TopicPartition(*key): offset for key, offset in batch.offsets.items() if TopicPartition(*key) in owned
-        }
+        positions = {TopicPartition(*key): offset for key, offset in batch.offsets.items()}
+        offsets = {tp: offset for tp, offset in positions.items() if tp in owned}
         if not offsets:
             return
         for attempt in range(1, COMMIT_ATTEMPTS + 1):

@@ -92,6 +92,7 @@ def test_malformed_records_are_deadlettered_with_their_reason(
     good = [e for request in synthetic_requests(2) for e in request]
     sample = orjson.loads(good[0].model_dump_json())
     final = orjson.loads(next(e for e in good if e.summary is not None).model_dump_json())
+    summary = final["summary"]
     bad: list[bytes | None] = [
         b"not json at all",
         None,
@@ -99,8 +100,8 @@ def test_malformed_records_are_deadlettered_with_their_reason(
         orjson.dumps({**sample, "event_id": "stage", "stage": "teleport"}),
         orjson.dumps({k: v for k, v in sample.items() if k != "tenant"}),
         b'{"event_id": "truncated", "request_id": ',
-        orjson.dumps({**final, "event_id": "summary", "summary": {**final["summary"], "latency_ms": "fast"}}),
-        orjson.dumps({**final, "event_id": "flag", "summary": {**final["summary"], "hallucination": "maybe"}}),
+        orjson.dumps({**final, "event_id": "number", "summary": {**summary, "latency_ms": "fast"}}),
+        orjson.dumps({**final, "event_id": "flag", "summary": {**summary, "hallucination": "maybe"}}),
     ]
     values = [e.model_dump_json().encode() for e in good]
     batch, stats = through_sink(engine, [*values[:3], *bad, *values[3:]])
