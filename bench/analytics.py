@@ -253,7 +253,7 @@ def load(warehouse: Warehouse, settings: Settings, args: argparse.Namespace) -> 
     sink = Sink(settings, warehouse, stats, asyncio.Event())
     copies = {"events": 0, "requests": 0, "feedback": 0}
     consumed = 0
-    insert_s = generator_cpu_s = 0.0
+    insert_s = generator_cpu_s = held_mb = 0.0
     started, cpu_started = time.monotonic(), time.process_time()
     batches = generate(args, now_ms - span_ms, span_ms)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="insert") as worker:
@@ -265,6 +265,7 @@ def load(warehouse: Warehouse, settings: Settings, args: argparse.Namespace) -> 
             generator_cpu_s += time.thread_time() - cpu0
             if not chunk:
                 break
+            held_mb = max(held_mb, sum(len(r.value or b"") for found in chunk for r in found) / 2**20)
             t0 = time.perf_counter()
             inflight: Future[None] | None = None
             while chunk:
@@ -296,12 +297,14 @@ def load(warehouse: Warehouse, settings: Settings, args: argparse.Namespace) -> 
         "copies_all_dropped": all(stored[t] == sent[t] - copies[t] for t in sent),
         "deadlettered": stats.deadlettered,
         "json_fallbacks": stats.json_fallbacks,
+        "typed_records": stats.typed_records,
         "insert_s": round(insert_s, 2),
         "insert_rows_per_s": round(rows / insert_s),
         "insert_records_per_s": round(consumed / insert_s),
         "insert_cpu_s": round(insert_cpu_s, 2),
         "insert_rows_per_cpu_s": round(rows / insert_cpu_s),
         "load_wall_s": round(time.monotonic() - started, 2),
+        "generated_mb_held": round(held_mb),  # record bytes of one chunk, in the peak RSS too
         "path": "Sink.add + write_batch (schema check in Python, JSONEachRow parsed by the engine)"
         + (", sequential" if args.sequential else ", the next batch's check overlapping the insert"),
     }

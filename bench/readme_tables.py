@@ -217,6 +217,21 @@ def _sink_priority(data: dict[str, Any]) -> str:
     return f"{rate:g} req/s over HTTP, medians of {pairs} alternating runs each: " + "; ".join(parts)
 
 
+def _sink_profile(data: dict[str, Any]) -> str:
+    engine = data["engine_median"]
+    sizes = sorted({int(key.split("@")[1]) for key in engine})
+    parts = [
+        f"{engine[f'all@{size}']['cpu_us_per_record']} µs at {size:,} records per insert"
+        for size in sizes
+        if f"all@{size}" in engine
+    ]
+    return (
+        f"CPU per record: schema check {data['check_us_per_record']} µs; engine with every view on "
+        + ", ".join(parts)
+        + f" (medians of {data['settings']['rounds']} rounds; split by view in the analytics section)"
+    )
+
+
 def _stream_mode(run: dict[str, Any]) -> str:
     if run.get("stream_checks", "windowed") == "asynchronous":
         return "asynchronous (nothing held back)"
@@ -396,6 +411,10 @@ SUMMARIES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "sink_priority": (
         "the answers' latency with the ClickHouse sink's batch interval and CPU priority, A/B",
         _sink_priority,
+    ),
+    "sink_profile": (
+        "where the sink's CPU goes per record: the schema check and the engine, by view",
+        _sink_profile,
     ),
 }
 

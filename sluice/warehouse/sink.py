@@ -1,10 +1,13 @@
 """The ClickHouse sink: mirrors the events, feedback and deadletter topics into the warehouse.
 
 Event records are checked against the Event schema here (a malformed one is dead-lettered with
-its reason) and then handed to the engine as they came, one JSON object per line, into
-`events_json` (migration 0008): ClickHouse parses and converts them, Python builds no columns.
-Should the engine refuse such a block, the batch goes in again through the typed insert, so a
-record the schema accepts is never lost to a difference between the two parsers.
+its reason). Those the schema accepts in strict mode (every value already of its JSON type) are
+handed to the engine as they came, one JSON object per line, into `events_json` (migrations 0008
+and 0011): ClickHouse parses and converts them, Python builds no columns. The few the schema
+accepts only by converting a value (a number written as text, a time as a number) go in through
+the typed insert, so the engine never has to guess. Should the engine refuse a JSON block, the
+batch goes in again through the typed insert, so a record the schema accepts is never lost to a
+difference between the two parsers.
 
 Delivery is at-least-once end to end: offsets are committed only after the batch's rows
 are inserted (and its dead letters published), so a crash or a failing warehouse
@@ -81,21 +84,23 @@ INSERT_TARGETS = {
 }
 
 # How the engine reads the event records (JSONEachRow into events_json): values of the wrong
-# JSON type are refused rather than converted, objects (the summary) are kept as JSON text.
-# Parsing runs on the inserting thread (parallel parsing splits a 50k-record block into chunks
-# and costs twice the CPU for it; the sink's other core is busy checking the next batch), and
-# inserted blocks are not pre-merged (the views already group each block; a deduplicated raw
-# table has no key twice in a block): measured in bench/analytics.py, each halves a cost.
+# JSON type are refused rather than converted; the summary object is read into a typed tuple
+# (migration 0011). The insert and its views run on one thread (`max_threads`: the duplicate
+# lookups' subqueries would otherwise start a second one, on the core the check of the next
+# batch needs). Parsing runs on the inserting thread (parallel parsing splits a large block
+# into chunks and costs twice the CPU for it), and inserted blocks are not pre-merged (the views
+# already group each block; a deduplicated raw table has no key twice in a block): measured in
+# bench/analytics.py, each halves a cost.
 EVENTS_JSON_TABLE = "events_json"
 EVENTS_JSON_SETTINGS = {
     "input_format_skip_unknown_fields": 0,
-    "input_format_json_read_objects_as_strings": 1,
     "input_format_json_read_numbers_as_strings": 0,
     "input_format_json_read_bools_as_numbers": 0,
     "input_format_json_read_bools_as_strings": 0,
     "input_format_json_read_arrays_as_strings": 0,
     "input_format_parallel_parsing": 0,
     "optimize_on_insert": 0,
+    "max_threads": 1,
 }
 
 Row = tuple[Any, ...]
@@ -209,6 +214,13 @@ def insert_event_json(warehouse: Warehouse, lines: list[bytes]) -> None:
     warehouse.insert_raw(EVENTS_JSON_TABLE, b"\n".join(lines), "JSONEachRow", EVENTS_JSON_SETTINGS)
 
 
+def insert_events_typed(warehouse: Warehouse, lines: list[bytes]) -> None:
+    """Insert event records the schema accepts through columns Python builds (blocking)."""
+    events = [Event.model_validate_json(line) for line in lines]
+    insert_rows(warehouse, "events", [event_row(event) for event in events])
+    insert_rows(warehouse, "requests", [row for event in events if (row := request_row(event)) is not None])
+
+
 def insert_events(warehouse: Warehouse, lines: list[bytes]) -> bool:
     """Insert checked event records; True when the engine refused the JSON block and the typed
     insert (Python-built columns) stored them instead. Either way the rows go through the
@@ -219,10 +231,21 @@ def insert_events(warehouse: Warehouse, lines: list[bytes]) -> bool:
         return False
     except DatabaseError as exc:
         log.warning("engine refused %d event records as JSON; inserting them typed: %s", len(lines), exc)
-    events = [Event.model_validate_json(line) for line in lines]
-    insert_rows(warehouse, "events", [event_row(event) for event in events])
-    insert_rows(warehouse, "requests", [row for event in events if (row := request_row(event)) is not None])
+    insert_events_typed(warehouse, lines)
     return True
+
+
+def _parse_event(raw: bytes | None) -> tuple[Event | None, bool, str]:
+    """The event record as an Event, whether the schema took it in strict mode (every value of
+    its own JSON type: the engine reads it the same way), and the reason when it is malformed.
+    Strict first: it costs what lax costs, and lax runs only for the rare record strict refuses."""
+    if raw is not None:
+        try:
+            return Event.model_validate_json(raw, strict=True), True, ""
+        except ValidationError:
+            pass  # converted values or malformed: the lax check below tells which
+    event, reason = _parse(Event, raw)
+    return event, False, reason
 
 
 def _parse(model: type[ParsedT], raw: bytes | None) -> tuple[ParsedT | None, str]:
@@ -249,6 +272,7 @@ class SinkStats:
     deadlettered: int = 0
     insert_failures: int = 0
     json_fallbacks: int = 0
+    typed_records: int = 0  # accepted only with a converted value: inserted typed, not as JSON
     publish_failures: int = 0
     commit_failures: int = 0
     last_insert_latency_s: float = 0.0
@@ -262,6 +286,7 @@ class SinkStats:
             "deadlettered": self.deadlettered,
             "insert_failures": self.insert_failures,
             "json_fallbacks": self.json_fallbacks,
+            "typed_records": self.typed_records,
             "publish_failures": self.publish_failures,
             "commit_failures": self.commit_failures,
             "last_insert_latency_s": self.last_insert_latency_s,
@@ -275,10 +300,11 @@ class Batch:
     other topics' records as rows."""
 
     event_lines: list[bytes] = field(default_factory=list)
+    typed_lines: list[bytes] = field(default_factory=list)  # accepted only in lax mode
     ended_requests: int = 0  # event records that carry a request summary (a `requests` row each)
     rows: dict[str, list[Row]] = field(default_factory=lambda: {table: [] for table in TABLE_COLUMNS})
     to_deadletter: list[DeadLetter] = field(default_factory=list)
-    offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # (topic, partition) -> next
     records: int = 0
     started: float = 0.0
 
@@ -295,8 +321,15 @@ def write_batch(warehouse: Warehouse, batch: Batch, stats: SinkStats) -> None:
     if batch.event_lines:
         stats.json_fallbacks += insert_events(warehouse, batch.event_lines)
         _count(stats, "events", len(batch.event_lines))
+        batch.event_lines = []
+    if batch.typed_lines:
+        insert_events_typed(warehouse, batch.typed_lines)
+        stats.typed_records += len(batch.typed_lines)
+        _count(stats, "events", len(batch.typed_lines))
+        batch.typed_lines = []
+    if batch.ended_requests:
         _count(stats, "requests", batch.ended_requests)
-        batch.event_lines, batch.ended_requests = [], 0
+        batch.ended_requests = 0
     for table, rows in batch.rows.items():
         if rows:
             _count(stats, table, insert_rows(warehouse, table, rows))
@@ -336,13 +369,14 @@ class Sink:
         if not batch.records:
             batch.started = time.monotonic()
         batch.records += 1
-        batch.offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
+        # A plain tuple key: building a TopicPartition per record cost ~7% of the check.
+        batch.offsets[(record.topic, record.partition)] = record.offset + 1
         if record.topic == self.events_topic:
-            event, reason = _parse(Event, record.value)
+            event, strict, reason = _parse_event(record.value)
             if event is None:
                 self._dead(batch, record, reason)
                 return
-            batch.event_lines.append(record.value)
+            (batch.event_lines if strict else batch.typed_lines).append(record.value)
             batch.ended_requests += event.summary is not None
         elif record.topic == self.feedback_topic:
             feedback, reason = _parse(Feedback, record.value)
@@ -434,7 +468,8 @@ class Sink:
         """Commit the batch's positions. A failed commit only means re-delivery (deduplicated),
         so after a few attempts it is logged rather than blocking the sink."""
         owned = self.consumer.assignment()
-        offsets = {tp: offset for tp, offset in batch.offsets.items() if tp in owned}
+        positions = {TopicPartition(*key): offset for key, offset in batch.offsets.items()}
+        offsets = {tp: offset for tp, offset in positions.items() if tp in owned}
         if not offsets:
             return
         for attempt in range(1, COMMIT_ATTEMPTS + 1):

@@ -1,7 +1,8 @@
 """The sink's event path on the real engine: records checked against the schema in Python, then
-parsed by ClickHouse as JSONEachRow (migration 0008). It stores exactly what the typed insert
-stores, dead-letters malformed records with their reason, and falls back to the typed insert
-when the engine refuses a block the schema accepts."""
+parsed by ClickHouse as JSONEachRow (migrations 0008 and 0011). It stores exactly what the typed
+insert stores, dead-letters malformed records with their reason, sends records the schema accepts
+only by converting a value through the typed insert, and falls back to the typed insert when the
+engine refuses a block the schema accepts."""
 
 from __future__ import annotations
 
@@ -79,7 +80,7 @@ def test_json_path_stores_what_the_typed_insert_stores(warehouses: tuple[Warehou
     insert_rows(typed, "events", [event_row(e) for e in events])
     insert_rows(typed, "requests", [row for e in events if (row := request_row(e)) is not None])
     _, stats = through_sink(engine, [e.model_dump_json().encode() for e in events])
-    assert stats.json_fallbacks == 0
+    assert stats.json_fallbacks == 0 and stats.typed_records == 0  # the pipeline's records pass strict
     assert stats.rows_inserted["events"] == len(events) and stats.rows_inserted["requests"] == 60
     assert stored(engine) == stored(typed)
 
@@ -90,6 +91,8 @@ def test_malformed_records_are_deadlettered_with_their_reason(
     _, engine = warehouses
     good = [e for request in synthetic_requests(2) for e in request]
     sample = orjson.loads(good[0].model_dump_json())
+    final = orjson.loads(next(e for e in good if e.summary is not None).model_dump_json())
+    summary = final["summary"]
     bad: list[bytes | None] = [
         b"not json at all",
         None,
@@ -97,36 +100,67 @@ def test_malformed_records_are_deadlettered_with_their_reason(
         orjson.dumps({**sample, "event_id": "stage", "stage": "teleport"}),
         orjson.dumps({k: v for k, v in sample.items() if k != "tenant"}),
         b'{"event_id": "truncated", "request_id": ',
+        orjson.dumps({**final, "event_id": "number", "summary": {**summary, "latency_ms": "fast"}}),
+        orjson.dumps({**final, "event_id": "flag", "summary": {**summary, "hallucination": "maybe"}}),
     ]
     values = [e.model_dump_json().encode() for e in good]
     batch, stats = through_sink(engine, [*values[:3], *bad, *values[3:]])
     reasons = [letter.reason for letter in batch.to_deadletter]
     assert len(reasons) == len(bad) and all(reason.startswith("unparseable Event") for reason in reasons)
     assert "empty record value" in reasons[1] and "surprise" in reasons[2] and "tenant" in reasons[4]
-    assert [letter.offset for letter in batch.to_deadletter] == [3, 4, 5, 6, 7, 8]
+    assert "latency_ms" in reasons[6] and "hallucination" in reasons[7]
+    assert [letter.offset for letter in batch.to_deadletter] == [3, 4, 5, 6, 7, 8, 9, 10]
     assert stats.json_fallbacks == 0
     count = engine.query("SELECT count() AS n, uniqExact(event_id) AS ids FROM {db}.events")[0]
     assert count == {"n": len(good), "ids": len(good)}
 
 
-def test_engine_refusal_falls_back_to_the_typed_insert(warehouses: tuple[Warehouse, Warehouse]) -> None:
-    """The schema takes a time as epoch seconds and a number as text; the engine's view refuses
-    both rather than guess, and the batch goes in typed: nothing lost, nothing doubled."""
+def test_values_the_schema_converts_go_in_typed(warehouses: tuple[Warehouse, Warehouse]) -> None:
+    """The schema takes a time as epoch seconds, a number as text and a boolean as 0/1 (lax mode);
+    the sink sends such records through the typed insert, never to the engine's JSON parser, so
+    the engine needs no type checks of its own: nothing lost, nothing doubled, same values."""
     typed, engine = warehouses
-    events = [e for request in synthetic_requests(3, spread_minutes=10) for e in request]
+    events = [e for request in synthetic_requests(3, spread_minutes=10, error_rate=0.0) for e in request]
     values = [e.model_dump_json().encode() for e in events]
-    final = next(i for i, e in enumerate(events) if e.summary is not None)
-    odd = orjson.loads(values[final])
-    odd["ts"] = events[final].ts.timestamp()
+    finals = [i for i, e in enumerate(events) if e.summary is not None]
+    odd = orjson.loads(values[finals[0]])
+    odd["ts"] = events[finals[0]].ts.timestamp()
     odd["summary"]["latency_ms"] = str(odd["summary"]["latency_ms"])
-    values[final] = orjson.dumps(odd)
-    assert Event.model_validate_json(values[final]) == events[final]
+    values[finals[0]] = orjson.dumps(odd)
+    flag = orjson.loads(values[finals[1]])
+    flag["summary"]["hallucination"] = int(flag["summary"]["hallucination"])
+    values[finals[1]] = orjson.dumps(flag)
+    for i in finals[:2]:
+        assert Event.model_validate_json(values[i]) == events[i]
 
     insert_rows(typed, "events", [event_row(e) for e in events])
     insert_rows(typed, "requests", [row for e in events if (row := request_row(e)) is not None])
     batch, stats = through_sink(engine, values)
     assert not batch.to_deadletter
-    assert stats.json_fallbacks == 1
+    assert stats.typed_records == 2 and stats.json_fallbacks == 0
+    assert stats.rows_inserted["events"] == len(events) and stats.rows_inserted["requests"] == 3
+    assert stored(engine) == stored(typed)
+    _, again = through_sink(engine, values)  # redelivered: the typed path deduplicates too
+    assert again.typed_records == 2 and stored(engine) == stored(typed)
+
+
+def test_engine_refusal_falls_back_to_the_typed_insert(warehouses: tuple[Warehouse, Warehouse]) -> None:
+    """A time written as epoch seconds in text passes the strict schema check, but the engine's
+    view refuses it rather than guess seconds or milliseconds; the batch goes in typed."""
+    typed, engine = warehouses
+    events = [e for request in synthetic_requests(3, spread_minutes=10) for e in request]
+    values = [e.model_dump_json().encode() for e in events]
+    final = next(i for i, e in enumerate(events) if e.summary is not None)
+    odd = orjson.loads(values[final])
+    odd["ts"] = str(events[final].ts.timestamp())
+    values[final] = orjson.dumps(odd)
+    assert Event.model_validate_json(values[final], strict=True) == events[final]
+
+    insert_rows(typed, "events", [event_row(e) for e in events])
+    insert_rows(typed, "requests", [row for e in events if (row := request_row(e)) is not None])
+    batch, stats = through_sink(engine, values)
+    assert not batch.to_deadletter
+    assert stats.json_fallbacks == 1 and stats.typed_records == 0
     assert stored(engine) == stored(typed)
     _, again = through_sink(engine, values)  # redelivered: the fallback deduplicates too
     assert again.json_fallbacks == 1 and stored(engine) == stored(typed)
@@ -160,5 +194,5 @@ def test_other_shapes_of_valid_json_mean_the_same(warehouses: tuple[Warehouse, W
     insert_rows(typed, "events", [event_row(e) for e in events])
     insert_rows(typed, "requests", [row for e in events if (row := request_row(e)) is not None])
     _, stats = through_sink(engine, values)
-    assert stats.json_fallbacks == 0
+    assert stats.json_fallbacks == 0 and stats.typed_records == 0
     assert stored(engine) == stored(typed)
