@@ -323,14 +323,22 @@ def sluice_step(
         wait_idle(pids, limit_s=30)
         step = measured(pids, lambda: one(rate, duration, tag))
         sent = warm.sent + step["sent"]
-        time.sleep(settings.sink_batch_seconds + settings.sink_fetch_wait_ms / 1000 + 2)
-        return step, sent, requests_in_clickhouse(settings)
+        # The sink's last batch lands within one batch interval and one fetch wait; poll for it
+        # rather than sleeping a guess, and report what is there when the deadline passes.
+        deadline = time.time() + settings.sink_batch_seconds + settings.sink_fetch_wait_ms / 1000 + 10
+        stored = requests_in_clickhouse(settings)
+        while (stored is None or stored < sent) and time.time() < deadline:
+            time.sleep(0.5)
+            stored = requests_in_clickhouse(settings)
+        return step, sent, stored
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     home = Path(f"/tmp/sluice-side-by-side-{uuid.uuid4().hex[:6]}")
     logs = home / "logs"
     logs.mkdir(parents=True)
+    # The shared mock's settings; each step's stack gets its own broker (sluice_stack), so this
+    # bootstrap address is never dialled.
     base = zero_latency_settings(home, "127.0.0.1:9", chain_breaks=args.chain_breaks)
     mock = start_process(base, logs, "simulator")
     health = base.simulator_url.removesuffix("/v1") + "/healthz"

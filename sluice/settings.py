@@ -153,15 +153,15 @@ class Settings(BaseSettings):
         default=2.0,
         gt=0,
         description="Longest wait before an insert. Each insert costs the engine a fixed amount of CPU "
-        "(about 80 ms with every view on), so at 0.5 s the sink took a sixth of a core even at 20 req/s; "
+        "(see sink_batch_size), so at 0.5 s the sink took a sixth of a core even at 20 req/s; "
         "at 2 s it takes half of that, and dashboards read minute and hour windows",
     )
     sink_fetch_wait_ms: int = Field(
         default=1000,
         ge=1,
         le=30000,
-        description="How long the sink's fetch waits for events. The embedded broker answers a fetch only "
-        "after this wait and reads through every stored batch of a partition to serve it, so each fetch "
+        description="How long the sink's fetch waits for events. The embedded broker holds a fetch for "
+        "up to this wait and reads through every stored batch of a partition to serve it, so each fetch "
         "costs it more as the topic grows; the sink inserts every sink_batch_seconds anyway, so a long "
         "wait saves the broker that work without delaying any answer",
     )

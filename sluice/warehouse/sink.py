@@ -468,8 +468,9 @@ class Sink:
         """Commit the batch's positions. A failed commit only means re-delivery (deduplicated),
         so after a few attempts it is logged rather than blocking the sink."""
         owned = self.consumer.assignment()
-        positions = {TopicPartition(*key): offset for key, offset in batch.offsets.items()}
-        offsets = {tp: offset for tp, offset in positions.items() if tp in owned}
+        offsets = {
+            tp: offset for key, offset in batch.offsets.items() if (tp := TopicPartition(*key)) in owned
+        }
         if not offsets:
             return
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
