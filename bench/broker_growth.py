@@ -34,6 +34,7 @@ from harness import cpu_seconds
 from sluice.local.broker import start_broker
 
 RESULTS = Path(__file__).resolve().parent / "results"
+READ_TIMEOUT_S = 30.0
 RECORD = b'{"request_id":"0123456789abcdef","tenant":"acme","prompt":"' + b"x" * 900 + b'"}'
 
 
@@ -48,6 +49,7 @@ async def one_topic(partitions: int, phases: int, per_phase: int, rate: float) -
     )
     rows: list[dict[str, Any]] = []
     read = 0
+    reader: asyncio.Task[None] | None = None
 
     async def drain() -> None:
         nonlocal read
@@ -70,7 +72,12 @@ async def one_topic(partitions: int, phases: int, per_phase: int, rate: float) -
                     await asyncio.sleep(delay)
                 await producer.send_and_wait("growth", RECORD, key=f"{sent}".encode())
                 sent += 1
+            deadline = time.perf_counter() + READ_TIMEOUT_S
             while read < sent:  # the phase ends when the consumer has every record
+                if reader.done():
+                    reader.result()  # the reader failed: raise its error
+                if time.perf_counter() > deadline:
+                    raise RuntimeError(f"consumer read {read} of {sent} records within {READ_TIMEOUT_S}s")
                 await asyncio.sleep(0.01)
             cpu = cpu_seconds(broker.process.pid) - cpu_before
             rows.append(
@@ -82,8 +89,9 @@ async def one_topic(partitions: int, phases: int, per_phase: int, rate: float) -
                 }
             )
             print(f"partitions {partitions:3d} {rows[-1]}", flush=True)
-        reader.cancel()
     finally:
+        if reader is not None:
+            reader.cancel()
         await consumer.stop()
         await producer.stop()
         await admin.close()
