@@ -40,7 +40,12 @@ GRAINS = {
         "_@G@ ": "_hour ",
     },
 }
+# Request and replica rollups keep latency as t-digest states; the stage rollups keep durations
+# as DDSketch states (migration 0012: within 2% of the true value, and a state's size, so a
+# merge's cost, bounded however many events of a busy minute went in).
 QUANTILES = "quantilesTDigestMerge(0.5, 0.95, 0.99)"
+STAGE_SKETCH_ARGS = "0.02, 0.5, 0.95, 0.99"
+STAGE_QUANTILES = f"quantilesDDMerge({STAGE_SKETCH_ARGS})"
 PCT = """
     round({q}({col})[1], 1) AS p50_ms,
     round({q}({col})[2], 1) AS p95_ms,
@@ -68,8 +73,8 @@ def rollup_query(name: str, doc: str, template: str) -> NamedQuery:
     return NamedQuery(name, doc, _grained(template, "minute"), _grained(template, "hour"))
 
 
-def pct(col: str) -> str:
-    return PCT.format(q=QUANTILES, col=f"t.{col}")
+def pct(col: str, quantiles: str = QUANTILES) -> str:
+    return PCT.format(q=quantiles, col=f"t.{col}")
 
 
 LATENCY_BY_STAGE = rollup_query(
@@ -81,7 +86,7 @@ SELECT
     stage,
     {MODEL} AS model,
     sum(t.events) AS events,
-    sumIf(t.events, status NOT IN ('ok', 'duplicate')) AS errors,{pct("duration_ms")}
+    sumIf(t.events, status NOT IN ('ok', 'duplicate')) AS errors,{pct("duration_ms", STAGE_QUANTILES)}
 FROM {{db}}.stage_@G@ AS t
 WHERE {ROLLUP_WINDOW} AND status NOT LIKE 'breaker_%'
 GROUP BY stage, model

@@ -19,6 +19,7 @@ from sluice.warehouse.connection import (
     database_name,
     substitute_db,
 )
+from sluice.warehouse.metrics import QUANTILES, STAGE_QUANTILES, STAGE_SKETCH_ARGS
 from sluice.warehouse.migrate import (
     MigrationError,
     applied_versions,
@@ -272,3 +273,52 @@ def test_0010_keys_stage_minute_by_what_reads_it(warehouse: Warehouse, tmp_path:
     for table in ("stage_minute", "stage_hour"):
         total = warehouse.query(f"SELECT sum(t.events) AS n FROM {{db}}.{table} AS t")[0]["n"]
         assert total == len(events) + len(more), table
+
+
+STAGE_AND_REQUEST_COUNTS = {
+    "stage_minute": "events",
+    "stage_hour": "events",
+    "request_minute": "requests",
+    "request_hour": "requests",
+}
+
+
+def _rollup_counts(warehouse: Warehouse) -> dict[str, int]:
+    return {
+        table: int(warehouse.query(f"SELECT sum(t.{column}) AS n FROM {{db}}.{table} AS t")[0]["n"])
+        for table, column in STAGE_AND_REQUEST_COUNTS.items()
+    }
+
+
+def test_0012_stage_sketches_and_small_request_granules(warehouse: Warehouse, tmp_path: Path) -> None:
+    """A warehouse at 0011 with stored events and requests: after 0012 the stage rollups keep
+    their counts and their duration quantiles are DDSketch merges equal to the sketch of the raw
+    durations; the request minute rollup keeps its rows, t-digests included, and reads in
+    granules of 256 rows; the views still feed all four tables."""
+    migrate(warehouse, _copy_migrations(tmp_path / "to11", 11))
+    events = [e for request in synthetic_requests(60, spread_minutes=20, ago_minutes=5) for e in request]
+    insert_rows(warehouse, "events", [event_row(e) for e in events])
+    insert_rows(warehouse, "requests", [row for e in events if (row := request_row(e)) is not None])
+    before = _rollup_counts(warehouse)
+    assert before["request_minute"] == 60 and before["stage_minute"] == len(events)
+    latency = f"SELECT {QUANTILES}(t.latency_ms) AS q FROM {{db}}.request_minute AS t"
+    request_quantiles = warehouse.query(latency)[0]["q"]
+    assert [m.version for m in migrate(warehouse, _copy_migrations(tmp_path / "to12", 12))] == [12]
+    assert _rollup_counts(warehouse) == before
+    assert warehouse.query(latency)[0]["q"] == request_quantiles
+    sketch = f"quantilesDD({STAGE_SKETCH_ARGS})"
+    raw = warehouse.query(f"SELECT {sketch}(e.duration_ms) AS q FROM {{db}}.events AS e")
+    for table in ("stage_minute", "stage_hour"):
+        rolled = warehouse.query(f"SELECT {STAGE_QUANTILES}(t.duration_ms) AS q FROM {{db}}.{table} AS t")
+        assert rolled == raw and raw[0]["q"][0] > 0, table
+    engine = warehouse.query(
+        "SELECT engine_full FROM system.tables WHERE database = {name:String} AND name = 'request_minute'",
+        {"name": warehouse.database},
+    )[0]["engine_full"]
+    assert "index_granularity = 256" in engine
+    more = [e for request in synthetic_requests(5, spread_minutes=5, prefix="new") for e in request]
+    insert_rows(warehouse, "events", [event_row(e) for e in more])
+    insert_rows(warehouse, "requests", [row for e in more if (row := request_row(e)) is not None])
+    after = _rollup_counts(warehouse)
+    assert after["request_minute"] == after["request_hour"] == 65
+    assert after["stage_minute"] == after["stage_hour"] == len(events) + len(more)
