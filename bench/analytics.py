@@ -437,9 +437,55 @@ def _process(load: dict[str, Any]) -> str:
     return "sink process" if "insert_records_per_s" in load else "inserting process"
 
 
+def run_key(requests: int, days: float) -> str:
+    """Where a run is kept in the results: by size for the standard 7 days, else size@days."""
+    return str(requests) if days == 7.0 else f"{requests}@{days:g}d"
+
+
+def _window_minutes(run: dict[str, Any]) -> float:
+    """Minutes of data a 1-hour window held when the queries ran (the newest data was that old)."""
+    return max(0.0, 60 - (run["load"]["load_wall_s"] + run["merge_wait_s"]) / 60)
+
+
+def hour_ratios(runs: dict[str, Any]) -> list[str]:
+    """The 1-hour window on a bigger (or busier) warehouse against the 1M-request one: its cost
+    should follow the window, not the table."""
+    base = runs.get("1000000")
+    others = [k for k in ("10000000", run_key(1_000_000, 0.7)) if k in runs and base is not None]
+    if not others or base is None:
+        return []
+    names = {
+        "10000000": "10M over 7 days",
+        run_key(1_000_000, 0.7): "1M over 0.7 days (the requests per minute of 10M over 7 days)",
+    }
+    lines = [
+        "",
+        "One-hour window against 1M requests over 7 days (x = ratio of median time / of rows read):",
+        "",
+        "| query | " + " | ".join(names[k] for k in others) + " |",
+        "|---|" + "---|" * len(others),
+    ]
+    for name in QUERIES:
+        b = base["queries"].get(f"{name}@1h")
+        cells = []
+        for key in others:
+            t = runs[key]["queries"].get(f"{name}@1h")
+            if t is None or b is None:
+                cells.append("")
+                continue
+            rows = f"x{t['read_rows'] / b['read_rows']:.2f}" if b["read_rows"] else "0 rows"
+            cells.append(f"x{t['median_s'] / b['median_s']:.2f} / {rows}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    held = ", ".join(f"{names[k]} {_window_minutes(runs[k]):.0f}" for k in ["1000000", *others] if k in names)
+    held = f"1M over 7 days {_window_minutes(base):.0f}, " + held
+    lines += ["", f"Minutes of data the 1-hour window held: {held}."]
+    return lines
+
+
 def table(runs: dict[str, Any]) -> list[str]:
-    """query x window, one column group per size: median ms and rows read."""
-    sizes = sorted(runs, key=int)
+    """query x window, one column group per 7-day size: median ms and rows read; then the
+    1-hour ratios."""
+    sizes = sorted((k for k in runs if k.isdigit()), key=int)
     head = "| query | " + " | ".join(f"{int(s) / 1e6:g}M {w}" for s in sizes for w in WINDOWS) + " |"
     lines = [head, "|---|" + "---|" * (len(sizes) * len(WINDOWS))]
     for name in QUERIES:
@@ -466,7 +512,7 @@ def table(runs: dict[str, Any]) -> list[str]:
             f" {(load['load_wall_s'] + r['merge_wait_s']) / 60:.0f} min old when the queries ran"
             " (a 1h window held that much less data)",
         ]
-    return lines
+    return lines + hour_ratios(runs)
 
 
 def main() -> None:
@@ -506,7 +552,7 @@ def main() -> None:
     except (OSError, ValueError):
         runs = {}
     if result is not None:
-        runs[str(args.requests)] = result
+        runs[run_key(args.requests, args.days)] = result
         out.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
     lines = table(runs)
     (RESULTS / "analytics.txt").write_text("\n".join(lines) + "\n")
