@@ -349,7 +349,7 @@ def _grounding_pairs(data: dict[str, Any]) -> str:
 
 
 def _analytics(data: dict[str, Any]) -> str:
-    size = max(data["runs"], key=int)
+    size = max((key for key in data["runs"] if key.isdigit()), key=int)  # the 7-day runs
     run = data["runs"][size]
     slowest = {
         window: max(q["median_s"] for name, q in run["queries"].items() if name.endswith(f"@{window}"))
