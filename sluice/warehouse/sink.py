@@ -1,13 +1,14 @@
 """The ClickHouse sink: mirrors the events, feedback and deadletter topics into the warehouse.
 
-Event records are checked against the Event schema here (a malformed one is dead-lettered with
-its reason). Those the schema accepts in strict mode (every value already of its JSON type) are
-handed to the engine as they came, one JSON object per line, into `events_json` (migrations 0008
-and 0011): ClickHouse parses and converts them, Python builds no columns. The few the schema
-accepts only by converting a value (a number written as text, a time as a number) go in through
-the typed insert, so the engine never has to guess. Should the engine refuse a JSON block, the
-batch goes in again through the typed insert, so a record the schema accepts is never lost to a
-difference between the two parsers.
+Event records are checked against the Event schema (`sluice.warehouse.records`, which also builds
+the typed rows); a malformed one is dead-lettered with its reason. Those the schema accepts in
+strict mode (every value already of its JSON type) are handed to the engine as they came, one
+JSON object per line, into `events_json` (migrations 0008 and 0011): ClickHouse parses and
+converts them, Python builds no columns. The few the schema accepts only by converting a value
+(a number written as text, a time as a number) go in through the typed insert, so the engine
+never has to guess. Should the engine refuse a JSON block, the batch goes in again through the
+typed insert, so a record the schema accepts is never lost to a difference between the two
+parsers.
 
 Delivery is at-least-once end to end: offsets are committed only after the batch's rows
 are inserted (and its dead letters published), so a crash or a failing warehouse
@@ -25,15 +26,14 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
 import httpx
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from clickhouse_connect.driver.exceptions import DatabaseError
-from pydantic import ValidationError
 
 from schemas import DeadLetter, Event, Feedback
 from sluice import kafka_clients
@@ -45,6 +45,20 @@ from sluice.warehouse.connection import Warehouse, aconnect
 from sluice.warehouse.migrate import amigrate, migrations_dir
 from sluice.warehouse.monitors import AlertEvaluator, FeedbackAdvisor, LagMonitor, apply_retention, every
 from sluice.warehouse.query_server import start_query_server
+from sluice.warehouse.records import (
+    MALFORMED,
+    STRICT,
+    TABLE_COLUMNS,
+    Row,
+    check_event,
+    columns_of,
+    deadletter_row,
+    event_row,
+    feedback_row,
+    parse,
+    record_time,
+    request_row,
+)
 from topics import DEADLETTER, EVENTS, FEEDBACK
 
 log = logging.getLogger(__name__)
@@ -53,27 +67,6 @@ BACKOFF_START_S = 0.2
 BACKOFF_MAX_S = 10.0
 POLL_MAX_S = 0.2  # longest getmany wait, so a stop request is noticed quickly
 COMMIT_ATTEMPTS = 3
-REASON_MAX = 1000
-
-EVENT_COLUMNS = (
-    "event_id", "request_id", "correlation_id", "tenant", "stage", "status", "ts", "duration_ms", "model",
-    "prompt_tokens", "completion_tokens", "cost_usd", "cached", "error_code", "flags", "attributes",
-    "cache_savings_usd", "routing_savings_usd",
-)  # fmt: skip
-REQUEST_COLUMNS = (
-    "request_id", "correlation_id", "tenant", "received_at", "finished_at", "status", "model",
-    "prompt_tokens", "completion_tokens", "cost_usd", "cached", "latency_ms", "groundedness",
-    "hallucination", "schema_valid", "error_code", "flags", "stage", "event_id",
-    "cache_savings_usd", "routing_savings_usd", "route", "arm", "max_tokens", "question_hash", "answer_hash",
-)  # fmt: skip
-FEEDBACK_COLUMNS = ("feedback_id", "request_id", "tenant", "rating", "label", "comment", "ts")
-DEADLETTER_COLUMNS = ("reason", "source_topic", "partition", "offset", "stage", "ts", "raw_base64")
-TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
-    "events": EVENT_COLUMNS,
-    "requests": REQUEST_COLUMNS,
-    "feedback": FEEDBACK_COLUMNS,
-    "deadletters": DEADLETTER_COLUMNS,
-}
 
 # Where the sink writes each table: the deduplicating entry points of migration 0007.
 INSERT_TARGETS = {
@@ -102,98 +95,6 @@ EVENTS_JSON_SETTINGS = {
     "optimize_on_insert": 0,
     "max_threads": 1,
 }
-
-Row = tuple[Any, ...]
-ParsedT = TypeVar("ParsedT", Event, Feedback, DeadLetter)
-
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MILLISECOND = timedelta(milliseconds=1)
-
-
-def _utc(value: datetime) -> datetime:
-    """Naive datetimes on the wire are taken as UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _ms(value: datetime) -> int:
-    """Milliseconds since the epoch (UTC; naive = UTC): what a DateTime64(3) column stores.
-    The client sends integers as they are, a datetime costs it a conversion per value."""
-    return (_utc(value) - EPOCH) // MILLISECOND
-
-
-def _clamp(value: int, low: int, high: int) -> int:
-    """Out-of-range integers would fail the insert forever (a poison batch); clamp them instead."""
-    return max(low, min(value, high))
-
-
-UINT32_MAX = 2**32 - 1
-INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-
-
-def _record_time(timestamp_ms: int | None) -> datetime:
-    if timestamp_ms is None or timestamp_ms < 0:
-        return datetime.now(UTC)
-    return datetime.fromtimestamp(timestamp_ms / 1000, tz=UTC)
-
-
-def event_row(event: Event) -> Row:
-    """Column values in EVENT_COLUMNS order; None becomes '' (ClickHouse idiom, no Nullable)."""
-    error_code = event.error_code.value if event.error_code else ""
-    return (
-        event.event_id, event.request_id, event.correlation_id, event.tenant, event.stage.value,
-        event.status, _ms(event.ts), event.duration_ms, event.model or "",
-        _clamp(event.prompt_tokens, 0, UINT32_MAX), _clamp(event.completion_tokens, 0, UINT32_MAX),
-        event.cost_usd, event.cached, error_code, list(event.flags), dict(event.attributes),
-        event.cache_savings_usd, event.routing_savings_usd,
-    )  # fmt: skip
-
-
-def request_row(event: Event) -> Row | None:
-    """The `requests` row of the event that ended a request (None for intermediate events).
-    The ending event carries the request's totals (model, tokens, cost, error)."""
-    summary = event.summary
-    if summary is None:
-        return None
-    error_code = event.error_code.value if event.error_code else ""
-    return (
-        event.request_id, event.correlation_id, event.tenant, _ms(summary.received_at),
-        _ms(summary.finished_at), summary.status.value, event.model or "",
-        _clamp(event.prompt_tokens, 0, UINT32_MAX), _clamp(event.completion_tokens, 0, UINT32_MAX),
-        event.cost_usd, event.cached, summary.latency_ms, summary.groundedness, summary.hallucination,
-        summary.schema_valid, error_code, list(event.flags), event.stage.value, event.event_id,
-        event.cache_savings_usd, event.routing_savings_usd, summary.route, summary.arm,
-        _attribute_int(event, "max_tokens"), event.attributes.get("question_hash", ""),
-        event.attributes.get("answer_hash", ""),
-    )  # fmt: skip
-
-
-def _attribute_int(event: Event, name: str) -> int:
-    """A non-negative integer attribute (0 when absent or not a number: analytics, not a reason
-    to dead-letter the event)."""
-    value = event.attributes.get(name, "")
-    return _clamp(int(value), 0, UINT32_MAX) if value.isdigit() else 0
-
-
-def feedback_row(feedback: Feedback, partition: int, offset: int, ts: datetime) -> Row:
-    """feedback_id is the record's position, so a redelivered record replaces its row."""
-    return (
-        f"{partition}:{offset}", feedback.request_id, feedback.tenant, feedback.rating, feedback.label,
-        feedback.comment or "", _ms(ts),
-    )  # fmt: skip
-
-
-def deadletter_row(letter: DeadLetter) -> Row:
-    return (
-        letter.reason, letter.source_topic, _clamp(letter.partition, INT32_MIN, INT32_MAX),
-        _clamp(letter.offset, INT64_MIN, INT64_MAX), letter.stage, _ms(letter.ts), letter.raw_base64,
-    )  # fmt: skip
-
-
-def columns_of(rows: list[Row]) -> list[list[Any]]:
-    """Row tuples -> one list per column, the shape of a column-oriented insert."""
-    return [list(column) for column in zip(*rows, strict=True)]
 
 
 def insert_columns(warehouse: Warehouse, table: str, columns: list[list[Any]]) -> int:
@@ -233,33 +134,6 @@ def insert_events(warehouse: Warehouse, lines: list[bytes]) -> bool:
         log.warning("engine refused %d event records as JSON; inserting them typed: %s", len(lines), exc)
     insert_events_typed(warehouse, lines)
     return True
-
-
-def _parse_event(raw: bytes | None) -> tuple[Event | None, bool, str]:
-    """The event record as an Event, whether the schema took it in strict mode (every value of
-    its own JSON type: the engine reads it the same way), and the reason when it is malformed.
-    Strict first: it costs what lax costs, and lax runs only for the rare record strict refuses."""
-    if raw is not None:
-        try:
-            return Event.model_validate_json(raw, strict=True), True, ""
-        except ValidationError:
-            pass  # converted values or malformed: the lax check below tells which
-    event, reason = _parse(Event, raw)
-    return event, False, reason
-
-
-def _parse(model: type[ParsedT], raw: bytes | None) -> tuple[ParsedT | None, str]:
-    """The record as `model`, or None and a short reason (kept for the dead letter)."""
-    kind = model.__name__
-    if raw is None:
-        return None, f"unparseable {kind}: empty record value"
-    try:
-        return model.model_validate_json(raw), ""
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first.get("loc", ())) or "value"
-        reason = f"unparseable {kind}: {exc.error_count()} error(s), first at {where}: {first.get('msg', '')}"
-        return None, reason[:REASON_MAX]
 
 
 @dataclass
@@ -372,18 +246,18 @@ class Sink:
         # A plain tuple key: building a TopicPartition per record cost ~7% of the check.
         batch.offsets[(record.topic, record.partition)] = record.offset + 1
         if record.topic == self.events_topic:
-            event, strict, reason = _parse_event(record.value)
-            if event is None:
+            verdict, ends_request, reason = check_event(record.value)
+            if verdict == MALFORMED:
                 self._dead(batch, record, reason)
                 return
-            (batch.event_lines if strict else batch.typed_lines).append(record.value)
-            batch.ended_requests += event.summary is not None
+            (batch.event_lines if verdict == STRICT else batch.typed_lines).append(record.value)
+            batch.ended_requests += ends_request
         elif record.topic == self.feedback_topic:
-            feedback, reason = _parse(Feedback, record.value)
+            feedback, reason = parse(Feedback, record.value)
             if feedback is None:
                 self._dead(batch, record, reason)
                 return
-            ts = _record_time(record.timestamp)
+            ts = record_time(record.timestamp)
             batch.rows["feedback"].append(feedback_row(feedback, record.partition, record.offset, ts))
         elif record.topic == self.deadletter_topic:
             self._mirror_deadletter(batch, record)
@@ -405,7 +279,7 @@ class Sink:
     def _mirror_deadletter(self, batch: Batch, record: Any) -> None:
         """Store a deadletter-topic record; one that is not a DeadLetter is stored as itself,
         never re-published (that would loop)."""
-        letter, reason = _parse(DeadLetter, record.value)
+        letter, reason = parse(DeadLetter, record.value)
         if letter is None:
             log.warning(
                 "storing bad record %s[%s]@%s: %s", record.topic, record.partition, record.offset, reason
@@ -417,7 +291,7 @@ class Sink:
                 partition=record.partition,
                 offset=record.offset,
                 stage="sink",
-                ts=_record_time(record.timestamp),
+                ts=record_time(record.timestamp),
             )
         batch.rows["deadletters"].append(deadletter_row(letter))
 

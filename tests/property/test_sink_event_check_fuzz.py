@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas import Event
-from sluice.warehouse.sink import _parse_event
+from sluice.warehouse.records import CONVERTED, MALFORMED, STRICT, check_event
 
 BASE: dict[str, Any] = {
     "event_id": "r1/validate_response",
@@ -67,15 +67,22 @@ SUMMARY_FIELDS = st.sampled_from(
 def test_strict_acceptance_means_what_the_schema_reads(top: dict[str, Any], summary: dict[str, Any]) -> None:
     record = {**BASE, **top, "summary": {**BASE["summary"], **summary}}
     raw = json.dumps(record).encode()
-    event, strict, reason = _parse_event(raw)
+    verdict, ends_request, reason = check_event(raw)
     try:
         lax: Event | None = Event.model_validate_json(raw)
     except ValueError:
         lax = None
     if lax is None:
-        assert event is None and not strict and reason.startswith("unparseable Event")
+        assert verdict == MALFORMED and not ends_request and reason.startswith("unparseable Event")
         return
-    assert event == lax and not reason
+    assert verdict in (STRICT, CONVERTED) and not reason
+    assert ends_request == (lax.summary is not None)
+    try:  # the check's derived validator accepts in strict mode exactly what the model does
+        model_strict = Event.model_validate_json(raw, strict=True) == lax
+    except ValueError:
+        model_strict = False
+    assert (verdict == STRICT) == model_strict
+    strict = verdict == STRICT
     if strict:  # what goes to the engine: every value already of its own JSON type
         for name, value in record.items():
             if name in ("duration_ms", "cost_usd") and value is not None:
@@ -92,11 +99,12 @@ def test_strict_acceptance_means_what_the_schema_reads(top: dict[str, Any], summ
 
 
 def test_no_record_is_lost_or_passed_unchecked() -> None:
-    assert _parse_event(None) == (None, False, "unparseable Event: empty record value")
-    event, strict, _ = _parse_event(orjson.dumps(BASE))
-    assert event is not None and strict
+    assert check_event(None) == (MALFORMED, False, "unparseable Event: empty record value")
+    assert check_event(orjson.dumps(BASE)) == (STRICT, True, "")
+    assert check_event(orjson.dumps({**BASE, "summary": None})) == (STRICT, False, "")
     converted = {**BASE, "summary": {**BASE["summary"], "latency_ms": "123"}}
-    event, strict, _ = _parse_event(orjson.dumps(converted))
-    assert (
-        event is not None and not strict and event.summary is not None and event.summary.latency_ms == 123.0
-    )
+    assert check_event(orjson.dumps(converted)) == (CONVERTED, True, "")
+    verdict, _, reason = check_event(orjson.dumps({**BASE, "unknown": 1}))
+    assert verdict == MALFORMED and "unknown" in reason
+    verdict, _, reason = check_event(orjson.dumps({**BASE, "summary": {**BASE["summary"], "extra": 1}}))
+    assert verdict == MALFORMED and "summary.extra" in reason
