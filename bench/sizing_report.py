@@ -41,7 +41,7 @@ def plan(rate: int, inputs: dict[str, float]) -> dict[str, Any]:
 def _largest_analytics_run(analytics: dict[str, Any]) -> dict[str, Any]:
     """bench/analytics.py keeps one run per size; the largest is the one at production volume."""
     runs: dict[str, dict[str, Any]] = analytics["runs"]
-    return runs[max(runs, key=int)]
+    return runs[max((key for key in runs if key.isdigit()), key=int)]  # the 7-day runs
 
 
 def _goodput(case: dict[str, Any]) -> float:
