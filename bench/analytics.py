@@ -476,8 +476,8 @@ def hour_ratios(runs: dict[str, Any]) -> list[str]:
             rows = f"x{t['read_rows'] / b['read_rows']:.2f}" if b["read_rows"] else "0 rows"
             cells.append(f"x{t['median_s'] / b['median_s']:.2f} / {rows}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    held = ", ".join(f"{names[k]} {_window_minutes(runs[k]):.0f}" for k in ["1000000", *others] if k in names)
-    held = f"1M over 7 days {_window_minutes(base):.0f}, " + held
+    windows = [("1M over 7 days", base), *((names[k], runs[k]) for k in others)]
+    held = ", ".join(f"{label} {_window_minutes(run):.0f}" for label, run in windows)
     lines += ["", f"Minutes of data the 1-hour window held: {held}."]
     return lines
 
