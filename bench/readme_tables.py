@@ -360,7 +360,8 @@ def _analytics(data: dict[str, Any]) -> str:
         f"{slowest['7d'] * 1000:.0f} ms at 7 days; web dashboard {run['web_dashboard']['7d_median_s']:.2f} s "
         f"for 7 days; insert {run['load']['insert_rows_per_s']:,} rows/s with every view on"
         + (
-            f" through the sink's path (peak memory {run['peak_rss_mb']:,} MB)"
+            f" through the sink's path (peak memory of the bench process {run['peak_rss_mb']:,} MB,"
+            f" {run['load'].get('generated_mb_held', 0):,} MB of it generated records)"
             if "insert_records_per_s" in run["load"]
             else " (typed column insert)"
         )

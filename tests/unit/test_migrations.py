@@ -29,7 +29,15 @@ from sluice.warehouse.migrate import (
     migrate,
     split_statements,
 )
-from sluice.warehouse.sink import TABLE_COLUMNS, columns_of, event_row, feedback_row, insert_rows, request_row
+from sluice.warehouse.sink import (
+    TABLE_COLUMNS,
+    columns_of,
+    event_row,
+    feedback_row,
+    insert_event_json,
+    insert_rows,
+    request_row,
+)
 from sluice.warehouse.synthetic import synthetic_requests
 
 EXPECTED_TABLES = {"events", "requests", "feedback", "deadletters", "schema_migrations"}
@@ -322,3 +330,42 @@ def test_0012_stage_sketches_and_small_request_granules(warehouse: Warehouse, tm
     after = _rollup_counts(warehouse)
     assert after["request_minute"] == after["request_hour"] == 65
     assert after["stage_minute"] == after["stage_hour"] == len(events) + len(more)
+
+
+def _part_layouts(warehouse: Warehouse, table: str) -> set[tuple[int, str]]:
+    rows = warehouse.query(
+        "SELECT level, part_storage_type AS storage FROM system.parts"
+        " WHERE database = {name:String} AND table = {table:String} AND active",
+        {"name": warehouse.database, "table": table},
+    )
+    return {(int(row["level"]) and 1, str(row["storage"])) for row in rows}
+
+
+def test_0013_writes_inserted_parts_packed_and_merged_parts_full(settings: Settings) -> None:
+    """After 0013 every data table writes an insert's part as one file and a merged part in the
+    full layout, and packed parts read back the same after the engine is opened again. (An
+    insert with `optimize_on_insert`, the default, writes Replacing and Aggregating parts at
+    level 1 already, so only the sink's insert, which turns it off, writes packed parts.)"""
+    warehouse = connect(settings)
+    migrate(warehouse, default_migrations_dir())
+    stored = warehouse.query(
+        "SELECT name, engine_full FROM system.tables WHERE database = {name:String}"
+        " AND engine LIKE '%MergeTree' AND name NOT LIKE 'schema_%'",
+        {"name": warehouse.database},
+    )
+    assert len(stored) >= 16
+    assert [r["name"] for r in stored if "min_level_for_full_part_storage = 1" not in r["engine_full"]] == []
+    events = [e for request in synthetic_requests(30, spread_minutes=10, ago_minutes=5) for e in request]
+    insert_event_json(warehouse, [e.model_dump_json().encode() for e in events[::2]])  # the sink's insert
+    assert _part_layouts(warehouse, "events") == {(0, "Packed")}
+    assert _part_layouts(warehouse, "requests") == {(0, "Packed")}
+    counted = "SELECT count() AS n, sum(e.cost_usd) AS cost FROM {db}.events AS e"
+    before = warehouse.query(counted)
+    warehouse.close()
+    warehouse = connect(settings)  # the packed parts are loaded from disk again
+    assert warehouse.query(counted) == before and before[0]["n"] == len(events[::2])
+    insert_rows(warehouse, "events", [event_row(e) for e in events[1::2]])
+    warehouse.command("OPTIMIZE TABLE {db}.events FINAL")
+    assert _part_layouts(warehouse, "events") == {(1, "Full")}
+    assert warehouse.query(counted)[0]["n"] == len(events)
+    warehouse.close()
