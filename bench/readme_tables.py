@@ -588,8 +588,45 @@ def injection_mil() -> str:
     return "\n".join(lines)
 
 
+# --- where the sink's CPU goes ----------------------------------------------------------------
+
+SINK_PARTS = (  # label, then the variant taken away from (or the total) and the one subtracted
+    ("the engine parsing the JSON", "parse_only", None),
+    ("the two views converting it into events and requests rows", "no_dedup", "parse_only"),
+    ("duplicate lookups and the raw tables' new parts", "no_rollups", "no_dedup"),
+    ("the per-minute and hourly rollups", "all", "no_rollups"),
+    ("the engine in all (its background merges included)", "all", None),
+)
+
+
+def sink_profile() -> str:
+    """The per-record CPU split of bench/sink_profile.py: each part is the difference between two
+    variants (the views a variant keeps), the engine's total is the variant with every view."""
+    data = _load("sink_profile")
+    if data is None:
+        return "No result yet: run `bench/sink_profile.py`."
+    sizes = sorted({int(key.split("@")[1]) for key in data["engine_median"]})
+    cpu = {key: value["cpu_us_per_record"] for key, value in data["engine_median"].items()}
+    lines = [
+        "| part | " + " | ".join(f"at {size // 1000}k records per insert" for size in sizes) + " |",
+        "|---" * (len(sizes) + 1) + "|",
+        "| the schema check in Python (`Sink.add`) | "
+        + " | ".join(f"{data['check_us_per_record']:.1f} µs" for _ in sizes)
+        + " |",
+    ]
+    for label, variant, less in SINK_PARTS:
+        cells = [cpu[f"{variant}@{size}"] - (cpu[f"{less}@{size}"] if less else 0.0) for size in sizes]
+        lines.append(f"| {label} | " + " | ".join(f"{cell:.2f} µs" for cell in cells) + " |")
+    lines.append(
+        f"\nMedians of {data['settings']['rounds']} rounds on {data['settings']['requests']:,} requests,"
+        f" {data['date'][:10]}, load average {data['loadavg'][0]:.1f}."
+    )
+    return "\n".join(lines)
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "side_by_side": side_by_side,
+    "sink_profile": sink_profile,
     "benchmarks": benchmarks,
     "heldout": heldout,
     "injection_loo": injection_loo,
