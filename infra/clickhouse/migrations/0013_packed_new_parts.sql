@@ -18,6 +18,12 @@
 -- Merged parts (level 1 and above) keep the full layout, so the parts queries read for most of
 -- the data are unchanged; a new part lives packed until its first merge, seconds to minutes.
 -- The setting changes how new parts are written only: existing parts stay as they are.
+--
+-- Servers: packed part storage is in open-source ClickHouse from its mid-2026 releases (the
+-- embedded engine has it); before that ClickHouse documented the setting for its Cloud service
+-- only, so an older release may refuse this file (unknown setting) or take it and keep writing
+-- full parts. Not tried here on an older server. A server that has written packed parts cannot
+-- be downgraded below that release: older releases cannot read them.
 
 ALTER TABLE {db}.events MODIFY SETTING min_level_for_full_part_storage = 1;
 ALTER TABLE {db}.requests MODIFY SETTING min_level_for_full_part_storage = 1;
