@@ -434,14 +434,12 @@ def _path(load: dict[str, Any]) -> str:
 
 
 def _process(load: dict[str, Any]) -> str:
-    if "insert_records_per_s" not in load:
-        return "inserting process"
-    return "bench process (the sink and the generated records waiting their turn)"
+    return "bench process" if "insert_records_per_s" in load else "inserting process"
 
 
 def _held(load: dict[str, Any]) -> str:
     held = load.get("generated_mb_held")
-    return f" ({held:,} MB of it generated records)" if held else ""
+    return f" ({held:,} MB of it generated records waiting their turn)" if held else ""
 
 
 def run_key(requests: int, days: float) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -338,7 +339,7 @@ def _part_layouts(warehouse: Warehouse, table: str) -> set[tuple[int, str]]:
         " WHERE database = {name:String} AND table = {table:String} AND active",
         {"name": warehouse.database, "table": table},
     )
-    return {(int(row["level"]) and 1, str(row["storage"])) for row in rows}
+    return {(min(int(row["level"]), 1), str(row["storage"])) for row in rows}  # 1: merged
 
 
 def test_0013_writes_inserted_parts_packed_and_merged_parts_full(settings: Settings) -> None:
@@ -346,26 +347,25 @@ def test_0013_writes_inserted_parts_packed_and_merged_parts_full(settings: Setti
     full layout, and packed parts read back the same after the engine is opened again. (An
     insert with `optimize_on_insert`, the default, writes Replacing and Aggregating parts at
     level 1 already, so only the sink's insert, which turns it off, writes packed parts.)"""
-    warehouse = connect(settings)
-    migrate(warehouse, default_migrations_dir())
-    stored = warehouse.query(
-        "SELECT name, engine_full FROM system.tables WHERE database = {name:String}"
-        " AND engine LIKE '%MergeTree' AND name NOT LIKE 'schema_%'",
-        {"name": warehouse.database},
-    )
-    assert len(stored) >= 16
-    assert [r["name"] for r in stored if "min_level_for_full_part_storage = 1" not in r["engine_full"]] == []
     events = [e for request in synthetic_requests(30, spread_minutes=10, ago_minutes=5) for e in request]
-    insert_event_json(warehouse, [e.model_dump_json().encode() for e in events[::2]])  # the sink's insert
-    assert _part_layouts(warehouse, "events") == {(0, "Packed")}
-    assert _part_layouts(warehouse, "requests") == {(0, "Packed")}
     counted = "SELECT count() AS n, sum(e.cost_usd) AS cost FROM {db}.events AS e"
-    before = warehouse.query(counted)
-    warehouse.close()
-    warehouse = connect(settings)  # the packed parts are loaded from disk again
-    assert warehouse.query(counted) == before and before[0]["n"] == len(events[::2])
-    insert_rows(warehouse, "events", [event_row(e) for e in events[1::2]])
-    warehouse.command("OPTIMIZE TABLE {db}.events FINAL")
-    assert _part_layouts(warehouse, "events") == {(1, "Full")}
-    assert warehouse.query(counted)[0]["n"] == len(events)
-    warehouse.close()
+    with closing(connect(settings)) as warehouse:
+        migrate(warehouse, default_migrations_dir())
+        stored = warehouse.query(
+            "SELECT name, engine_full FROM system.tables WHERE database = {name:String}"
+            " AND engine LIKE '%MergeTree' AND name NOT LIKE 'schema_%'",
+            {"name": warehouse.database},
+        )
+        assert len(stored) >= 16
+        setting = "min_level_for_full_part_storage = 1"
+        assert [r["name"] for r in stored if setting not in r["engine_full"]] == []
+        insert_event_json(warehouse, [e.model_dump_json().encode() for e in events[::2]])  # the sink's insert
+        assert _part_layouts(warehouse, "events") == {(0, "Packed")}
+        assert _part_layouts(warehouse, "requests") == {(0, "Packed")}
+        before = warehouse.query(counted)
+    with closing(connect(settings)) as warehouse:  # the packed parts are loaded from disk again
+        assert warehouse.query(counted) == before and before[0]["n"] == len(events[::2])
+        insert_rows(warehouse, "events", [event_row(e) for e in events[1::2]])
+        warehouse.command("OPTIMIZE TABLE {db}.events FINAL")
+        assert _part_layouts(warehouse, "events") == {(1, "Full")}
+        assert warehouse.query(counted)[0]["n"] == len(events)
