@@ -279,7 +279,8 @@ def concurrent_agent(pipeline: Pipeline, topic: Any, name: str, begin: Begin) ->
         unfinished = pipeline.unfinished
 
         async def ack(event: Any) -> None:
-            await manual.ack(event)
+            with unfinished.acking(event.message):  # the acks the consumer counts (offsets.py)
+                await manual.ack(event)
             unfinished.finished(event.message.tp, event.message.offset)
 
         try:

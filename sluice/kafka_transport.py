@@ -8,6 +8,10 @@ hop at a few ms on Tansu; on real Kafka raise it (SLUICE_CONSUMER_FETCH_WAIT_MS)
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 import faust.auth
@@ -20,6 +24,8 @@ from sluice.offsets import UnfinishedRecords, split_at_floor
 from sluice.settings import Settings
 
 SCHEME = "sluice-kafka"
+HOLE_READ_AGAIN_AFTER_S = 2.0  # a missing record at the head for this long is read again
+log = logging.getLogger("sluice.kafka")
 
 
 class ShortPollConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[misc]
@@ -32,13 +38,73 @@ class ShortPollConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: i
 
 
 class ShortPollConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
-    """Faust's consumer with a short fetch wait, and commits that never pass an unfinished
-    record (sluice/offsets.py): the app's `unfinished_records`, kept by the agents."""
+    """Faust's consumer with a short fetch wait, and commits that never pass an unfinished or
+    skipped record (sluice/offsets.py): the app's `unfinished_records`, kept by the agents."""
+
+    skipped_acks_refused = 0
+    records_read_again = 0
+    holes_read_again = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._holes: dict[Any, tuple[int, float]] = {}  # partition -> (missing offset, first seen)
+        self._seeks: set[asyncio.Future[None]] = set()
 
     def _new_consumer_thread(self) -> ShortPollConsumerThread:
         return ShortPollConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    def ack(self, message: Any) -> bool:
+        """Count an ack only if an agent finished the record; Faust's ack of a record its stream
+        skipped (rebalance, shutdown) would commit past a record nobody handled."""
+        unfinished: UnfinishedRecords | None = getattr(self.app, "unfinished_records", None)
+        if unfinished is None or unfinished.ack_is_an_agents(message):
+            return super().ack(message)  # type: ignore[no-any-return]
+        with ack_lock:
+            self._unacked_messages.discard(message)  # nothing to wait for at the rebalance
+        ShortPollConsumer.skipped_acks_refused += 1
+        log.warning(
+            "record %s[%d]@%d was skipped by its stream, not handled: left uncommitted, read again",
+            message.topic,
+            message.partition,
+            message.offset,
+        )
+        return False
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
+        """Faust's fetched records, where one read again after a seek is delivered again.
+
+        Faust drops a fetched record whose offset is below the last one it read. After a
+        rebalance's seek to the committed offset, records fetched before the seek can still
+        arrive and move that mark ahead, so the records read again from the committed offset
+        were dropped; one that an agent had never taken (its queue was cleared in the
+        rebalance) was then never handled. A record read again is handled again instead: the
+        replies ledger answers each request once."""
+        read_offsets = self._read_offset
+        async for tp, message in super().getmany(timeout):
+            last = read_offsets.get(tp)
+            if last is not None and message.offset < last:
+                ShortPollConsumer.records_read_again += 1
+                read_offsets[tp] = None  # neither a drop nor a gap: delivered, read mark reset
+            yield tp, message
+
+    def _hole_at_head(self, tp: Any) -> bool:
+        """Is the committed offset (the next record to read) neither acked, nor a gap, nor with
+        an agent, while later records are acked? Faust's own check lets one such record through."""
+        committed = self._committed_offset.get(tp)
+        acked = self._acked.get(tp)
+        if committed is None or not acked or min(acked) <= committed:
+            return False
+        gaps = self._gap.get(tp)
+        if gaps and gaps.overlaps(committed):
+            return False
+        unfinished: UnfinishedRecords | None = getattr(self.app, "unfinished_records", None)
+        return not (unfinished is not None and unfinished.holds(tp, committed))
+
     def _new_offset(self, tp: Any) -> int | None:
+        if self._hole_at_head(tp):
+            self._read_hole_again(tp)
+            return None  # the record at the committed offset is not done: commit nothing past it
+        self._holes.pop(tp, None)
         unfinished: UnfinishedRecords | None = getattr(self.app, "unfinished_records", None)
         floor = unfinished.lowest(tp) if unfinished is not None else None
         if floor is None:
@@ -53,6 +119,40 @@ class ShortPollConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                 return super()._new_offset(tp)  # type: ignore[no-any-return]
             finally:
                 acked.extend(held)
+
+    def _read_hole_again(self, tp: Any) -> None:
+        """A record at the head that stays missing (it left the fetch but never reached an
+        agent) is read again: after `HOLE_READ_AGAIN_AFTER_S` the partition is sought back to
+        the committed offset, and what follows it is delivered again (answered once)."""
+        committed = self._committed_offset[tp]
+        now = time.monotonic()
+        seen_at, since = self._holes.get(tp, (None, now))
+        if seen_at != committed:
+            self._holes[tp] = (committed, now)
+            return
+        if now - since < HOLE_READ_AGAIN_AFTER_S or tp not in self.assignment():
+            return
+        del self._holes[tp]
+        ShortPollConsumer.holes_read_again += 1
+        log.warning(
+            "record %s[%d]@%d never reached an agent: reading the partition again from it",
+            tp.topic,
+            tp.partition,
+            committed,
+        )
+        seeking = asyncio.ensure_future(self._seek_back(tp, committed))
+        self._seeks.add(seeking)
+        seeking.add_done_callback(self._seek_done)
+
+    async def _seek_back(self, tp: Any, offset: int) -> None:
+        await self._seek(tp, offset)
+        self._read_offset[tp] = None  # what arrives next is delivered, neither dropped nor a gap
+
+    def _seek_done(self, seeking: asyncio.Future[None]) -> None:
+        self._seeks.discard(seeking)
+        if not seeking.cancelled() and seeking.exception() is not None:
+            # the hole stays uncommitted: the next rebalance or restart reads it again
+            log.error("seeking back to a missing record failed", exc_info=seeking.exception())
 
 
 class Transport(faust_aiokafka.Transport):  # type: ignore[misc]
