@@ -232,6 +232,41 @@ def _sink_profile(data: dict[str, Any]) -> str:
     )
 
 
+def _model_transport(data: dict[str, Any]) -> str:
+    by_flight = data["cpu_ms_per_call_median"]
+    parts = [
+        f"{flight} in flight: {row['httpx_ms']:.2f} ms with httpx's own transport, "
+        f"{row['pooled_ms']:.2f} ms through aiohttp's pool"
+        for flight, row in by_flight.items()
+    ]
+    text = f"CPU per model call (medians of {data['settings']['rounds']} rounds): " + "; ".join(parts)
+    ab = _load("model_transport_ab")
+    if ab is not None:  # Sluice end to end, runs alternating between the two transports
+        cells = []
+        for name, run in ab["runs"].items():
+            for row in run["by_rate"]:
+                http = row["sluice_http"]
+                cells.append(
+                    (
+                        row["offered_rps"],
+                        name.split("_")[0],
+                        http["cpu_ms_per_ok"]["worker"],
+                        http["sustained"],
+                    )
+                )
+        for rate in sorted({cell[0] for cell in cells}):
+            pooled = [f"{c[2]}" for c in cells if c[0] == rate and c[1] == "pooled"]
+            own = [f"{c[2]}" for c in cells if c[0] == rate and c[1] == "httpx"]
+            held = [c[3] for c in cells if c[0] == rate and c[1] == "pooled"]
+            held_before = [c[3] for c in cells if c[0] == rate and c[1] == "httpx"]
+            text += (
+                f"; end to end at {rate:g} req/s, worker CPU per answer {' and '.join(pooled)} ms "
+                f"(sustained in {sum(held)} of {len(held)} runs) against {' and '.join(own)} ms "
+                f"with httpx's own transport (sustained in {sum(held_before)} of {len(held_before)})"
+            )
+    return text
+
+
 def _stream_mode(run: dict[str, Any]) -> str:
     if run.get("stream_checks", "windowed") == "asynchronous":
         return "asynchronous (nothing held back)"
@@ -416,6 +451,10 @@ SUMMARIES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "sink_profile": (
         "where the sink's CPU goes per record: the schema check and the engine, by view",
         _sink_profile,
+    ),
+    "model_transport": (
+        "the worker's CPU per model call by HTTP transport, and Sluice end to end with each",
+        _model_transport,
     ),
 }
 
