@@ -58,6 +58,17 @@ def model_at(url: str, **fields: object) -> ModelEntry:
     )
 
 
+async def failed_call(url: str) -> ProviderError:
+    """The ProviderError of one call to a model at `url` (the call must fail)."""
+    chat, entry = client_for(url)
+    try:
+        with pytest.raises(ProviderError) as failure:
+            await chat.complete(entry, {"messages": []}, 5.0)  # the entry's own 0.5 s bounds it
+    finally:
+        await chat.close()
+    return failure.value
+
+
 async def test_a_call_carries_body_and_headers_and_reads_the_reply(
     serve: Callable[[Handler], Awaitable[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -156,15 +167,9 @@ async def test_a_stream_arrives_line_by_line_and_closing_it_early_drops_the_conn
 
 
 async def test_a_refused_connection_is_the_model_being_unavailable() -> None:
-    url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
-    chat, entry = client_for(url)
-    try:
-        with pytest.raises(ProviderError) as failure:
-            await chat.complete(entry, {"messages": []}, 5.0)
-    finally:
-        await chat.close()
-    assert failure.value.code is ErrorCode.MODEL_UNAVAILABLE and failure.value.retryable
-    assert "ConnectError" in str(failure.value)
+    failure = await failed_call(f"http://127.0.0.1:{free_port()}/v1")  # nothing listens there
+    assert failure.code is ErrorCode.MODEL_UNAVAILABLE and failure.retryable
+    assert "ConnectError" in str(failure)
 
 
 async def test_a_silent_server_is_a_timeout(serve: Callable[[Handler], Awaitable[str]]) -> None:
@@ -174,15 +179,11 @@ async def test_a_silent_server_is_a_timeout(serve: Callable[[Handler], Awaitable
         await release.wait()
         return web.json_response(REPLY)
 
-    url = await serve(handler)
-    chat, entry = client_for(url)
     try:
-        with pytest.raises(ProviderError) as failure:
-            await chat.complete(entry, {"messages": []}, 5.0)  # the entry's own 0.5 s bounds it
+        failure = await failed_call(await serve(handler))
     finally:
         release.set()
-        await chat.close()
-    assert failure.value.code is ErrorCode.TIMEOUT
+    assert failure.code is ErrorCode.TIMEOUT
 
 
 async def test_a_reply_cut_off_mid_body_is_the_model_being_unavailable(
@@ -196,14 +197,8 @@ async def test_a_reply_cut_off_mid_body_is_the_model_being_unavailable(
         request.transport.close()  # the server goes away before the promised 500 bytes
         return reply
 
-    url = await serve(handler)
-    chat, entry = client_for(url)
-    try:
-        with pytest.raises(ProviderError) as failure:
-            await chat.complete(entry, {"messages": []}, 5.0)
-    finally:
-        await chat.close()
-    assert failure.value.code is ErrorCode.MODEL_UNAVAILABLE and failure.value.retryable
+    failure = await failed_call(await serve(handler))
+    assert failure.code is ErrorCode.MODEL_UNAVAILABLE and failure.retryable
 
 
 async def test_a_pool_wait_beyond_the_limit_is_a_connect_timeout(
@@ -249,10 +244,5 @@ async def test_a_proxy_named_in_the_environment_carries_the_call(
     assert targets == ["http://model.invalid:9/v1/chat/completions"]
 
     monkeypatch.setenv("NO_PROXY", "model.invalid")
-    chat, entry = client_for(unreachable)
-    try:
-        with pytest.raises(ProviderError):  # straight to the unreachable host
-            await chat.complete(entry, {"messages": []}, 5.0)
-    finally:
-        await chat.close()
+    await failed_call(unreachable)  # straight to the unreachable host
     assert len(targets) == 1
