@@ -1,7 +1,7 @@
 """An httpx transport on aiohttp's connection pool, for the model calls of the worker.
 
 httpx stays the client (one API for timeouts, errors, streaming and test doubles), but its
-default transport, httpcore over anyio, costs several times the CPU of the call it makes.
+default transport, httpcore over anyio, costs more CPU per call than aiohttp's pool does.
 Measured against the model simulator (`bench/model_transport.py`): 0.65 ms of the worker's CPU
 per call with one call in flight in its pool, 1.23 ms with 16 (it scans every connection on each
 request, which is why calls used to be spread over many small pools), against 0.43 and 0.28 ms
