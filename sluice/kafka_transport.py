@@ -42,8 +42,6 @@ class ShortPollConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
     skipped record (sluice/offsets.py): the app's `unfinished_records`, kept by the agents."""
 
     skipped_acks_refused = 0
-    records_read_again = 0
-    holes_read_again = 0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -53,10 +51,15 @@ class ShortPollConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
     def _new_consumer_thread(self) -> ShortPollConsumerThread:
         return ShortPollConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    @property
+    def _unfinished(self) -> UnfinishedRecords | None:
+        """The records the app's agents took and have not finished (None: no Sluice agents)."""
+        return getattr(self.app, "unfinished_records", None)
+
     def ack(self, message: Any) -> bool:
         """Count an ack only if an agent finished the record; Faust's ack of a record its stream
         skipped (rebalance, shutdown) would commit past a record nobody handled."""
-        unfinished: UnfinishedRecords | None = getattr(self.app, "unfinished_records", None)
+        unfinished = self._unfinished
         if unfinished is None or unfinished.ack_is_an_agents(message):
             return super().ack(message)  # type: ignore[no-any-return]
         with ack_lock:
@@ -83,7 +86,6 @@ class ShortPollConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         async for tp, message in super().getmany(timeout):
             last = read_offsets.get(tp)
             if last is not None and message.offset < last:
-                ShortPollConsumer.records_read_again += 1
                 read_offsets[tp] = None  # neither a drop nor a gap: delivered, read mark reset
             yield tp, message
 
@@ -97,7 +99,7 @@ class ShortPollConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         gaps = self._gap.get(tp)
         if gaps and gaps.overlaps(committed):
             return False
-        unfinished: UnfinishedRecords | None = getattr(self.app, "unfinished_records", None)
+        unfinished = self._unfinished
         return not (unfinished is not None and unfinished.holds(tp, committed))
 
     def _new_offset(self, tp: Any) -> int | None:
@@ -105,7 +107,7 @@ class ShortPollConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
             self._read_hole_again(tp)
             return None  # the record at the committed offset is not done: commit nothing past it
         self._holes.pop(tp, None)
-        unfinished: UnfinishedRecords | None = getattr(self.app, "unfinished_records", None)
+        unfinished = self._unfinished
         floor = unfinished.lowest(tp) if unfinished is not None else None
         if floor is None:
             return super()._new_offset(tp)  # type: ignore[no-any-return]
@@ -133,7 +135,6 @@ class ShortPollConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         if now - since < HOLE_READ_AGAIN_AFTER_S or tp not in self.assignment():
             return
         del self._holes[tp]
-        ShortPollConsumer.holes_read_again += 1
         log.warning(
             "record %s[%d]@%d never reached an agent: reading the partition again from it",
             tp.topic,
