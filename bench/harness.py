@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -26,6 +27,17 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process, from /proc (Linux)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def machine(load_start: tuple[float, float, float]) -> dict[str, Any]:
+    """The facts a result file keeps about the box it was measured on, with the load average at
+    the start (`os.getloadavg()` taken then) and now."""
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "loadavg_1_5_15_at_start": [round(x, 2) for x in load_start],
+        "loadavg_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 def start_process(settings: Settings, logs: Path, name: str, *args: str) -> subprocess.Popen[bytes]:

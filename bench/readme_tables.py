@@ -267,6 +267,44 @@ def _model_transport(data: dict[str, Any]) -> str:
     return text
 
 
+def _stack_floor(data: dict[str, Any]) -> str:
+    best, ratio = data["sustained_goodput_rps"], data["ratio_to_litellm"]
+    text = (
+        f"sustained goodput: LiteLLM {best['litellm']:g} req/s, the floor pipeline {best['floor']:g} "
+        f"({ratio['floor']}x), Sluice HTTP {best['sluice_http']:g} ({ratio['sluice_http']}x)"
+    )
+    sluice_top = [row for row in data["by_rate"] if _get(row, "sluice_http", "sustained")]
+    floor_top = [row for row in data["by_rate"] if _get(row, "floor", "sustained")]
+    shown = [(sluice_top[-1], "sluice_http", "Sluice")] if sluice_top else []
+    if sluice_top and "floor" in sluice_top[-1]:
+        shown.append((sluice_top[-1], "floor", "the floor"))  # the same rate, side by side
+    if floor_top:
+        shown.append((floor_top[-1], "floor", "the floor"))
+    for row, system, label in shown:
+        parts = ", ".join(f"{name} {ms:g}" for name, ms in row[system]["cpu_ms_per_ok"].items())
+        text += f"; CPU per answer of {label} at {row['offered_rps']:g} req/s (ms): {parts}"
+    return text
+
+
+def _consumer_loop(data: dict[str, Any]) -> str:
+    parts = []
+    for rate in data["settings"]["rates"]:
+        for mode, label in (("in_loop", "on the worker's loop"), ("thread", "in Faust's thread")):
+            steps = [s for s in data["steps"] if s["rate"] == rate and s["mode"] == mode]
+            if not steps:
+                continue
+            worker = " and ".join(f"{s['cpu_ms_per_ok']['worker']:g}" for s in steps)
+            latency = " and ".join(
+                f"{_ms(s['latency_ms']['p50'])}/{_ms(s['latency_ms']['p99'])}" for s in steps
+            )
+            held = sum(1 for s in steps if s["sustained"])
+            parts.append(
+                f"{rate:g} req/s {label}: worker CPU {worker} ms per answer, p50/p99 {latency} ms, "
+                f"sustained in {held} of {len(steps)}"
+            )
+    return "; ".join(parts)
+
+
 def _stream_mode(run: dict[str, Any]) -> str:
     if run.get("stream_checks", "windowed") == "asynchronous":
         return "asynchronous (nothing held back)"
@@ -455,6 +493,15 @@ SUMMARIES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "model_transport": (
         "the worker's CPU per model call by HTTP transport, and Sluice end to end with each",
         _model_transport,
+    ),
+    "consumer_loop": (
+        "Sluice end to end with the worker's Kafka consumer on its own loop or in Faust's thread, A/B",
+        _consumer_loop,
+    ),
+    "stack_floor": (
+        "the least this stack spends per answer: the same parts carrying requests with no checks, "
+        "beside the LiteLLM proxy and Sluice in one run",
+        _stack_floor,
     ),
 }
 

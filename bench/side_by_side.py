@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ from typing import Any
 import httpx
 from harness import (
     cpu_seconds,
+    machine,
     start_http_stack,
     start_process,
     stop_processes,
@@ -223,6 +223,12 @@ def http_step(port: int, api_key: str | None, model: str, rate: float, duration:
     return asyncio.run(go())
 
 
+def litellm_step(port: int, pids: dict[str, int], rate: float, duration: float) -> dict[str, Any]:
+    """One measured step through the LiteLLM proxy, once its workers are idle again."""
+    wait_idle(pids, limit_s=30)
+    return measured(pids, lambda: http_step(port, MASTER_KEY, MODEL, rate, duration, f"r{rate:g}"))
+
+
 def kafka_step(settings: Settings, rate: float, duration: float, tag: str) -> Step:
     step = Step(offered_rps=rate, duration_s=duration)
 
@@ -364,13 +370,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     if system in stopped:
                         continue
                     if system == "litellm":
-                        wait_idle(litellm_pids, limit_s=30)
-                        row[system] = measured(
-                            litellm_pids,
-                            lambda r=rate: http_step(
-                                litellm_port, MASTER_KEY, MODEL, r, args.duration, f"r{r:g}"
-                            ),
-                        )
+                        row[system] = litellm_step(litellm_port, litellm_pids, rate, args.duration)
                     else:
                         step, sent, stored = sluice_step(base, mock.pid, system, rate, args.duration)
                         row[system] = step | {"clickhouse_requests": stored, "requests_sent": sent}
@@ -444,12 +444,7 @@ def main() -> None:
     sluice_best = best_sustained(by_rate, "sluice_http")
     result = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "loadavg_1_5_15_at_start": [round(x, 2) for x in load_start],
-            "loadavg_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()],
-        },
+        "machine": machine(load_start),
         "note": args.note,
         "sustained_goodput_rps": {
             "litellm": litellm_best,

@@ -115,7 +115,7 @@ def create_app(settings: Settings) -> faust.App:
     datadir = settings.worker_datadir or settings.home / "worker"
     return faust.App(
         settings.app_id,
-        broker=broker_url(settings.bootstrap, settings.consumer_fetch_wait_ms),
+        broker=broker_url(settings.bootstrap, settings.consumer_fetch_wait_ms, settings.consumer_in_loop),
         broker_credentials=broker_credentials(settings),
         store="memory://",
         datadir=str(datadir),

@@ -18,6 +18,8 @@ import faust.auth
 from faust.transport import drivers
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types.tuples import ack_lock
+from mode import Service
+from mode.utils.futures import maybe_async
 
 from sluice.kafka_clients import security_options
 from sluice.offsets import UnfinishedRecords, split_at_floor
@@ -37,6 +39,58 @@ class ShortPollConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: i
         return consumer
 
 
+class InLoopConsumerThread(ShortPollConsumerThread):
+    """Faust's consumer "thread" run on the worker's own event loop instead of a thread.
+
+    Faust hands every fetch, commit and seek to a thread with its own event loop and waits for
+    the answer through a queue of futures; with one core per process that hand-off and the
+    second loop cost CPU on every fetch. Here each call is awaited directly, and aiokafka's
+    fetch and heartbeat tasks share the agents' loop.
+    """
+
+    def __init__(self, consumer: Any, *, loop: asyncio.AbstractEventLoop, **kwargs: Any) -> None:
+        super().__init__(consumer, loop=loop, thread_loop=loop, **kwargs)
+
+    async def maybe_start(self) -> bool:
+        if self._started.is_set():
+            return False
+        await self.start()
+        return True
+
+    async def start(self) -> None:
+        await Service._default_start(self)
+
+    async def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        await self.on_stop()
+        await self.on_thread_stop()  # stops the aiokafka consumer
+        await self._default_stop_children()
+        await self._default_stop_futures()
+        await self._default_stop_exit_stacks()
+        await self.on_shutdown()
+        self._shutdown.set()
+
+    def _stopped_set(self) -> None:
+        self._stopped.set()
+
+    def set_shutdown(self) -> None:
+        self._shutdown.set()
+
+    async def call_thread(self, fun: Any, *args: Any, **kwargs: Any) -> Any:
+        return await maybe_async(fun(*args, **kwargs))  # as the thread's method queue runs it
+
+    async def cast_thread(self, fun: Any, *args: Any, **kwargs: Any) -> None:
+        await maybe_async(fun(*args, **kwargs))
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.consumer.on_partitions_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: Any, generation_id: int = 0) -> None:
+        await self.consumer.on_partitions_assigned(assigned, generation_id)
+
+
 class ShortPollConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
     """Faust's consumer with a short fetch wait, and commits that never pass an unfinished or
     skipped record (sluice/offsets.py): the app's `unfinished_records`, kept by the agents."""
@@ -48,8 +102,11 @@ class ShortPollConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         self._holes: dict[Any, tuple[int, float]] = {}  # partition -> (missing offset, first seen)
         self._seeks: set[asyncio.Future[None]] = set()
 
+    in_loop: ClassVar[bool] = True
+
     def _new_consumer_thread(self) -> ShortPollConsumerThread:
-        return ShortPollConsumerThread(self, loop=self.loop, beacon=self.beacon)
+        kind = InLoopConsumerThread if self.in_loop else ShortPollConsumerThread
+        return kind(self, loop=self.loop, beacon=self.beacon)
 
     @property
     def _unfinished(self) -> UnfinishedRecords | None:
@@ -160,9 +217,10 @@ class Transport(faust_aiokafka.Transport):  # type: ignore[misc]
     Consumer = ShortPollConsumer
 
 
-def broker_url(bootstrap: str, fetch_max_wait_ms: int) -> str:
+def broker_url(bootstrap: str, fetch_max_wait_ms: int, consumer_in_loop: bool = True) -> str:
     """The Faust broker URL that selects this transport (one app per process)."""
     ShortPollConsumerThread.fetch_max_wait_ms = fetch_max_wait_ms
+    ShortPollConsumer.in_loop = consumer_in_loop
     drivers.TRANSPORTS.aliases[SCHEME] = f"{__name__}:Transport"
     first, *rest = bootstrap.split(",")
     return ";".join([f"{SCHEME}://{first}", *rest])

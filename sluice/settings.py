@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     consumer_fetch_wait_ms: int = Field(
         default=10, description="Fetch long-poll; Tansu needs it short (bench/broker_fetch.py)"
     )
+    consumer_in_loop: bool = Field(
+        default=True,
+        description="Run the worker's Kafka consumer on its event loop, not in a thread of its own",
+    )
     producer_linger_ms: float = Field(
         default=1.0, description="Batch window per hop: 5 ms cost 20-30 ms end to end (bench/faust_chain.py)"
     )

@@ -41,10 +41,12 @@ async def wait_for(check: object, timeout: float) -> float:
     raise AssertionError(f"not within {timeout}s")
 
 
+@pytest.mark.parametrize("consumer_in_loop", [True, False], ids=["consumer-in-loop", "consumer-thread"])
 async def test_two_workers_share_partitions_and_the_survivor_takes_over(
-    broker: EmbeddedBroker, tmp_path: Path
+    broker: EmbeddedBroker, tmp_path: Path, consumer_in_loop: bool
 ) -> None:
-    settings = stack_settings(broker.bootstrap, tmp_path, "so")
+    """In both places the worker's Kafka consumer can run (SLUICE_CONSUMER_IN_LOOP)."""
+    settings = stack_settings(broker.bootstrap, tmp_path, "so", consumer_in_loop=consumer_in_loop)
     everything = set(range(REQUESTS.partitions))
     with running_stack(settings, tmp_path / "logs") as stack:
         second = stack.start("worker-2")
