@@ -43,9 +43,10 @@ class InLoopConsumerThread(ShortPollConsumerThread):
     """Faust's consumer "thread" run on the worker's own event loop instead of a thread.
 
     Faust hands every fetch, commit and seek to a thread with its own event loop and waits for
-    the answer through a queue of futures; with one core per process that hand-off and the
-    second loop cost CPU on every fetch. Here each call is awaited directly, and aiokafka's
-    fetch and heartbeat tasks share the agents' loop.
+    the answer through a queue of futures, the two threads sharing one interpreter lock. Here
+    each call is awaited directly, and aiokafka's fetch and heartbeat tasks share the agents'
+    loop: answers came back sooner for the same CPU (bench/consumer_loop.py). The price: a
+    stage that blocks the loop for seconds also delays the consumer's heartbeats.
     """
 
     def __init__(self, consumer: Any, *, loop: asyncio.AbstractEventLoop, **kwargs: Any) -> None:
@@ -96,13 +97,12 @@ class ShortPollConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
     skipped record (sluice/offsets.py): the app's `unfinished_records`, kept by the agents."""
 
     skipped_acks_refused = 0
+    in_loop: ClassVar[bool] = True  # SLUICE_CONSUMER_IN_LOOP, set by broker_url
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._holes: dict[Any, tuple[int, float]] = {}  # partition -> (missing offset, first seen)
         self._seeks: set[asyncio.Future[None]] = set()
-
-    in_loop: ClassVar[bool] = True
 
     def _new_consumer_thread(self) -> ShortPollConsumerThread:
         kind = InLoopConsumerThread if self.in_loop else ShortPollConsumerThread
