@@ -305,6 +305,23 @@ def _consumer_loop(data: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def _packaged_detectors(data: dict[str, Any]) -> str:
+    parts = []
+    for name, package in data["packages"].items():
+        cells = []
+        for corpus, channel in (("spikee", "direct"), ("agentdojo", "indirect"), ("raginject", "indirect")):
+            m = _get(package, "corpora", corpus, channel) or {}
+            cells.append(f"{corpus} {_cell(m.get('recall'))} / {_cell(m.get('fpr'))}")
+        p99 = _get(package, "latency_ms", "p99")
+        cells.append(f"2 KB prompt CPU p99 {p99:.1f} ms")
+        parts.append(f"{name} {package.get('version', '')}: " + ", ".join(cells))
+    return (
+        "third-party detectors that ship their model or rules in a registry package, each at its own "
+        "default, recall / FPR: " + "; ".join(parts) + f"; {len(data.get('skipped', {}))} packages skipped "
+        "(their models are downloaded at run time)"
+    )
+
+
 def _stream_mode(run: dict[str, Any]) -> str:
     if run.get("stream_checks", "windowed") == "asynchronous":
         return "asynchronous (nothing held back)"
@@ -456,6 +473,10 @@ SUMMARIES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "grounding_pairs": (
         "claim-level alignment signals for groundedness on the held-out corpora",
         _grounding_pairs,
+    ),
+    "packaged_detectors": (
+        "prompt-injection detectors shipped in registry packages, on the held-out corpora",
+        _packaged_detectors,
     ),
     "embed_detectors": (
         "a sentence-embedding model (all-MiniLM-L6-v2) + light classifier on the held-out corpora",
