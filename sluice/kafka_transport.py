@@ -65,13 +65,15 @@ class InLoopConsumerThread(ShortPollConsumerThread):
         if self._stopped.is_set():
             return
         self._stopped.set()
-        await self.on_stop()
-        await self.on_thread_stop()  # stops the aiokafka consumer
-        await self._default_stop_children()
-        await self._default_stop_futures()
-        await self._default_stop_exit_stacks()
-        await self.on_shutdown()
-        self._shutdown.set()
+        try:
+            await self.on_stop()
+            await self.on_thread_stop()  # stops the aiokafka consumer
+            await self._default_stop_children()
+            await self._default_stop_futures()
+            await self._default_stop_exit_stacks()
+            await self.on_shutdown()
+        finally:
+            self._shutdown.set()  # a failed stop must not leave the worker waiting out its timeout
 
     def _stopped_set(self) -> None:
         self._stopped.set()

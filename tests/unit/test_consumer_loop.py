@@ -52,3 +52,17 @@ def test_the_setting_off_keeps_fausts_consumer_thread() -> None:
     assert not isinstance(thread, InLoopConsumerThread)
     assert thread.thread_loop is not app.loop  # its own loop, run by its own thread once started
     assert isinstance(thread.thread_loop, asyncio.AbstractEventLoop)
+
+
+def test_a_failed_stop_still_signals_shutdown(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Faust waits for the consumer's shutdown signal; a stop that fails must still give it,
+    or the worker sits out its whole shutdown timeout before exiting."""
+    app, thread = consumer_of(True)
+
+    async def broken() -> None:
+        raise RuntimeError("the broker went away mid-stop")
+
+    monkeypatch.setattr(thread, "on_thread_stop", broken)
+    with pytest.raises(RuntimeError, match="mid-stop"):
+        app.loop.run_until_complete(thread.stop())
+    assert thread._shutdown.is_set()
