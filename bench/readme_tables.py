@@ -305,6 +305,24 @@ def _consumer_loop(data: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def _stage_cpu(data: dict[str, Any]) -> str:
+    parts = ", ".join(f"{part} {us:g}" for part, us in data["per_request_us"].items())
+    return f"{data['total_us']['median']:g} µs of CPU per request in all ({parts})"
+
+
+def _compiled_stages(data: dict[str, Any]) -> str:
+    summary, tests = data["summary"], data["tests"]
+    parts = ", ".join(
+        f"{part} {numbers['plain_us']:g} to {numbers['compiled_us']:g}"
+        for part, numbers in summary["parts"].items()
+    )
+    return (
+        f"{len(data['settings']['modules_compiled'])} modules compiled: {summary['total_us_plain']:g} to "
+        f"{summary['total_us_compiled']:g} µs per request ({summary['change_pct']:+g}%; {parts}); "
+        f"{tests['failed']} of {tests['passed'] + tests['failed']} unit tests of those modules fail compiled"
+    )
+
+
 def _packaged_detectors(data: dict[str, Any]) -> str:
     parts = []
     for name, package in data["packages"].items():
@@ -524,6 +542,16 @@ SUMMARIES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
         "beside the LiteLLM proxy and Sluice in one run",
         _stack_floor,
     ),
+    "stage_cpu": (
+        "the CPU per request of the stages' own work (validate to validate_response, encoding the "
+        "response and events), with no Kafka, Faust or HTTP",
+        _stage_cpu,
+    ),
+    "compiled_stages": (
+        "the same stages' CPU per request with their modules compiled by mypyc, alternating with "
+        "the plain modules",
+        _compiled_stages,
+    ),
 }
 
 
@@ -731,8 +759,50 @@ def sink_profile() -> str:
     return "\n".join(lines)
 
 
+# --- what 4x the proxy would take ----------------------------------------------------------------
+
+
+def four_times() -> str:
+    """Each rate the floor pipeline held, with the stages' own CPU per request added (and nothing
+    else of Sluice's: no events, no tables, no ClickHouse): does it still fit in the box's cores?"""
+    floor, stages = _load("stack_floor"), _load("stage_cpu")
+    if floor is None or stages is None:
+        return "No result yet: run `bench/stack_floor.py` and `bench/stage_cpu.py`."
+    cpus = int(_get(floor, "machine", "cpus") or 2)
+    proxy = float(floor["sustained_goodput_rps"]["litellm"])
+    stage_ms = float(stages["total_us"]["median"]) / 1000
+    lines = [
+        "| offered req/s | times the proxy | floor CPU per answer | + the stages' own work | "
+        f"CPU per answer the {cpus} cores can give | fits |",
+        "|---|---|---|---|---|---|",
+    ]
+    fits: list[float] = []
+    for row in floor["by_rate"]:
+        if not _get(row, "floor", "sustained") or row["offered_rps"] < 2 * proxy:
+            continue
+        rate = float(row["offered_rps"])
+        floor_ms = sum(row["floor"]["cpu_ms_per_ok"].values())
+        room_ms = cpus * 1000 / rate
+        fit = floor_ms + stage_ms <= room_ms
+        if fit:
+            fits.append(rate)
+        lines.append(
+            f"| {rate:g} | {rate / proxy:.1f}x | {floor_ms:.2f} ms | {floor_ms + stage_ms:.2f} ms | "
+            f"{room_ms:.2f} ms | {'yes' if fit else 'no'} |"
+        )
+    top = max(fits) if fits else 0.0
+    lines.append(
+        f"\nThe proxy sustained {proxy:g} req/s in the floor run ({floor['when'][:10]}); the stages' own "
+        f"work is the median of `bench/stage_cpu.py` ({stages['when'][:10]}), "
+        f"{stage_ms * 1000:.0f} µs per request. The highest rate that fits is {top:g} req/s, "
+        f"{top / proxy:.1f}x the proxy, with every core fully busy and nothing else of Sluice's counted."
+    )
+    return "\n".join(lines)
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "side_by_side": side_by_side,
+    "four_times": four_times,
     "sink_profile": sink_profile,
     "benchmarks": benchmarks,
     "heldout": heldout,
