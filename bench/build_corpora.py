@@ -6,6 +6,7 @@ Run by hand, after downloading the pinned packages (nothing is fetched here):
         giskard==2.19.2 raginject==0.12.0 agent-injection-bench==0.1.0 jailbreak-corpus-mini-py==0.1.0 \
         inspect-evals==0.28.0 bigbench==1.0.0
     python bench/build_corpora.py --packages /tmp/pk
+    python bench/build_corpora.py --packages /tmp/pk --only agentdojo    # one corpus (repeatable)
 
 Held-out corpora (never used for fitting or for choosing a threshold) are written to tests/data/ and
 shipped, except BIG-bench's summarisation task, whose news articles bench/heldout.py reads from the
@@ -17,6 +18,8 @@ Which corpus plays which role, and why, is in tests/data/*.PROVENANCE.md.
 from __future__ import annotations
 
 import argparse
+import ast
+import contextlib
 import csv
 import gzip
 import hashlib
@@ -60,7 +63,17 @@ def _jsonl(raw: bytes) -> list[dict[str, Any]]:
     return out
 
 
-def _write(path: Path, rows: list[dict[str, Any]]) -> None:
+def _require_text(rows: list[dict[str, Any]], where: str) -> None:
+    """Raise if a row's text, or the text of one of its context passages, is missing or blank."""
+    for row in rows:
+        texts = [row.get("text")] + [p.get("text") for p in row.get("context") or []]
+        if not all(isinstance(t, str) and t.strip() for t in texts):
+            raise ValueError(f"{where}: row {row.get('id', '?')} has an empty text")
+
+
+def _write(path: Path, rows: list[dict[str, Any]], require_text: bool = False) -> None:
+    if require_text:
+        _require_text(rows, str(path.relative_to(ROOT)))
     path.parent.mkdir(parents=True, exist_ok=True)
     text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8")
     if path.suffix == ".gz":  # mtime 0: the same input gives the same bytes
@@ -120,39 +133,142 @@ def spikee(packages: Path) -> list[dict[str, Any]]:
 _PLACEHOLDER = re.compile(r"\{([a-z0-9_]+)\}")
 
 
+class _NotConstant(ValueError):
+    """A class attribute of agentdojo's source that is not a string built from constants."""
+
+
+def _constant(node: ast.expr, scope: dict[str, Any]) -> Any:
+    """The value of an expression of agentdojo's source built from literals only: string literals (implicit
+    concatenation is already joined by the parser), f-strings whose fields name constants of `scope` (the
+    class's and the module's earlier constant assignments), `+` of two such values, `"sep".join(names)`,
+    and anything `ast.literal_eval` accepts. Anything else raises _NotConstant (nothing is executed)."""
+    if isinstance(node, ast.Name):
+        if node.id not in scope:
+            raise _NotConstant(f"name {node.id!r} is not a constant of its class or module")
+        return scope[node.id]
+    if isinstance(node, ast.JoinedStr):
+        parts = []
+        for part in node.values:
+            if isinstance(part, ast.Constant):
+                parts.append(str(part.value))
+            elif isinstance(part, ast.FormattedValue):
+                value = _constant(part.value, scope)
+                conversion = {-1: None, 115: str, 114: repr, 97: ascii}[part.conversion]
+                if conversion is not None:
+                    value = conversion(value)
+                spec = "" if part.format_spec is None else str(_constant(part.format_spec, scope))
+                parts.append(format(value, spec))
+            else:
+                raise _NotConstant(f"f-string part {ast.unparse(part)!r}")
+        return "".join(parts)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        left, right = _constant(node.left, scope), _constant(node.right, scope)
+        if not (isinstance(left, str) and isinstance(right, str)):
+            raise _NotConstant(f"non-string + in {ast.unparse(node)!r}")
+        return left + right
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "join"
+        and isinstance(node.func.value, ast.Constant)
+        and isinstance(node.func.value.value, str)
+        and len(node.args) == 1
+        and not node.keywords
+    ):
+        items = _constant(node.args[0], scope)
+        if not (isinstance(items, (list, tuple)) and all(isinstance(i, str) for i in items)):
+            raise _NotConstant(f"join over non-strings in {ast.unparse(node)!r}")
+        return node.func.value.value.join(items)
+    try:
+        return ast.literal_eval(node)
+    except ValueError as err:
+        raise _NotConstant(f"{ast.unparse(node)!r} is not a literal") from err
+
+
+def _assigned(stmt: ast.stmt) -> tuple[str, ast.expr] | None:
+    """(name, value) of `NAME = value` or `NAME: type = value`, else None."""
+    if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+        return stmt.targets[0].id, stmt.value
+    if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and stmt.value is not None:
+        return stmt.target.id, stmt.value
+    return None
+
+
+def _class_strings(src: str, attribute: str, where: str) -> list[tuple[str, str]]:
+    """(class name, value) of every class-level `attribute = <string expression>` in `src`, in source
+    order, each evaluated by _constant with the module's and the class's constants in scope. A value
+    that is not built from constants is skipped and reported on stderr; an empty one raises."""
+    tree = ast.parse(src)
+    module: dict[str, Any] = {}
+    for stmt in tree.body:
+        found = _assigned(stmt)
+        if found:
+            with contextlib.suppress(_NotConstant):  # a module-level name that is not a constant
+                module[found[0]] = _constant(found[1], module)
+    out = []
+    for cls in tree.body:
+        if not isinstance(cls, ast.ClassDef):
+            continue
+        scope = dict(module)
+        for stmt in cls.body:
+            found = _assigned(stmt)
+            if not found:
+                continue
+            name, node = found
+            try:
+                value = _constant(node, scope)
+            except _NotConstant as err:
+                if name == attribute:
+                    print(f"skipped {where} {cls.name}.{attribute}: {err}", file=sys.stderr)
+                continue
+            scope[name] = value
+            if name == attribute:
+                if not isinstance(value, str) or not value.strip():
+                    raise ValueError(f"{where} {cls.name}.{attribute} is empty or not a string: {value!r}")
+                out.append((cls.name, value))
+    return out
+
+
 def _agentdojo_templates(wheel: zipfile.ZipFile) -> dict[str, str]:
-    """Attack texts of agentdojo's own attacks, read from its source (they are string literals)."""
+    """Attack texts of agentdojo's own attacks, read from its source (they are string literals): the
+    jailbreak string each baseline attack passes to super().__init__, and ImportantInstructionsAttack's
+    _JB_STRING."""
     strings: dict[str, str] = {}
-    base = wheel.read("agentdojo/attacks/baseline_attacks.py").decode()
-    for chunk in base.split("\nclass ")[1:]:  # one class at a time, so a name never takes another's text
-        name = re.search(r'name = "(\w+)"', chunk)
-        literal = re.search(r'super\(\).__init__\(\s*("(?:[^"\\]|\\.)*")', chunk)
-        if name and literal:
-            strings[name.group(1)] = json.loads(literal.group(1))
-    src = wheel.read("agentdojo/attacks/important_instructions_attacks.py").decode()
-    block = re.search(r"_JB_STRING = \((.*?)\n    \)", src, re.DOTALL)
-    assert block is not None
-    strings["important_instructions"] = "".join(
-        json.loads(p) for p in re.findall(r'"(?:[^"\\]|\\.)*"', block.group(1))
-    )
+    where = "agentdojo/attacks/baseline_attacks.py"
+    for cls in ast.parse(wheel.read(where).decode()).body:
+        if not isinstance(cls, ast.ClassDef):
+            continue
+        names = [f[1] for f in map(_assigned, cls.body) if f and f[0] == "name"]
+        calls = [
+            n
+            for n in ast.walk(cls)
+            if isinstance(n, ast.Call)
+            and isinstance(n.func, ast.Attribute)
+            and n.func.attr == "__init__"
+            and isinstance(n.func.value, ast.Call)
+            and isinstance(n.func.value.func, ast.Name)
+            and n.func.value.func.id == "super"
+            and n.args
+        ]
+        if not names or not calls:
+            continue
+        try:
+            name, text = _constant(names[0], {}), _constant(calls[0].args[0], {})
+        except _NotConstant as err:
+            print(f"skipped {where} {cls.name}: {err}", file=sys.stderr)
+            continue
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"{where} {cls.name}: empty attack text {text!r}")
+        strings[name] = text
+    where = "agentdojo/attacks/important_instructions_attacks.py"
+    jb = dict(_class_strings(wheel.read(where).decode(), "_JB_STRING", where))
+    strings["important_instructions"] = jb["ImportantInstructionsAttack"]
     return strings
 
 
-def _agentdojo_goals(src: str) -> list[str]:
-    """GOAL of each injection task, with the class constants its f-string names filled in."""
-    goals = []
-    for chunk in src.split("\nclass ")[1:]:
-        consts = {
-            k: json.loads(v)
-            for k, v in re.findall(r'^    (_[A-Z_]+) = ("(?:[^"\\]|\\.)*")', chunk, re.MULTILINE)
-        }
-        m = re.search(r'GOAL = f?("(?:[^"\\]|\\.)*")', chunk)
-        if m:
-            goal = json.loads(m.group(1))
-            goals.append(
-                re.sub(r"\{(_[A-Z_]+)\}", lambda g, c=consts: str(c.get(g.group(1), g.group(0))), goal)
-            )
-    return goals
+def _agentdojo_goals(src: str, where: str = "injection_tasks.py") -> list[str]:
+    """GOAL of each injection task, its f-string fields filled from the class's and module's constants."""
+    return [goal for _cls, goal in _class_strings(src, "GOAL", where)]
 
 
 def agentdojo(packages: Path) -> list[dict[str, Any]]:
@@ -175,17 +291,21 @@ def agentdojo(packages: Path) -> list[dict[str, Any]]:
             if not n.endswith("injection_vectors.yaml"):
                 env_lines += wheel.read(n).decode().splitlines()
         src = wheel.read(f"agentdojo/default_suites/v1/{suite}/injection_tasks.py").decode()
-        goals = _agentdojo_goals(src)
-        user_src = wheel.read(f"agentdojo/default_suites/v1/{suite}/user_tasks.py").decode()
-        prompts = [json.loads(p) for p in re.findall(r'PROMPT = ("(?:[^"\\]|\\.)*")', user_src)]
-        for p, prompt in enumerate(prompts):
+        goals = _agentdojo_goals(src, f"{suite}/injection_tasks.py")
+        user_file = f"{suite}/user_tasks.py"
+        user_src = wheel.read(f"agentdojo/default_suites/v1/{user_file}").decode()
+        user_tasks = _class_strings(user_src, "PROMPT", user_file)
+        prompts = [prompt for _cls, prompt in user_tasks]
+        if not goals or not prompts:
+            raise ValueError(f"agentdojo {suite}: {len(goals)} GOALs, {len(prompts)} PROMPTs")
+        for p, (cls, prompt) in enumerate(user_tasks):
             rows.append(
                 {
                     "id": f"agentdojo-{suite}-user-{p}",
                     "text": prompt,
                     "label": "benign",
                     "channel": "direct",
-                    "source_detail": f"{suite} user task PROMPT #{p}",
+                    "source_detail": f"{suite} user task PROMPT #{p} ({cls})",
                 }
             )
         for vector in vectors:
@@ -196,7 +316,7 @@ def agentdojo(packages: Path) -> list[dict[str, Any]]:
             window = "\n".join(env_lines[max(0, i - 6) : i + 6])
             fill = {v: s["default"] for v, s in vectors.items()}
             benign = _PLACEHOLDER.sub(lambda m, fill=fill: str(fill.get(m.group(1), m.group(0))), window)
-            user = rng.choice(prompts) if prompts else "Summarise this."
+            user = rng.choice(prompts)
             rows.append(
                 {
                     "id": f"agentdojo-{suite}-{vector}-benign",
@@ -231,6 +351,7 @@ def agentdojo(packages: Path) -> list[dict[str, Any]]:
                         "source_detail": f"{suite} slot {vector}, attack {name}",
                     }
                 )
+    _require_text(rows, "agentdojo")
     return rows
 
 
@@ -540,6 +661,9 @@ def vitaminc(tar: tarfile.TarFile, limit: int) -> list[dict[str, Any]]:
     return rows
 
 
+CORPORA = ("spikee", "agentdojo", "raginject", "injection_train", "agent_benign", "cpkc", "vitaminc")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -547,15 +671,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--packages", type=Path, required=True, help="folder with the downloaded wheels / sdists"
     )
+    parser.add_argument(
+        "--only",
+        choices=CORPORA,
+        action="append",
+        help="build only this corpus (repeatable); default: all of them",
+    )
     args = parser.parse_args(argv)
-    _write(DATA / "injection_spikee.jsonl", spikee(args.packages))
-    _write(DATA / "injection_agentdojo.jsonl", agentdojo(args.packages))
-    _write(DATA / "injection_raginject.jsonl", raginject(args.packages))
-    _write(TRAIN / "injection_train.jsonl", injection_training(args.packages))
-    _write(TRAIN / "injection_agent_benign.jsonl", agent_benign(args.packages))
-    tar = _bigbench(args.packages)
-    _write(DATA / "grounding_cpkc.jsonl", knowledge_conflicts(tar))
-    _write(TRAIN / "grounding_vitaminc.jsonl", vitaminc(tar, 8000))
+    only = set(args.only or CORPORA)
+    if "spikee" in only:
+        _write(DATA / "injection_spikee.jsonl", spikee(args.packages), require_text=True)
+    if "agentdojo" in only:
+        _write(DATA / "injection_agentdojo.jsonl", agentdojo(args.packages), require_text=True)
+    if "raginject" in only:
+        _write(DATA / "injection_raginject.jsonl", raginject(args.packages), require_text=True)
+    if "injection_train" in only:
+        _write(TRAIN / "injection_train.jsonl", injection_training(args.packages))
+    if "agent_benign" in only:
+        _write(TRAIN / "injection_agent_benign.jsonl", agent_benign(args.packages))
+    if only & {"cpkc", "vitaminc"}:
+        tar = _bigbench(args.packages)
+        if "cpkc" in only:
+            _write(DATA / "grounding_cpkc.jsonl", knowledge_conflicts(tar))
+        if "vitaminc" in only:
+            _write(TRAIN / "grounding_vitaminc.jsonl", vitaminc(tar, 8000))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ Measures, for the package named on the command line:
     package's own default decision, and ROC AUC when the package exposes a score.  No threshold is
     tuned.  A row is scored as its text, plus a newline and its context documents when it has
     any (the context carries the indirect injection); rows with nothing to score are skipped
-    and counted (agentdojo has 19 direct-benign rows with an empty text);
+    and counted (none since 2026-12-04: bench/build_corpora.py now refuses an empty text);
   * CPU time per call (time.process_time) on a ~2 KB benign English prompt: 200 calls after a
     warm-up, p50 and p99 in ms, with the package pinned to one thread where it allows.
 
