@@ -50,10 +50,10 @@ from pathlib import Path
 from typing import Any
 
 from harness import machine
+from stage_cpu import PARTS
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-PARTS = ("validate", "sanitize", "route", "infer", "validate_response", "encode")
 COPIED = ("bench/stage_cpu.py", "bench/harness.py")  # from the working tree into both copies
 
 # What stage_cpu.py runs, and what it calls, minus the modules mypyc cannot take.

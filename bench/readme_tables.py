@@ -323,11 +323,15 @@ def _compiled_stages(data: dict[str, Any]) -> str:
     )
 
 
+# The held-out injection corpora, each with the channel its attacks come through.
+HELD_OUT_CHANNELS = (("spikee", "direct"), ("agentdojo", "indirect"), ("raginject", "indirect"))
+
+
 def _packaged_detectors(data: dict[str, Any]) -> str:
     parts = []
     for name, package in data["packages"].items():
         cells = []
-        for corpus, channel in (("spikee", "direct"), ("agentdojo", "indirect"), ("raginject", "indirect")):
+        for corpus, channel in HELD_OUT_CHANNELS:
             m = _get(package, "corpora", corpus, channel) or {}
             cells.append(f"{corpus} {_cell(m.get('recall'))} / {_cell(m.get('fpr'))}")
         p99 = _get(package, "latency_ms", "p99")
@@ -388,13 +392,9 @@ def _embed_detectors(data: dict[str, Any]) -> str:
     inj = data["injection"]["heldout"]
     fib = data["grounding"]["heldout"]["grounding_fib"]
     cells = ", ".join(
-        f"{corpus.removeprefix('injection_')} {channel} {inj[corpus]['minilm'][channel]['recall']:.2f} / "
-        f"{inj[corpus]['minilm'][channel]['false_positive_rate']:.2f}"
-        for corpus, channel in (
-            ("injection_spikee", "direct"),
-            ("injection_agentdojo", "indirect"),
-            ("injection_raginject", "indirect"),
-        )
+        f"{corpus} {channel} {inj[f'injection_{corpus}']['minilm'][channel]['recall']:.2f} / "
+        f"{inj[f'injection_{corpus}']['minilm'][channel]['false_positive_rate']:.2f}"
+        for corpus, channel in HELD_OUT_CHANNELS
     )
     lat = data["latency"]
     return (
